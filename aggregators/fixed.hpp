@@ -1,0 +1,65 @@
+// Fixed aggregator: Agg = Σ_k w_k y^k for a given weight vector. The default anchors
+// the first perspective: w_1 = λ = 0.5, the others share 1 − λ equally (w = 1 at K = 1).
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtp/aggregators/weighted_sum.hpp"
+#include "mtp/core/cell.hpp"
+
+namespace mtp {
+
+inline std::vector<double> default_fixed_weights(int K, double lambda = 0.5) {
+  if (K == 1) return {1.0};
+  std::vector<double> w(K, (1.0 - lambda) / (K - 1));
+  w[0] = lambda;
+  return w;
+}
+
+// Checks a user-given weight vector: K finite entries that sum to 1.
+inline void check_fixed_weights(const std::vector<double>& w, int K) {
+  if (static_cast<int>(w.size()) != K)
+    usage_fail("--fixed-weights has {} values, expected K = {}", w.size(), K);
+  double sum = 0;
+  for (double v : w) {
+    if (!std::isfinite(v)) usage_fail("--fixed-weights has a non-finite value");
+    sum += v;
+  }
+  if (std::abs(sum - 1.0) > 1e-6) usage_fail("--fixed-weights sum to {}, expected 1", sum);
+}
+
+template <class S>
+class FixedAggregator {
+ public:
+  using Scalar = S;
+  struct Options {
+    std::vector<double> weights;  // empty: default_fixed_weights(K)
+  };
+  static constexpr std::string_view kName = "fixed";
+
+  FixedAggregator(int K, index_t /*input_width*/, const Options& opt) {
+    const std::vector<double> w = opt.weights.empty() ? default_fixed_weights(K) : opt.weights;
+    check_fixed_weights(w, K);
+    w_.assign(w.begin(), w.end());
+  }
+
+  void declare(ParamStore<S>&, const std::string&) {}
+  void bind(ParamStore<S>&) {}
+  void init(RngSequence&) {}
+
+  void forward(CView<S> Yk, CView<S>, View<S> A, const StepContext&, std::uint64_t) {
+    weighted_sum_forward(Yk, w_, A);
+  }
+  void backward(CView<S> dA, CView<S>, CView<S>, View<S> dYk, View<S>) {
+    weighted_sum_backward(dA, w_, dYk);
+  }
+  const std::vector<S>& weights() const { return w_; }
+
+ private:
+  std::vector<S> w_;
+};
+
+}  // namespace mtp

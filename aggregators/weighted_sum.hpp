@@ -1,0 +1,39 @@
+// Agg = Σ_k w_k y^k with weights that do not depend on the input: the shared core of
+// the mean and fixed aggregators.
+#pragma once
+
+#include <vector>
+
+#include "mtp/core/tensor.hpp"
+
+namespace mtp {
+
+// Yk (T,B,K,D), w (K) → A (T,B,D).
+template <class S>
+void weighted_sum_forward(In<S> Yk, const std::vector<S>& w, View<S> A) {
+  const index_t TB = Yk.dim(0) * Yk.dim(1), K = Yk.dim(2), D = Yk.dim(3);
+#pragma omp parallel for if (TB * K * D > (1 << 16))
+  for (index_t r = 0; r < TB; ++r) {
+    S* a = A.data + r * D;
+    for (index_t d = 0; d < D; ++d) a[d] = 0;
+    for (index_t k = 0; k < K; ++k) {
+      const S* y = Yk.data + (r * K + k) * D;
+      for (index_t d = 0; d < D; ++d) a[d] += w[k] * y[d];
+    }
+  }
+}
+
+// dA (T,B,D), w (K) → dYk (T,B,K,D) = w_k dA, overwritten.
+template <class S>
+void weighted_sum_backward(In<S> dA, const std::vector<S>& w, View<S> dYk) {
+  const index_t TB = dYk.dim(0) * dYk.dim(1), K = dYk.dim(2), D = dYk.dim(3);
+#pragma omp parallel for if (TB * K * D > (1 << 16))
+  for (index_t r = 0; r < TB; ++r)
+    for (index_t k = 0; k < K; ++k) {
+      S* dy = dYk.data + (r * K + k) * D;
+      const S* da = dA.data + r * D;
+      for (index_t d = 0; d < D; ++d) dy[d] = w[k] * da[d];
+    }
+}
+
+}  // namespace mtp

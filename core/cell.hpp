@@ -1,0 +1,86 @@
+// What a recurrent cell must provide to be wrapped in K temporal perspectives, and
+// what an aggregator must provide to combine them (DESIGN §2).
+//
+// A cell is split in three parts so that the wrapper can share everything that does
+// not depend on the perspective:
+//
+//   P  (T,B,Dp)   = pre(x (T,B,I))                  shared, typically one GEMM over T·B rows
+//   Yk (T,B,K,Dy) = recur(P, decay (K,D), s0)       per perspective k, own state s^k
+//   A  (T,B,Dy)   = Agg_k(Yk, x)                    the aggregator
+//   y  (T,B,O)    = post(A, P, x)                   shared, after aggregation
+//
+// recur runs all K perspectives of all B sequences together and owns its time loop,
+// so a matrix cell can batch its recurrent GEMM over B·K rows and a diagonal cell can
+// fuse its K scans into one pass. State is (B,K,Sw) per layer.
+//
+// Backward protocol (called by Perspectives in this order, after a forward that saved
+// what each part needs): post_backward overwrites dA; then recur_backward and
+// pre_backward accumulate into dP and dx, which the wrapper has zeroed, and every
+// part accumulates its parameter gradients.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "mtp/core/param_store.hpp"
+#include "mtp/core/rng.hpp"
+#include "mtp/core/tensor.hpp"
+
+namespace mtp {
+
+// Where a layer sits in its model; some initialisation recipes depend on depth.
+struct LayerPosition {
+  int index = 0;
+  int count = 1;
+};
+
+// Per-call facts that are not data: training or evaluation (selector noise is
+// training-only), and the key of this step's random numbers.
+struct StepContext {
+  bool training = false;
+  std::uint64_t seed = 0;
+  std::uint64_t step = 0;
+};
+
+template <class C>
+concept Cell = requires(C c, const C cc, ParamStore<typename C::Scalar>& store,
+                        const std::string& prefix, RngSequence& rng, LayerPosition pos,
+                        CView<typename C::Scalar> in, View<typename C::Scalar> out) {
+  typename C::Scalar;
+  typename C::Config;
+  { C::kName } -> std::convertible_to<std::string_view>;
+  { cc.input_width() } -> std::same_as<index_t>;   // I
+  { cc.pre_width() } -> std::same_as<index_t>;     // Dp
+  { cc.recur_width() } -> std::same_as<index_t>;   // Dy, per perspective
+  { cc.state_width() } -> std::same_as<index_t>;   // Sw, per (b, k)
+  { cc.decay_width() } -> std::same_as<index_t>;   // D, one decay row per perspective
+  { cc.output_width() } -> std::same_as<index_t>;  // O
+  c.declare(store, prefix);  // registers the cell's own tensors (not decay)
+  c.bind(store);
+  c.init(rng, out, pos);  // initialises the cell's tensors and writes the base decay (D)
+  c.pre_forward(in, out);                      // x → P
+  c.recur_forward(in, in, in, out, out);       // P, decay, s0 → Yk, sT
+  c.post_forward(in, in, in, out);             // A, P, x → y
+  c.post_backward(in, in, in, in, out, out, out);       // dy, A, P, x → dA, dP+, dx+
+  c.recur_backward(in, in, in, in, out, out);           // dYk, P, decay, Yk → dP+, ddecay+
+  c.pre_backward(in, in, out);                          // dP, x → dx+
+};
+
+template <class A>
+concept Aggregator = requires(A a, ParamStore<typename A::Scalar>& store, const std::string& prefix,
+                              RngSequence& rng, CView<typename A::Scalar> in,
+                              View<typename A::Scalar> out, const StepContext& ctx,
+                              std::uint64_t noise_stream) {
+  typename A::Scalar;
+  typename A::Options;
+  { A::kName } -> std::convertible_to<std::string_view>;
+  a.declare(store, prefix);
+  a.bind(store);
+  a.init(rng);
+  a.forward(in, in, out, ctx, noise_stream);  // Yk (T,B,K,D), x (T,B,I) → A (T,B,D)
+  a.backward(in, in, in, out, out);           // dA, Yk, x → dYk (overwrite), dx+
+};
+
+}  // namespace mtp

@@ -1,0 +1,118 @@
+#include "mtp/core/gemm.hpp"
+
+#include <Eigen/Core>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <map>
+#include <tuple>
+#include <unordered_map>
+
+namespace mtp {
+namespace {
+
+template <class S>
+void matmul_eigen(const S* A, bool trans_a, const S* B, bool trans_b, S* C, index_t M, index_t N,
+                  index_t Kd, bool accumulate, const S* bias) {
+  using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Row = Eigen::Matrix<S, 1, Eigen::Dynamic>;
+  Eigen::Map<Mat> c(C, M, N);
+  if (!accumulate) c.setZero();
+  if (bias) c.rowwise() += Eigen::Map<const Row>(bias, N);
+  if (M == 0 || N == 0 || Kd == 0) return;
+  Eigen::Map<const Mat> a(A, trans_a ? Kd : M, trans_a ? M : Kd);
+  Eigen::Map<const Mat> b(B, trans_b ? N : Kd, trans_b ? Kd : N);
+  if (!trans_a && !trans_b) c.noalias() += a * b;
+  if (!trans_a && trans_b) c.noalias() += a * b.transpose();
+  if (trans_a && !trans_b) c.noalias() += a.transpose() * b;
+  if (trans_a && trans_b) c.noalias() += a.transpose() * b.transpose();
+}
+
+// One created matmul primitive with memory objects whose data handles are swapped on
+// every call: executing it allocates nothing.
+struct MatmulPlan {
+  dnnl::matmul prim;
+  dnnl::memory a, b, c, bias;
+  std::unordered_map<int, dnnl::memory> args;
+};
+
+struct Dnnl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  using Key = std::tuple<index_t, index_t, index_t, bool, bool, bool, bool>;
+  std::map<Key, MatmulPlan> plans;
+  index_t created = 0;
+
+  MatmulPlan& plan(index_t M, index_t N, index_t Kd, bool ta, bool tb, bool acc, bool has_bias) {
+    const Key key{M, N, Kd, ta, tb, acc, has_bias};
+    auto it = plans.find(key);
+    if (it != plans.end()) return it->second;
+
+    using dt = dnnl::memory::data_type;
+    using md = dnnl::memory::desc;
+    // Transposes are expressed as strides, so no operand is ever copied.
+    const md a_md({M, Kd}, dt::f32, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{Kd, 1});
+    const md b_md({Kd, N}, dt::f32, tb ? dnnl::memory::dims{1, Kd} : dnnl::memory::dims{N, 1});
+    const md c_md({M, N}, dt::f32, dnnl::memory::dims{N, 1});
+    const md bias_md({1, N}, dt::f32, dnnl::memory::dims{N, 1});
+    dnnl::primitive_attr attr;
+    if (acc) {
+      dnnl::post_ops po;
+      po.append_sum(1.f);
+      attr.set_post_ops(po);
+    }
+    const auto desc = has_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
+                               : dnnl::matmul::desc(a_md, b_md, c_md);
+    MatmulPlan p;
+    p.prim = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine));
+    p.a = dnnl::memory(a_md, engine, DNNL_MEMORY_NONE);
+    p.b = dnnl::memory(b_md, engine, DNNL_MEMORY_NONE);
+    p.c = dnnl::memory(c_md, engine, DNNL_MEMORY_NONE);
+    p.args = {{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.b}, {DNNL_ARG_DST, p.c}};
+    if (has_bias) {
+      p.bias = dnnl::memory(bias_md, engine, DNNL_MEMORY_NONE);
+      p.args.emplace(DNNL_ARG_BIAS, p.bias);
+    }
+    ++created;
+    return plans.emplace(key, std::move(p)).first->second;
+  }
+};
+
+Dnnl& dnnl_state() {
+  // Per thread: plans hold data handles between set and execute, so sharing one
+  // across threads would race. Sweeps run jobs as processes, so this stays small.
+  thread_local Dnnl state;
+  return state;
+}
+
+}  // namespace
+
+void matmul(const float* A, bool trans_a, const float* B, bool trans_b, float* C, index_t M,
+            index_t N, index_t Kd, bool accumulate, const float* bias) {
+  if (M == 0 || N == 0) return;
+  if (Kd == 0) {  // oneDNN rejects empty reductions; the product is zero.
+    matmul_eigen(A, trans_a, B, trans_b, C, M, N, Kd, accumulate, bias);
+    return;
+  }
+  Dnnl& d = dnnl_state();
+  MatmulPlan& p = d.plan(M, N, Kd, trans_a, trans_b, accumulate, bias != nullptr);
+  p.a.set_data_handle(const_cast<float*>(A));
+  p.b.set_data_handle(const_cast<float*>(B));
+  p.c.set_data_handle(C);
+  if (bias) p.bias.set_data_handle(const_cast<float*>(bias));
+  p.prim.execute(d.stream, p.args);
+  d.stream.wait();
+}
+
+void matmul(const double* A, bool trans_a, const double* B, bool trans_b, double* C, index_t M,
+            index_t N, index_t Kd, bool accumulate, const double* bias) {
+  matmul_eigen(A, trans_a, B, trans_b, C, M, N, Kd, accumulate, bias);
+}
+
+void matmul_reference(const float* A, bool trans_a, const float* B, bool trans_b, float* C,
+                      index_t M, index_t N, index_t Kd, bool accumulate, const float* bias) {
+  matmul_eigen(A, trans_a, B, trans_b, C, M, N, Kd, accumulate, bias);
+}
+
+index_t matmul_primitives_created() { return dnnl_state().created; }
+
+}  // namespace mtp

@@ -1,0 +1,102 @@
+// All trainable parameters of a model live in one flat buffer, and their gradients
+// in a second one of the same layout. Layers declare named tensors, the store
+// allocates once, and layers bind views into the buffers they do not own. Flat
+// buffers make the optimiser, gradient norm, checkpoints and (later) device copies
+// one loop or one memcpy each.
+#pragma once
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mtp/core/tensor.hpp"
+
+namespace mtp {
+
+// Parameters that exist only because of the perspectives (the K decay rows, the
+// selector) are `perspective`; everything the plain cell or model has is `base`.
+// The split drives "parameters added" reports and --freeze base.
+enum class ParamRole { base, perspective };
+
+struct ParamInfo {
+  std::string name;
+  Shape shape;
+  index_t offset = 0;
+  ParamRole role = ParamRole::base;
+  bool weight_decay = false;  // AdamW decoupled weight decay applies to it
+};
+
+struct ParamRef {
+  int index = -1;
+};
+
+// A layer's handle on one parameter: the declaration, then (after bind) views.
+template <class S>
+struct Param {
+  ParamRef ref;
+  View<S> value;
+  View<S> grad;
+};
+
+template <class S>
+class ParamStore {
+ public:
+  Param<S> add(std::string name, Shape shape, ParamRole role = ParamRole::base,
+               bool weight_decay = false) {
+    MTP_CHECK(!finalized_, "parameter '{}' declared after the store was finalized", name);
+    MTP_CHECK(find(name).index < 0, "parameter '{}' declared twice", name);
+    infos_.push_back({std::move(name), shape, total_, role, weight_decay});
+    total_ += shape.numel();
+    return Param<S>{ParamRef{static_cast<int>(infos_.size()) - 1}, {}, {}};
+  }
+
+  // Allocates values (zero) and gradients (zero). No parameter may be added after.
+  void finalize() {
+    values_.assign(total_, S(0));
+    grads_.assign(total_, S(0));
+    finalized_ = true;
+  }
+  bool finalized() const { return finalized_; }
+
+  template <class... Ps>
+  void bind(Param<S>& p, Ps&... rest) {
+    MTP_CHECK(finalized_, "bind before finalize");
+    const ParamInfo& info = infos_.at(p.ref.index);
+    p.value = View<S>(values_.data() + info.offset, info.shape);
+    p.grad = View<S>(grads_.data() + info.offset, info.shape);
+    if constexpr (sizeof...(rest) > 0) bind(rest...);
+  }
+
+  ParamRef find(std::string_view name) const {
+    for (size_t i = 0; i < infos_.size(); ++i)
+      if (infos_[i].name == name) return ParamRef{static_cast<int>(i)};
+    return ParamRef{};
+  }
+  const ParamInfo& info(ParamRef r) const { return infos_.at(r.index); }
+  const std::vector<ParamInfo>& infos() const { return infos_; }
+  View<S> value(ParamRef r) { return {values_.data() + info(r).offset, info(r).shape}; }
+  CView<S> value(ParamRef r) const { return {values_.data() + info(r).offset, info(r).shape}; }
+  View<S> grad(ParamRef r) { return {grads_.data() + info(r).offset, info(r).shape}; }
+
+  S* values() { return values_.data(); }
+  const S* values() const { return values_.data(); }
+  S* grads() { return grads_.data(); }
+  const S* grads() const { return grads_.data(); }
+  index_t size() const { return total_; }
+  index_t count(ParamRole role) const {
+    index_t n = 0;
+    for (const ParamInfo& p : infos_)
+      if (p.role == role) n += p.shape.numel();
+    return n;
+  }
+  void zero_grad() { std::fill(grads_.begin(), grads_.end(), S(0)); }
+
+ private:
+  std::vector<ParamInfo> infos_;
+  std::vector<S> values_, grads_;
+  index_t total_ = 0;
+  bool finalized_ = false;
+};
+
+}  // namespace mtp

@@ -1,0 +1,124 @@
+// Perspectives<Cell, Aggregator>: any cell, K temporal perspectives (DESIGN §2).
+//
+// Every perspective runs the same cell with the same weights but its own decay row
+// decay[k] and its own state; the aggregator combines their outputs:
+//
+//   y_t = post( Agg_k( recur_k(pre(x)_t, s^k_{t−1}) ) )
+//
+// The wrapper owns the decay tensor (K,D) and the order of the parts; it knows
+// nothing about the cell it wraps. Decay row k starts at the cell's base decay
+// plus spread·(k − (K−1)/2), so the K views watch different time scales.
+#pragma once
+
+#include <algorithm>
+#include <string>
+
+#include "mtp/core/cell.hpp"
+
+namespace mtp {
+
+template <Cell C, Aggregator Agg>
+class Perspectives {
+ public:
+  using Scalar = typename C::Scalar;
+  using S = Scalar;
+  using CellType = C;
+  using AggregatorType = Agg;
+  static_assert(std::is_same_v<S, typename Agg::Scalar>, "cell and aggregator scalar differ");
+
+  struct Config {
+    typename C::Config cell{};
+    int perspectives = 1;       // K
+    double decay_spread = 1.0;  // s
+    typename Agg::Options aggregator{};
+    LayerPosition position{};
+  };
+
+  explicit Perspectives(const Config& cfg)
+      : cfg_(cfg),
+        cell_(cfg.cell),
+        agg_(cfg.perspectives, cell_.input_width(), cfg.aggregator),
+        K_(cfg.perspectives) {
+    MTP_CHECK(K_ >= 1, "perspectives must be >= 1, got {}", K_);
+  }
+
+  index_t input_width() const { return cell_.input_width(); }
+  index_t output_width() const { return cell_.output_width(); }
+  index_t state_width() const { return cell_.state_width(); }
+  int perspectives() const { return K_; }
+  const Config& config() const { return cfg_; }
+  C& cell() { return cell_; }
+  Agg& aggregator() { return agg_; }
+
+  void declare(ParamStore<S>& store, const std::string& prefix) {
+    cell_.declare(store, prefix);
+    decay_ = store.add(prefix + "decay", {K_, cell_.decay_width()}, ParamRole::perspective);
+    agg_.declare(store, prefix);
+  }
+  void bind(ParamStore<S>& store) {
+    cell_.bind(store);
+    store.bind(decay_);
+    agg_.bind(store);
+  }
+  void init(RngSequence& rng) {
+    const index_t D = cell_.decay_width();
+    Tensor<S> base({D});
+    cell_.init(rng, base.view(), cfg_.position);
+    for (int k = 0; k < K_; ++k) {
+      const double offset = cfg_.decay_spread * (k - (K_ - 1) / 2.0);
+      for (index_t c = 0; c < D; ++c) decay_.value[k * D + c] = base[c] + S(offset);
+    }
+    agg_.init(rng);
+  }
+
+  // x (T,B,I) → y (T,B,O). When `state` (B,K,Sw) is given, it is the initial state and
+  // receives the final one (streaming, carried state); otherwise states start at zero.
+  // Saves what backward needs.
+  void forward(CView<S> x, View<S> y, const StepContext& ctx, View<S> state = {}) {
+    MTP_CHECK(x.shape.rank() == 3 && x.dim(2) == input_width(),
+              "perspective layer input has shape {}, expected (T,B,{})", x.shape.str(),
+              input_width());
+    const index_t T = x.dim(0), B = x.dim(1);
+    check_shape(y.shape, {T, B, output_width()}, "perspective layer output");
+    if (!state.empty()) check_shape(state.shape, {B, K_, state_width()}, "perspective state");
+
+    P_.resize({T, B, cell_.pre_width()});
+    Yk_.resize({T, B, K_, cell_.recur_width()});
+    A_.resize({T, B, cell_.recur_width()});
+    cell_.pre_forward(x, P_);
+    cell_.recur_forward(P_.view(), decay_.value, state, Yk_.view(), state);
+    agg_.forward(Yk_.view(), x, A_.view(), ctx, rng_stream::kSelectorNoise + cfg_.position.index);
+    cell_.post_forward(A_.view(), P_.view(), x, y);
+  }
+
+  // Saved from forward: P, Yk, A (and whatever the cell and aggregator saved).
+  // dy (T,B,O) → dx (T,B,I), overwritten; parameter gradients accumulate.
+  void backward(CView<S> x, CView<S> dy, View<S> dx) {
+    check_shape(dy.shape, {x.dim(0), x.dim(1), output_width()}, "perspective layer dy");
+    check_shape(dx.shape, x.shape, "perspective layer dx");
+    dA_.resize(A_.shape());
+    dYk_.resize(Yk_.shape());
+    dP_.resize(P_.shape());
+    dP_.zero();
+    std::fill(dx.begin(), dx.end(), S(0));
+    cell_.post_backward(dy, A_.view(), P_.view(), x, dA_.view(), dP_.view(), dx);
+    agg_.backward(dA_.view(), Yk_.view(), x, dYk_.view(), dx);
+    cell_.recur_backward(dYk_.view(), P_.view(), decay_.value, Yk_.view(), dP_.view(),
+                         decay_.grad);
+    cell_.pre_backward(dP_.view(), x, dx);
+  }
+
+  // The per-perspective outputs of the last forward, (T,B,K,Dy): for analysis.
+  CView<S> perspective_outputs() const { return Yk_.view(); }
+
+ private:
+  Config cfg_;
+  C cell_;
+  Agg agg_;
+  int K_;
+  Param<S> decay_;
+  Tensor<S> P_, Yk_, A_;     // forward activations
+  Tensor<S> dP_, dYk_, dA_;  // backward scratch
+};
+
+}  // namespace mtp

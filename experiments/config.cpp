@@ -1,0 +1,87 @@
+#include "mtp/experiments/config.hpp"
+
+#include <cmath>
+
+#include "mtp/aggregators/fixed.hpp"
+#include "mtp/core/error.hpp"
+#include "mtp/experiments/dispatch.hpp"
+
+#include <algorithm>
+#include <fmt/ranges.h>
+
+namespace mtp::exp {
+
+#define MTP_CONFIG_FIELDS(X)                                                                   \
+  X(cell) X(perspectives) X(aggregator) X(noise) X(fixed_weights) X(decay_spread) X(layers)   \
+  X(width) X(mlp) X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed) \
+  X(task) X(data) X(vocab) X(pairs) X(val_batches) X(out) X(threads) X(eval_every) X(log_every)
+
+nlohmann::json to_json(const TrainConfig& c) {
+  nlohmann::json j;
+#define X(f) j[#f] = c.f;
+  MTP_CONFIG_FIELDS(X)
+#undef X
+  return j;
+}
+
+TrainConfig train_config_from_json(const nlohmann::json& j) {
+  TrainConfig c;
+  try {
+#define X(f) \
+  if (j.contains(#f)) j.at(#f).get_to(c.f);
+    MTP_CONFIG_FIELDS(X)
+#undef X
+  } catch (const nlohmann::json::exception& e) {
+    fail("run configuration is malformed ({})", e.what());
+  }
+  return c;
+}
+
+void validate(const TrainConfig& c) {
+  auto need = [](bool ok, const char* flag, const std::string& why) {
+    if (!ok) usage_fail("--{} {}", flag, why);
+  };
+  need(std::find(kCells.begin(), kCells.end(), c.cell) != kCells.end(), "cell",
+       fmt::format("'{}' is not a known cell (known: {})", c.cell, fmt::join(kCells, ", ")));
+  need(c.perspectives >= 1 && c.perspectives <= 64, "perspectives",
+       fmt::format("must be in [1, 64], got {}", c.perspectives));
+  need(c.aggregator == "mean" || c.aggregator == "learned" || c.aggregator == "fixed",
+       "aggregator", fmt::format("'{}' is not one of mean, learned, fixed", c.aggregator));
+  need(std::isfinite(c.noise) && c.noise >= 0, "noise",
+       fmt::format("must be a finite value >= 0, got {}", c.noise));
+  if (!c.fixed_weights.empty()) {
+    need(c.aggregator == "fixed", "fixed-weights", "needs --aggregator fixed");
+    check_fixed_weights(c.fixed_weights, c.perspectives);
+  }
+  need(std::isfinite(c.decay_spread), "decay-spread", "must be finite");
+  need(c.layers >= 1 && c.layers <= 64, "layers", fmt::format("must be in [1, 64], got {}", c.layers));
+  need(c.width >= 1 && c.width <= 8192, "width", fmt::format("must be in [1, 8192], got {}", c.width));
+  need(c.steps >= 1, "steps", fmt::format("must be >= 1, got {}", c.steps));
+  need(c.batch >= 1 && c.batch <= 65536, "batch", fmt::format("must be in [1, 65536], got {}", c.batch));
+  need(c.seq_len >= 2 && c.seq_len <= 1'000'000, "seq-len",
+       fmt::format("must be in [2, 1000000], got {}", c.seq_len));
+  need(std::isfinite(c.lr) && c.lr > 0, "lr", fmt::format("must be > 0, got {}", c.lr));
+  need(std::isfinite(c.warmup) && c.warmup >= 0 && c.warmup < 1, "warmup",
+       fmt::format("is a fraction of the steps in [0, 1), got {}", c.warmup));
+  need(std::isfinite(c.weight_decay) && c.weight_decay >= 0, "weight-decay", "must be >= 0");
+  need(std::isfinite(c.clip) && c.clip >= 0, "clip", "must be >= 0 (0 disables clipping)");
+  need(c.task == "mqar" || c.task == "text", "task",
+       fmt::format("'{}' is not one of mqar, text", c.task));
+  if (c.task == "text") need(!c.data.empty(), "data", "is required with --task text");
+  if (c.task == "mqar") {
+    need(c.vocab >= 4 && c.vocab <= 1'000'000, "vocab",
+         fmt::format("must be in [4, 1000000], got {}", c.vocab));
+    need(c.pairs >= 1, "pairs", fmt::format("must be >= 1, got {}", c.pairs));
+    need(c.pairs <= c.vocab / 2 - 1, "pairs",
+         fmt::format("{} needs distinct keys: at most vocab/2 − 1 = {}", c.pairs, c.vocab / 2 - 1));
+    need(4 * c.pairs <= c.seq_len, "seq-len",
+         fmt::format("{} is too short for {} pairs: mqar needs at least 4·pairs = {}", c.seq_len,
+                     c.pairs, 4 * c.pairs));
+  }
+  need(c.val_batches >= 1, "val-batches", "must be >= 1");
+  need(c.threads >= 0 && c.threads <= 1024, "threads", "must be in [0, 1024]");
+  need(c.eval_every >= 0, "eval-every", "must be >= 0");
+  need(c.log_every >= 0, "log-every", "must be >= 0");
+}
+
+}  // namespace mtp::exp

@@ -1,0 +1,52 @@
+// Everything that defines a training run. It is written to DIR/config.json and into
+// the checkpoint's metadata, so a run can be re-evaluated (or repeated) from either.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace mtp::exp {
+
+struct TrainConfig {
+  // Layer
+  std::string cell = "gru";
+  int perspectives = 3;
+  std::string aggregator = "learned";
+  double noise = 0.0;
+  std::vector<double> fixed_weights;  // empty: the λ = 0.5 default
+  double decay_spread = 1.0;
+  // Model
+  int layers = 2;
+  int width = 64;
+  bool mlp = true;
+  // Optimisation
+  long long steps = 600;
+  int batch = 32;
+  int seq_len = 64;
+  double lr = 3e-3;
+  double warmup = 0.05;  // fraction of steps
+  double weight_decay = 0.1;
+  double clip = 1.0;
+  std::uint64_t seed = 0;
+  // Task
+  std::string task = "mqar";
+  std::string data;  // text: the corpus file
+  int vocab = 64;    // mqar
+  int pairs = 8;     // mqar
+  int val_batches = 16;
+  // Run
+  std::string out;
+  int threads = 0;  // 0: all cores
+  long long eval_every = 0;  // 0: only at the end
+  long long log_every = 0;   // 0: about 20 lines per run
+};
+
+nlohmann::json to_json(const TrainConfig& c);
+TrainConfig train_config_from_json(const nlohmann::json& j);
+
+// Range and consistency checks on a config; throws UsageError naming the flag.
+void validate(const TrainConfig& c);
+
+}  // namespace mtp::exp

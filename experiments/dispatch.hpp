@@ -1,0 +1,54 @@
+// The one place where runtime choices (--cell, --aggregator) become template
+// arguments. Everything below it is compiled per combination, with no virtual calls.
+// Adding a cell: include it, add a branch to with_cell and its name to kCells.
+#pragma once
+
+#include <array>
+#include <string>
+#include <string_view>
+
+#include "mtp/aggregators/fixed.hpp"
+#include "mtp/aggregators/learned.hpp"
+#include "mtp/aggregators/mean.hpp"
+#include "mtp/cells/gru.hpp"
+#include "mtp/core/perspectives.hpp"
+
+namespace mtp::exp {
+
+inline constexpr std::array<std::string_view, 1> kCells = {"gru"};
+inline constexpr std::array<std::string_view, 3> kAggregators = {"mean", "learned", "fixed"};
+
+// Calls f.template operator()<CellT<S>>() for the cell named `cell`.
+template <class S, class F>
+decltype(auto) with_cell(std::string_view cell, F&& f) {
+  if (cell == "gru") return f.template operator()<Gru<S>>();
+  usage_fail("--cell '{}' is not a known cell", cell);
+}
+
+// Calls f.template operator()<Perspectives<Cell, Agg>>() for the named cell/aggregator.
+template <class S, class F>
+decltype(auto) with_mixer(std::string_view cell, std::string_view aggregator, F&& f) {
+  return with_cell<S>(cell, [&]<class C>() -> decltype(auto) {
+    if (aggregator == "mean") return f.template operator()<Perspectives<C, MeanAggregator<S>>>();
+    if (aggregator == "learned")
+      return f.template operator()<Perspectives<C, LearnedAggregator<S>>>();
+    if (aggregator == "fixed") return f.template operator()<Perspectives<C, FixedAggregator<S>>>();
+    usage_fail("--aggregator '{}' is not one of mean, learned, fixed", aggregator);
+  });
+}
+
+// The aggregator options of a run, whichever aggregator it is.
+struct AggregatorSettings {
+  double noise = 0;
+  std::vector<double> fixed_weights;
+};
+
+template <class Agg>
+typename Agg::Options aggregator_options(const AggregatorSettings& s) {
+  typename Agg::Options o{};
+  if constexpr (requires { o.noise; }) o.noise = s.noise;
+  if constexpr (requires { o.weights; }) o.weights = s.fixed_weights;
+  return o;
+}
+
+}  // namespace mtp::exp

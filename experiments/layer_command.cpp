@@ -1,0 +1,105 @@
+#include "mtp/experiments/layer_command.hpp"
+
+#include <set>
+
+#include "mtp/core/safetensors.hpp"
+#include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/trainer.hpp"
+
+namespace mtp::exp {
+namespace {
+
+template <class Mixer>
+void run(const LayerArgs& a, const SafeTensors& pf, const SafeTensors& in) {
+  using S = typename Mixer::Scalar;
+  const auto shape_of = [&](const std::string& name) {
+    MTP_CHECK(pf.has(name), "{}: missing tensor '{}'", a.params, name);
+    return pf.at(name).shape;
+  };
+  typename Mixer::Config mc;
+  mc.cell = Mixer::CellType::infer_config(shape_of);
+  mc.perspectives = a.perspectives;
+  mc.aggregator = aggregator_options<typename Mixer::AggregatorType>({0.0, a.fixed_weights});
+  Mixer layer(mc);
+  ParamStore<S> store;
+  layer.declare(store, "");
+  store.finalize();
+  layer.bind(store);
+
+  // Exactly the tensors this configuration needs, each with the shape it implies.
+  std::set<std::string> needed;
+  for (const ParamInfo& p : store.infos()) {
+    needed.insert(p.name);
+    MTP_CHECK(pf.has(p.name), "{}: missing tensor '{}' (needed by {} K={} {})", a.params, p.name,
+              a.cell, a.perspectives, a.aggregator);
+    const StoredTensor& t = pf.at(p.name);
+    MTP_CHECK(t.shape == p.shape.dims(), "{}: tensor '{}' has shape {}, expected {}", a.params,
+              p.name, shape_str(t.shape), p.shape.str());
+    const std::vector<S> v = t.to<S>(a.params + ": tensor '" + p.name + "'");
+    std::copy(v.begin(), v.end(), store.values() + p.offset);
+  }
+  for (const auto& [name, t] : pf.tensors)
+    MTP_CHECK(needed.count(name), "{}: unexpected tensor '{}' for {} K={} {}", a.params, name,
+              a.cell, a.perspectives, a.aggregator);
+
+  MTP_CHECK(in.has("x"), "{}: missing tensor 'x'", a.input);
+  for (const auto& [name, t] : in.tensors)
+    MTP_CHECK(name == "x" || name == "dy", "{}: unexpected tensor '{}' (expected x, dy)", a.input,
+              name);
+  const StoredTensor& xs = in.at("x");
+  MTP_CHECK(xs.shape.size() == 3 && xs.shape[2] == layer.input_width() && xs.shape[0] > 0 &&
+                xs.shape[1] > 0,
+            "{}: x has shape {}, expected (T,B,{})", a.input, shape_str(xs.shape),
+            layer.input_width());
+  const index_t T = xs.shape[0], B = xs.shape[1];
+  const std::vector<S> x = xs.to<S>(a.input + ": tensor 'x'");
+  const Shape xshape{T, B, layer.input_width()}, yshape{T, B, layer.output_width()};
+  Tensor<S> y(yshape);
+  layer.forward(CView<S>(x.data(), xshape), y.view(), StepContext{});
+
+  SafeTensors out;
+  out.put("y", yshape.dims(), y.data());
+  if (in.has("dy")) {
+    const StoredTensor& dys = in.at("dy");
+    MTP_CHECK(dys.shape == yshape.dims(), "{}: dy has shape {}, expected {}", a.input,
+              shape_str(dys.shape), yshape.str());
+    const std::vector<S> dy = dys.to<S>(a.input + ": tensor 'dy'");
+    Tensor<S> dx(xshape);
+    store.zero_grad();
+    layer.backward(CView<S>(x.data(), xshape), CView<S>(dy.data(), yshape), dx.view());
+    out.put("grad.x", xshape.dims(), dx.data());
+    for (const ParamInfo& p : store.infos())
+      out.put("grad." + p.name, p.shape.dims(), store.grads() + p.offset);
+  }
+  out.metadata["cell"] = a.cell;
+  out.metadata["perspectives"] = std::to_string(a.perspectives);
+  out.metadata["aggregator"] = a.aggregator;
+  out.metadata["dtype"] = a.dtype;
+  out.save(a.output);
+}
+
+}  // namespace
+
+void run_layer(const LayerArgs& a) {
+  if (std::find(kCells.begin(), kCells.end(), a.cell) == kCells.end())
+    usage_fail("--cell '{}' is not a known cell", a.cell);
+  if (std::find(kAggregators.begin(), kAggregators.end(), a.aggregator) == kAggregators.end())
+    usage_fail("--aggregator '{}' is not one of mean, learned, fixed", a.aggregator);
+  if (a.perspectives < 1 || a.perspectives > 64)
+    usage_fail("--perspectives must be in [1, 64], got {}", a.perspectives);
+  if (!a.fixed_weights.empty() && a.aggregator != "fixed")
+    usage_fail("--fixed-weights needs --aggregator fixed");
+  if (a.dtype != "f32" && a.dtype != "f64") usage_fail("--dtype must be f32 or f64");
+  if (a.params.empty()) usage_fail("--params FILE is required");
+  if (a.input.empty()) usage_fail("--input FILE is required");
+  if (a.output.empty()) usage_fail("--output FILE is required");
+  set_threads(a.threads);
+  const SafeTensors pf = SafeTensors::load(a.params);
+  const SafeTensors in = SafeTensors::load(a.input);
+  if (a.dtype == "f64")
+    with_mixer<double>(a.cell, a.aggregator, [&]<class M>() { run<M>(a, pf, in); });
+  else
+    with_mixer<float>(a.cell, a.aggregator, [&]<class M>() { run<M>(a, pf, in); });
+}
+
+}  // namespace mtp::exp

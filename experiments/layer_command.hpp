@@ -1,0 +1,23 @@
+// `mtp-exp layer`: one wrapped layer on x (T,B,I) from safetensors files, for
+// interoperability and testing (DESIGN §3).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mtp::exp {
+
+struct LayerArgs {
+  std::string cell = "gru";
+  int perspectives = 1;
+  std::string aggregator = "mean";
+  std::vector<double> fixed_weights;
+  std::string params, input, output;
+  std::string dtype = "f32";  // compute precision: f32 (oneDNN) or f64 (Eigen)
+  int threads = 0;
+};
+
+// Reads params and input, writes y (and with dy: grad.x, grad.<param>) to output.
+void run_layer(const LayerArgs& args);
+
+}  // namespace mtp::exp

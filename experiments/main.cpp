@@ -1,0 +1,209 @@
+// mtp-exp: train and evaluate recurrent models with K temporal perspectives.
+//
+//   mtp-exp [train] [flags]              train one configuration (the default command)
+//   mtp-exp eval --checkpoint FILE       re-evaluate a saved model
+//   mtp-exp layer --params P --input X --output Y [flags]   run one wrapped layer
+//
+// Exit status: 0 on success, 2 on a usage error (bad flag or value), 1 on any other
+// failure (unreadable file, malformed data, numerical failure). Errors are one line.
+#include <fmt/format.h>
+
+#include <boost/program_options.hpp>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "mtp/core/error.hpp"
+#include "mtp/experiments/config.hpp"
+#include "mtp/experiments/layer_command.hpp"
+#include "mtp/experiments/trainer.hpp"
+
+namespace po = boost::program_options;
+using mtp::exp::TrainConfig;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: mtp-exp [train] [flags]                 train and evaluate one configuration\n"
+    "       mtp-exp eval --checkpoint FILE [flags]  re-evaluate a saved model\n"
+    "       mtp-exp layer --params P --input X --output Y [flags]\n"
+    "                                               run one wrapped layer (forward, backward)\n"
+    "       mtp-exp COMMAND --help                  the flags of a command\n";
+
+std::vector<double> parse_weights(const std::string& s) {
+  std::vector<double> w;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size())
+      mtp::usage_fail("--fixed-weights: '{}' is not a number (expected w1,...,wK)", item);
+    w.push_back(v);
+  }
+  if (w.empty()) mtp::usage_fail("--fixed-weights is empty (expected w1,...,wK)");
+  return w;
+}
+
+// Parses argv into `vm`, rejecting positional arguments. Returns false after --help.
+bool parse(int argc, const char* const* argv, const po::options_description& desc,
+           po::variables_map& vm, const char* help_header) {
+  po::store(po::command_line_parser(argc, argv).options(desc).positional({}).run(), vm);
+  if (vm.count("help")) {
+    std::cout << help_header << "\n" << desc << "\n";
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+void add_layer_flags(po::options_description& d, std::string& cell, int& k, std::string& agg,
+                     std::string& weights) {
+  d.add_options()                                                                          //
+      ("cell", po::value(&cell)->default_value(cell), "recurrent cell: gru")               //
+      ("perspectives,K", po::value(&k)->default_value(k), "number of perspectives K >= 1")  //
+      ("aggregator", po::value(&agg)->default_value(agg),
+       "how the K outputs combine: mean | learned (softmax selector) | fixed")  //
+      ("fixed-weights", po::value(&weights),
+       "fixed aggregator weights w1,...,wK summing to 1 (default: w1 = 0.5, the rest equal)");
+}
+
+int cmd_train(int argc, const char* const* argv) {
+  TrainConfig c;
+  std::string weights;
+  long long seed = 0;
+  bool no_mlp = false;
+  po::options_description d("train flags (default command)");
+  d.add_options()("help,h", "show this help");
+  add_layer_flags(d, c.cell, c.perspectives, c.aggregator, weights);
+  d.add_options()                                                                             //
+      ("noise", po::value(&c.noise)->default_value(c.noise),
+       "selector noise σ on the logits while training (learned aggregator)")  //
+      ("decay-spread", po::value(&c.decay_spread)->default_value(c.decay_spread),
+       "decay of perspective k = base + s·(k − (K−1)/2)")                              //
+      ("layers", po::value(&c.layers)->default_value(c.layers), "number of blocks L")  //
+      ("width", po::value(&c.width)->default_value(c.width), "model width W (cell hidden H = W)")  //
+      ("no-mlp", po::bool_switch(&no_mlp), "blocks without the 4x MLP")                          //
+      ("steps", po::value(&c.steps)->default_value(c.steps), "training steps")                   //
+      ("batch", po::value(&c.batch)->default_value(c.batch), "sequences per step B")            //
+      ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len), "sequence length T")         //
+      ("lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate (AdamW)")               //
+      ("warmup", po::value(&c.warmup)->default_value(c.warmup),
+       "warmup, as a fraction of the steps; then cosine decay to lr/10")  //
+      ("weight-decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
+       "AdamW decoupled weight decay (matrices only)")                                          //
+      ("clip", po::value(&c.clip)->default_value(c.clip), "global gradient-norm clip (0: off)")  //
+      ("seed", po::value(&seed)->default_value(0), "seed of initialisation, data and noise")    //
+      ("task", po::value(&c.task)->default_value(c.task),
+       "mqar (associative recall, embedded) | text (byte-level LM on --data)")           //
+      ("data", po::value(&c.data), "text corpus file for --task text")                  //
+      ("vocab", po::value(&c.vocab)->default_value(c.vocab), "mqar vocabulary size")    //
+      ("pairs", po::value(&c.pairs)->default_value(c.pairs), "mqar key-value pairs")    //
+      ("val-batches", po::value(&c.val_batches)->default_value(c.val_batches),
+       "validation set size, in batches")                                                   //
+      ("out", po::value(&c.out), "output folder (default runs/<task>-<cell>-k<K>-<agg>-s<seed>)")  //
+      ("threads", po::value(&c.threads)->default_value(c.threads), "threads (0: all cores)")  //
+      ("eval-every", po::value(&c.eval_every)->default_value(c.eval_every),
+       "validate every N steps (0: only at the end)")  //
+      ("log-every", po::value(&c.log_every)->default_value(c.log_every),
+       "log line every N steps when not on a terminal (0: ~20 lines)");
+  po::variables_map vm;
+  if (!parse(argc, argv, d, vm, kUsage)) return 0;
+  if (seed < 0) mtp::usage_fail("--seed must be >= 0, got {}", seed);
+  c.seed = static_cast<std::uint64_t>(seed);
+  c.mlp = !no_mlp;
+  if (vm.count("fixed-weights")) c.fixed_weights = parse_weights(weights);
+  mtp::exp::run_training(c);
+  return 0;
+}
+
+int cmd_eval(int argc, const char* const* argv) {
+  std::string checkpoint, data;
+  int threads = 0;
+  bool json = false;
+  po::options_description d("eval flags");
+  d.add_options()("help,h", "show this help")                                                //
+      ("checkpoint", po::value(&checkpoint)->required(), "model.safetensors written by training")  //
+      ("data", po::value(&data), "text checkpoints: evaluate on this file's last 10%")       //
+      ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)")         //
+      ("json", po::bool_switch(&json), "print the result as JSON");
+  po::variables_map vm;
+  if (!parse(argc, argv, d, vm, "usage: mtp-exp eval --checkpoint FILE [flags]")) return 0;
+  const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, threads);
+  if (json) {
+    fmt::print("{}\n", r.dump(2));
+  } else if (r.contains("bits_per_byte")) {
+    fmt::print("{}: loss {:.4f}  bits/byte {:.4f}  ({} bytes)\n", checkpoint,
+               r["loss"].get<double>(), r["bits_per_byte"].get<double>(),
+               r["labelled"].get<long long>());
+  } else {
+    fmt::print("{}: loss {:.4f}  accuracy {:.4f}  ({} queries)\n", checkpoint,
+               r["loss"].get<double>(), r["accuracy"].get<double>(),
+               r["labelled"].get<long long>());
+  }
+  return 0;
+}
+
+int cmd_layer(int argc, const char* const* argv) {
+  mtp::exp::LayerArgs a;
+  std::string weights;
+  po::options_description d("layer flags");
+  d.add_options()("help,h", "show this help");
+  add_layer_flags(d, a.cell, a.perspectives, a.aggregator, weights);
+  d.add_options()                                                                         //
+      ("params", po::value(&a.params), "safetensors with the layer's parameters (DESIGN §3)")  //
+      ("input", po::value(&a.input), "safetensors with x (T,B,I) and optionally dy (T,B,O)")   //
+      ("output", po::value(&a.output), "where to write y, and with dy grad.x and grad.<param>")  //
+      ("dtype", po::value(&a.dtype)->default_value(a.dtype), "compute precision: f32 | f64")   //
+      ("threads", po::value(&a.threads)->default_value(0), "threads (0: all cores)");
+  po::variables_map vm;
+  if (!parse(argc, argv, d, vm,
+             "usage: mtp-exp layer --params P --input X --output Y [flags]\n"
+             "Evaluation mode (no selector noise); all initial states are zero."))
+    return 0;
+  if (vm.count("fixed-weights")) a.fixed_weights = parse_weights(weights);
+  mtp::exp::run_layer(a);
+  return 0;
+}
+
+std::string one_line(std::string s) {
+  for (char& ch : s)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string command = "train";
+  int skip = 0;
+  if (argc > 1 && argv[1][0] != '-') {
+    command = argv[1];
+    skip = 1;
+  }
+  // argv[skip] becomes the program name seen by the command's parser.
+  const int cargc = argc - skip;
+  const char* const* cargv = argv + skip;
+  try {
+    if (command == "train") return cmd_train(cargc, cargv);
+    if (command == "eval") return cmd_eval(cargc, cargv);
+    if (command == "layer") return cmd_layer(cargc, cargv);
+    mtp::usage_fail("unknown command '{}' (commands: train, eval, layer)", command);
+  } catch (const mtp::UsageError& e) {
+    fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(e.what()),
+               command == "train" ? "" : command + " ");
+    return 2;
+  } catch (const po::error& e) {
+    fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(e.what()),
+               command == "train" ? "" : command + " ");
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
+    return 1;
+  }
+}

@@ -1,0 +1,180 @@
+#include "mtp/experiments/tasks.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include "mtp/core/ops/softmax.hpp"
+#include "mtp/core/rng.hpp"
+
+namespace mtp::exp {
+namespace {
+
+// The validation sets do not depend on the run's seed, so that runs with different
+// seeds are scored on the same data.
+constexpr std::uint64_t kValidationSeed = 0x76616c6964ull;  // "valid"
+
+// Per-step data streams: step s of a run with seed k uses stream (kTrainData, s) under
+// key k, so batches never share random numbers and any step can be regenerated alone.
+RngSequence train_rng(std::uint64_t seed, std::uint64_t step) {
+  return RngSequence(seed, (rng_stream::kTrainData << 48) ^ step);
+}
+
+Batch empty_batch(index_t T, index_t B) {
+  Batch b;
+  b.T = T;
+  b.B = B;
+  b.tokens.assign(T * B, 0);
+  b.targets.assign(T * B, kIgnoreTarget);
+  return b;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- mqar
+
+MqarTask::MqarTask(int vocab, int pairs, int seq_len, std::uint64_t seed, int val_batches,
+                   int batch)
+    : vocab_(vocab), pairs_(pairs), seq_len_(seq_len), seed_(seed) {
+  // Zoology: slots = (T − 2·pairs)/2 query slots after the context, slot i chosen with
+  // probability ∝ a·i^(a−1), a = 0.01: short distances are more likely.
+  const int slots = (seq_len - 2 * pairs) / 2;
+  constexpr double a = 0.01;
+  double total = 0;
+  for (int i = 1; i <= slots; ++i) gap_cdf_.push_back(total += a * std::pow(i, a - 1));
+  for (double& c : gap_cdf_) c /= total;
+
+  RngSequence rng(kValidationSeed, rng_stream::kValidData);
+  for (int v = 0; v < val_batches; ++v) {
+    Batch b = empty_batch(seq_len, batch);
+    for (index_t j = 0; j < batch; ++j) fill_sequence(rng, b, j);
+    val_.push_back(std::move(b));
+  }
+}
+
+void MqarTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) const {
+  const index_t T = seq_len_, B = batch.B;
+  const int half = vocab_ / 2;
+  auto at = [&](index_t t) -> std::int32_t& { return batch.tokens[t * B + b]; };
+  auto target = [&](index_t t) -> std::int32_t& { return batch.targets[t * B + b]; };
+
+  // Distinct keys from [1, half), distinct values from [half, vocab): partial
+  // Fisher-Yates over the candidate lists.
+  std::vector<std::int32_t> keys(half - 1), values(vocab_ - half);
+  for (int i = 0; i < half - 1; ++i) keys[i] = 1 + i;
+  for (int i = 0; i < vocab_ - half; ++i) values[i] = half + i;
+  for (int i = 0; i < pairs_; ++i) {
+    std::swap(keys[i], keys[i + rng.below(keys.size() - i)]);
+    std::swap(values[i], values[i + rng.below(values.size() - i)]);
+  }
+  for (index_t t = 0; t < T; ++t) {
+    at(t) = static_cast<std::int32_t>(rng.below(vocab_));  // random non-query filler
+    target(t) = kIgnoreTarget;
+  }
+  for (int i = 0; i < pairs_; ++i) {
+    at(2 * i) = keys[i];
+    at(2 * i + 1) = values[i];
+  }
+  // Distinct query slots drawn from the power law (rejection of repeats).
+  std::vector<char> used(gap_cdf_.size(), 0);
+  for (int i = 0; i < pairs_; ++i) {
+    size_t slot;
+    do {
+      const double u = rng.uniform();
+      slot = std::lower_bound(gap_cdf_.begin(), gap_cdf_.end(), u) - gap_cdf_.begin();
+      slot = std::min(slot, gap_cdf_.size() - 1);
+    } while (used[slot]);
+    used[slot] = 1;
+    const index_t pos = 2 * pairs_ + 2 * index_t(slot);
+    at(pos) = keys[i];
+    target(pos) = values[i];
+  }
+}
+
+Batch MqarTask::train_batch(std::uint64_t step, index_t B) const {
+  RngSequence rng = train_rng(seed_, step);
+  Batch b = empty_batch(seq_len_, B);
+  for (index_t j = 0; j < B; ++j) fill_sequence(rng, b, j);
+  return b;
+}
+
+nlohmann::json MqarTask::describe() const {
+  return {{"task", "mqar"},
+          {"vocab", vocab_},
+          {"pairs", pairs_},
+          {"seq_len", seq_len_},
+          {"validation_sequences", val_.size() * (val_.empty() ? 0 : val_[0].B)},
+          {"validation_queries", val_.size() * (val_.empty() ? 0 : val_[0].B) * pairs_}};
+}
+
+// ---------------------------------------------------------------------------- text
+
+TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches,
+                   int batch)
+    : path_(path), seq_len_(seq_len), seed_(seed) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("--data {}: cannot open ({})", path, std::strerror(errno));
+  bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  MTP_CHECK(!in.bad(), "--data {}: read error", path);
+  MTP_CHECK(!bytes_.empty(), "--data {}: the file is empty", path);
+  split_ = bytes_.size() * 9 / 10;
+  const size_t window = size_t(seq_len) + 1;
+  MTP_CHECK(split_ >= window && bytes_.size() - split_ >= window,
+            "--data {}: {} bytes is too short for --seq-len {} (each 90%/10% split needs {} "
+            "bytes)",
+            path, bytes_.size(), seq_len, window);
+  // Consecutive windows of the validation split, filled column by column, until the
+  // split or val_batches batches run out.
+  const size_t windows = (bytes_.size() - split_ - 1) / size_t(seq_len);
+  const size_t per_batch = size_t(batch);
+  size_t w = 0;
+  for (int v = 0; v < val_batches && w < windows; ++v) {
+    const index_t B = static_cast<index_t>(std::min(per_batch, windows - w));
+    Batch b = empty_batch(seq_len, B);
+    for (index_t j = 0; j < B; ++j, ++w) {
+      const size_t start = split_ + w * size_t(seq_len);
+      for (index_t t = 0; t < seq_len; ++t) {
+        b.tokens[t * B + j] = bytes_[start + t];
+        b.targets[t * B + j] = bytes_[start + t + 1];
+      }
+    }
+    val_tokens_ += B * seq_len;
+    val_.push_back(std::move(b));
+  }
+}
+
+Batch TextTask::train_batch(std::uint64_t step, index_t B) const {
+  RngSequence rng = train_rng(seed_, step);
+  Batch b = empty_batch(seq_len_, B);
+  const size_t starts = split_ - size_t(seq_len_);  // window [s, s+T] inside the train split
+  for (index_t j = 0; j < B; ++j) {
+    const size_t s = rng.below(starts);
+    for (index_t t = 0; t < seq_len_; ++t) {
+      b.tokens[t * B + j] = bytes_[s + t];
+      b.targets[t * B + j] = bytes_[s + t + 1];
+    }
+  }
+  return b;
+}
+
+nlohmann::json TextTask::describe() const {
+  return {{"task", "text"},
+          {"data", path_},
+          {"bytes", bytes_.size()},
+          {"train_bytes", split_},
+          {"validation_bytes", bytes_.size() - split_},
+          {"validation_tokens", val_tokens_},
+          {"seq_len", seq_len_}};
+}
+
+std::unique_ptr<Task> make_task(const TrainConfig& c) {
+  if (c.task == "mqar")
+    return std::make_unique<MqarTask>(c.vocab, c.pairs, c.seq_len, c.seed, c.val_batches, c.batch);
+  if (c.task == "text")
+    return std::make_unique<TextTask>(c.data, c.seq_len, c.seed, c.val_batches, c.batch);
+  usage_fail("--task '{}' is not one of mqar, text", c.task);
+}
+
+}  // namespace mtp::exp

@@ -1,0 +1,88 @@
+// Training tasks. Every batch is a pure function of (seed, step), so runs are
+// reproducible and a resumed run sees exactly the data the uninterrupted one saw.
+// Batches are time-major (T,B) like the layers; targets are kIgnoreTarget (-1) where
+// a position is not scored.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "mtp/core/rng.hpp"
+#include "mtp/core/tensor.hpp"
+#include "mtp/experiments/config.hpp"
+
+namespace mtp::exp {
+
+struct Batch {
+  index_t T = 0, B = 0;
+  std::vector<std::int32_t> tokens;   // (T,B)
+  std::vector<std::int32_t> targets;  // (T,B)
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual std::string name() const = 0;
+  virtual index_t vocab() const = 0;
+  virtual Batch train_batch(std::uint64_t step, index_t B) const = 0;
+  // The fixed validation set: the same for every run of the same task settings.
+  virtual const std::vector<Batch>& validation() const = 0;
+  // Whether the headline metric is accuracy at labelled positions (mqar) or bits per
+  // byte (text).
+  virtual bool reports_bits_per_byte() const = 0;
+  virtual nlohmann::json describe() const = 0;
+};
+
+// Multi-query associative recall as in Zoology (Arora et al. 2023): the sequence
+// opens with `pairs` key-value pairs (keys from [1, V/2), values from [V/2, V), both
+// drawn without replacement); each key is queried once later, at a distance drawn
+// from Zoology's power law, and the target at the query is its value. Positions that
+// are not queries hold random tokens. Accuracy is measured at query positions.
+class MqarTask final : public Task {
+ public:
+  MqarTask(int vocab, int pairs, int seq_len, std::uint64_t seed, int val_batches, int batch);
+  std::string name() const override { return "mqar"; }
+  index_t vocab() const override { return vocab_; }
+  Batch train_batch(std::uint64_t step, index_t B) const override;
+  const std::vector<Batch>& validation() const override { return val_; }
+  bool reports_bits_per_byte() const override { return false; }
+  nlohmann::json describe() const override;
+  // One sequence into column b of batch (T,B), from the given random sequence.
+  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const;
+
+ private:
+  int vocab_, pairs_, seq_len_;
+  std::uint64_t seed_;
+  std::vector<double> gap_cdf_;  // power-law distribution over query slots
+  std::vector<Batch> val_;
+};
+
+// Byte-level language modelling on a text file: bytes are tokens (V = 256), the first
+// 90% train (random windows), the last 10% validate (consecutive windows from the
+// start of that split). Reports bits per byte = loss / ln 2.
+class TextTask final : public Task {
+ public:
+  TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches, int batch);
+  std::string name() const override { return "text"; }
+  index_t vocab() const override { return 256; }
+  Batch train_batch(std::uint64_t step, index_t B) const override;
+  const std::vector<Batch>& validation() const override { return val_; }
+  bool reports_bits_per_byte() const override { return true; }
+  nlohmann::json describe() const override;
+
+ private:
+  std::string path_;
+  std::vector<std::uint8_t> bytes_;
+  size_t split_;  // train: [0, split_), validation: [split_, size)
+  int seq_len_;
+  std::uint64_t seed_;
+  std::vector<Batch> val_;
+  index_t val_tokens_ = 0;
+};
+
+std::unique_ptr<Task> make_task(const TrainConfig& cfg);
+
+}  // namespace mtp::exp

@@ -1,0 +1,74 @@
+// Training and evaluation of Model<Mixer> on a Task: the loop behind `mtp-exp` and
+// `mtp-exp eval`, generic over the mixer type chosen by dispatch.hpp.
+#pragma once
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "mtp/core/model.hpp"
+#include "mtp/core/optim.hpp"
+#include "mtp/experiments/config.hpp"
+#include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/tasks.hpp"
+
+namespace mtp::exp {
+
+struct EvalResult {
+  double loss = 0;      // mean cross-entropy (nats) over labelled positions
+  double accuracy = 0;  // argmax accuracy over labelled positions
+  index_t labelled = 0;
+  double bits_per_byte() const { return loss / std::log(2.0); }
+};
+
+template <class Mixer>
+typename Mixer::Config mixer_config(const TrainConfig& c) {
+  typename Mixer::Config m;
+  m.cell = Mixer::CellType::model_config(c.width);
+  m.perspectives = c.perspectives;
+  m.decay_spread = c.decay_spread;
+  m.aggregator = aggregator_options<typename Mixer::AggregatorType>({c.noise, c.fixed_weights});
+  return m;
+}
+
+template <class Mixer>
+Model<Mixer> build_model(const TrainConfig& c, index_t vocab) {
+  return Model<Mixer>(ModelConfig{vocab, c.width, c.layers, c.mlp}, mixer_config<Mixer>(c));
+}
+
+// Noise-free evaluation over the task's validation set.
+template <class Mixer>
+EvalResult evaluate(Model<Mixer>& model, const Task& task) {
+  CrossEntropyStats total;
+  for (const Batch& b : task.validation()) {
+    const CrossEntropyStats s =
+        model.forward(b.tokens.data(), b.targets.data(), b.T, b.B, StepContext{});
+    total.loss_sum += s.loss_sum;
+    total.labelled += s.labelled;
+    total.correct += s.correct;
+  }
+  return {total.mean_loss(), total.accuracy(), total.labelled};
+}
+
+// Parameter counts: total, and those that exist only because of the perspectives.
+struct ParamCounts {
+  index_t total = 0, base = 0, perspective = 0;
+  double perspective_percent() const { return base ? 100.0 * double(perspective) / double(base) : 0; }
+};
+template <class S>
+ParamCounts count_params(const ParamStore<S>& p) {
+  return {p.size(), p.count(ParamRole::base), p.count(ParamRole::perspective)};
+}
+
+// `mtp-exp` (train): trains, evaluates, prints the summary and writes DIR/config.json,
+// DIR/metrics.csv, DIR/model.safetensors and DIR/result.json. Returns the result JSON.
+nlohmann::json run_training(const TrainConfig& cfg);
+
+// `mtp-exp eval`: re-evaluates a checkpoint on its task, or on `data` for text.
+nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data,
+                              int threads);
+
+void set_threads(int threads);
+
+}  // namespace mtp::exp

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything mtp needs from Debian 12's own archive. Idempotent; run as
+# root or as a user with sudo.
+#   bash scripts/install-deps.sh          build + run dependencies
+#   bash scripts/install-deps.sh --test   also what the test suite uses (python3-torch
+#                                         for the independent float64 reference)
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config libgomp1
+  libdnnl-dev ocl-icd-opencl-dev libeigen3-dev libboost-program-options-dev libfmt-dev
+  libgtest-dev libbenchmark-dev nlohmann-json3-dev
+)
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(python3 python3-numpy python3-torch)
+fi
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null; then sudo_cmd=(sudo); else
+    echo "install-deps.sh: run as root or install sudo" >&2; exit 1
+  fi
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps.sh: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,53 @@
+// Central-difference gradient checking in double precision.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "mtp/core/rng.hpp"
+#include "mtp/core/tensor.hpp"
+
+namespace mtp::test {
+
+// Max over elements of |analytic − numeric|, divided by the largest |numeric| of the
+// tensor (norm-wise relative error, robust to individual near-zero entries).
+// `values` are perturbed in place and restored; `loss` recomputes from scratch.
+inline double gradcheck(double* values, const double* analytic, index_t n,
+                        const std::function<double()>& loss, double eps = 1e-6) {
+  double max_diff = 0, scale = 1e-12;
+  for (index_t i = 0; i < n; ++i) {
+    const double orig = values[i];
+    values[i] = orig + eps;
+    const double up = loss();
+    values[i] = orig - eps;
+    const double down = loss();
+    values[i] = orig;
+    const double numeric = (up - down) / (2 * eps);
+    max_diff = std::max(max_diff, std::abs(numeric - analytic[i]));
+    scale = std::max(scale, std::abs(numeric));
+  }
+  return max_diff / scale;
+}
+
+template <class S>
+void fill_normal(View<S> v, std::uint64_t seed, double scale = 1.0) {
+  RngSequence rng(seed, 77);
+  for (S& x : v) x = S(scale * rng.normal());
+}
+template <class S>
+void fill_normal(std::vector<S>& v, std::uint64_t seed, double scale = 1.0) {
+  fill_normal(View<S>(v.data(), Shape{index_t(v.size())}), seed, scale);
+}
+
+// Σ_i a_i b_i: the loss L = <y, R> whose gradient wrt y is R.
+template <class S>
+double dot(const S* a, const S* b, index_t n) {
+  double s = 0;
+  for (index_t i = 0; i < n; ++i) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+}  // namespace mtp::test
