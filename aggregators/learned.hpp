@@ -103,7 +103,9 @@ class LearnedAggregator {
   }
 
   // Selection weights α (T,B,K) of the last forward.
-  CView<S> selection() const { return alpha_.view(); }
+  CView<S> selection() const {
+    return alpha_.view();
+  }
 
  private:
   int K_;

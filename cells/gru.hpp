@@ -83,8 +83,10 @@ class Gru {
   void recur_forward(CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
     s0_.resize({B, K, H});
-    if (s0.empty()) s0_.zero();
-    else std::copy(s0.begin(), s0.end(), s0_.data());
+    if (s0.empty())
+      s0_.zero();
+    else
+      std::copy(s0.begin(), s0.end(), s0_.data());
     gates_.resize({T, B, K, 4 * H});
     gh_.resize({BK, 3 * H});
     const S* Whh = weight_hh_.value.data;
@@ -130,8 +132,7 @@ class Gru {
 
   // Saved from forward: s0, gates (r, z, n, gh_n), and the outputs Yk (which are the
   // states h_t). dYk (T,B,K,H) → dP (T,B,3H) +=, ddecay (K,H) +=, dW_hh, db_hh +=.
-  void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP,
-                      View<S> ddecay) {
+  void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
     dgh_.resize({T, B, K, 3 * H});
     carry_.resize({BK, H});

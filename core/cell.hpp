@@ -57,15 +57,15 @@ concept Cell = requires(C c, const C cc, ParamStore<typename C::Scalar>& store,
   { cc.state_width() } -> std::same_as<index_t>;   // Sw, per (b, k)
   { cc.decay_width() } -> std::same_as<index_t>;   // D, one decay row per perspective
   { cc.output_width() } -> std::same_as<index_t>;  // O
-  c.declare(store, prefix);  // registers the cell's own tensors (not decay)
+  c.declare(store, prefix);                        // registers the cell's own tensors (not decay)
   c.bind(store);
-  c.init(rng, out, pos);  // initialises the cell's tensors and writes the base decay (D)
-  c.pre_forward(in, out);                      // x → P
-  c.recur_forward(in, in, in, out, out);       // P, decay, s0 → Yk, sT
-  c.post_forward(in, in, in, out);             // A, P, x → y
-  c.post_backward(in, in, in, in, out, out, out);       // dy, A, P, x → dA, dP+, dx+
-  c.recur_backward(in, in, in, in, out, out);           // dYk, P, decay, Yk → dP+, ddecay+
-  c.pre_backward(in, in, out);                          // dP, x → dx+
+  c.init(rng, out, pos);   // initialises the cell's tensors and writes the base decay (D)
+  c.pre_forward(in, out);  // x → P
+  c.recur_forward(in, in, in, out, out);           // P, decay, s0 → Yk, sT
+  c.post_forward(in, in, in, out);                 // A, P, x → y
+  c.post_backward(in, in, in, in, out, out, out);  // dy, A, P, x → dA, dP+, dx+
+  c.recur_backward(in, in, in, in, out, out);      // dYk, P, decay, Yk → dP+, ddecay+
+  c.pre_backward(in, in, out);                     // dP, x → dx+
 };
 
 template <class A>

@@ -113,6 +113,8 @@ void matmul_reference(const float* A, bool trans_a, const float* B, bool trans_b
   matmul_eigen(A, trans_a, B, trans_b, C, M, N, Kd, accumulate, bias);
 }
 
-index_t matmul_primitives_created() { return dnnl_state().created; }
+index_t matmul_primitives_created() {
+  return dnnl_state().created;
+}
 
 }  // namespace mtp

@@ -136,8 +136,7 @@ class Model {
       b.mixer.forward(b.ln1.view(), b.mix.view(), ctx, state ? (*state)[l] : View<S>{});
       add(*x, b.mix, b.x_mid);
       if (cfg_.mlp) {
-        layernorm_forward<S>(b.x_mid, b.ln2_w.value, b.ln2_b.value, b.ln2, b.ln2_mean,
-                             b.ln2_rstd);
+        layernorm_forward<S>(b.x_mid, b.ln2_w.value, b.ln2_b.value, b.ln2, b.ln2_mean, b.ln2_rstd);
         linear_forward<S>(b.ln2.view().reshaped({TB, W}), b.fc_w.value, b.fc_b.value.data,
                           b.fc.view());
         gelu_forward<S>(b.fc, b.act);
@@ -190,8 +189,8 @@ class Model {
       }
       // x_mid = x_in + Mixer(LN1 x_in); dx_ holds ∂L/∂x_mid
       b.mixer.backward(b.ln1.view(), dx_.view(), dln_.view());
-      layernorm_backward<S>(dln_, x_in, b.ln1_w.value, b.ln1_mean, b.ln1_rstd, dtmp_,
-                            b.ln1_w.grad, b.ln1_b.grad);
+      layernorm_backward<S>(dln_, x_in, b.ln1_w.value, b.ln1_mean, b.ln1_rstd, dtmp_, b.ln1_w.grad,
+                            b.ln1_b.grad);
       accumulate(dtmp_, dx_);
     }
     embedding_backward<S>(tokens_.data(), TB, dx_, emb_.grad);
@@ -210,7 +209,7 @@ class Model {
     Mixer mixer;
     Param<S> ln1_w, ln1_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
     // Saved activations, (T,B,W) unless noted.
-    Tensor<S> ln1, ln1_mean, ln1_rstd, mix, x_mid;  // mean, rstd: (T,B)
+    Tensor<S> ln1, ln1_mean, ln1_rstd, mix, x_mid;            // mean, rstd: (T,B)
     Tensor<S> ln2, ln2_mean, ln2_rstd, fc, act, proj, x_out;  // fc, act: (T,B,4W)
 
     void resize(const Shape& act_shape, bool mlp) {

@@ -49,10 +49,18 @@ class AdamW {
     }
   }
 
-  long long steps_taken() const { return t_; }
-  std::vector<S>& first_moment() { return m_; }
-  std::vector<S>& second_moment() { return v_; }
-  void set_steps_taken(long long t) { t_ = t; }
+  long long steps_taken() const {
+    return t_;
+  }
+  std::vector<S>& first_moment() {
+    return m_;
+  }
+  std::vector<S>& second_moment() {
+    return v_;
+  }
+  void set_steps_taken(long long t) {
+    t_ = t;
+  }
 
  private:
   AdamWConfig cfg_;

@@ -103,8 +103,7 @@ class Perspectives {
     std::fill(dx.begin(), dx.end(), S(0));
     cell_.post_backward(dy, A_.view(), P_.view(), x, dA_.view(), dP_.view(), dx);
     agg_.backward(dA_.view(), Yk_.view(), x, dYk_.view(), dx);
-    cell_.recur_backward(dYk_.view(), P_.view(), decay_.value, Yk_.view(), dP_.view(),
-                         decay_.grad);
+    cell_.recur_backward(dYk_.view(), P_.view(), decay_.value, Yk_.view(), dP_.view(), decay_.grad);
     cell_.pre_backward(dP_.view(), x, dx);
   }
 

@@ -28,7 +28,9 @@ constexpr Philox4x32 philox4x32_10(Philox4x32 ctr, std::array<std::uint32_t, 2> 
 }
 
 // Uniform in (0, 1]: never 0, so log() is safe.
-inline double uniform_from_bits(std::uint32_t bits) { return (double(bits) + 1.0) * 0x1p-32; }
+inline double uniform_from_bits(std::uint32_t bits) {
+  return (double(bits) + 1.0) * 0x1p-32;
+}
 
 // Random numbers for one purpose (a "stream") under one seed. draw(i) depends only on
 // (seed, stream, i).
@@ -37,10 +39,10 @@ class CounterRng {
   CounterRng(std::uint64_t seed, std::uint64_t stream) : seed_(seed), stream_(stream) {}
 
   Philox4x32 bits(std::uint64_t index) const {
-    return philox4x32_10({static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32),
-                          static_cast<std::uint32_t>(stream_),
-                          static_cast<std::uint32_t>(stream_ >> 32)},
-                         {static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)});
+    return philox4x32_10(
+        {static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32),
+         static_cast<std::uint32_t>(stream_), static_cast<std::uint32_t>(stream_ >> 32)},
+        {static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)});
   }
   double uniform(std::uint64_t index) const { return uniform_from_bits(bits(index)[0]); }
   // Standard normal by Box-Muller on two words of one Philox block.

@@ -1,5 +1,7 @@
 #include "mtp/core/safetensors.hpp"
 
+#include "mtp/core/file_io.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -7,7 +9,6 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 namespace mtp {
@@ -21,9 +22,9 @@ struct DTypeInfo {
   const char* name;
   index_t size;
 };
-constexpr DTypeInfo kDTypes[] = {{DType::F64, "F64", 8},  {DType::F32, "F32", 4},
-                                 {DType::F16, "F16", 2},  {DType::BF16, "BF16", 2},
-                                 {DType::I64, "I64", 8},  {DType::I32, "I32", 4},
+constexpr DTypeInfo kDTypes[] = {{DType::F64, "F64", 8}, {DType::F32, "F32", 4},
+                                 {DType::F16, "F16", 2}, {DType::BF16, "BF16", 2},
+                                 {DType::I64, "I64", 8}, {DType::I32, "I32", 4},
                                  {DType::U8, "U8", 1}};
 
 // The header of a file this size is never legitimately above this (the reference
@@ -117,7 +118,7 @@ void SafeTensors::put(const std::string& name, const std::vector<index_t>& shape
   t.dtype = std::is_same_v<S, double> ? DType::F64 : DType::F32;
   t.shape = shape;
   t.bytes.resize(t.numel() * sizeof(S));
-  std::memcpy(t.bytes.data(), data, t.bytes.size());
+  if (!t.bytes.empty()) std::memcpy(t.bytes.data(), data, t.bytes.size());
   tensors[name] = std::move(t);
 }
 template void SafeTensors::put<float>(const std::string&, const std::vector<index_t>&,
@@ -131,7 +132,7 @@ void SafeTensors::put_i32(const std::string& name, const std::vector<index_t>& s
   t.dtype = DType::I32;
   t.shape = shape;
   t.bytes.resize(t.numel() * 4);
-  std::memcpy(t.bytes.data(), data, t.bytes.size());
+  if (!t.bytes.empty()) std::memcpy(t.bytes.data(), data, t.bytes.size());
   tensors[name] = std::move(t);
 }
 
@@ -141,8 +142,7 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
   std::uint64_t header_len = 0;
   std::memcpy(&header_len, data, 8);
   MTP_CHECK(header_len <= kMaxHeaderBytes && header_len <= size - 8,
-            "{}: safetensors header length {} exceeds the file ({} bytes)", what, header_len,
-            size);
+            "{}: safetensors header length {} exceeds the file ({} bytes)", what, header_len, size);
   json header;
   try {
     header = json::parse(data + 8, data + 8 + header_len);
@@ -186,36 +186,42 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
       MTP_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a bad dimension {}", what, name,
                 d.dump());
       const std::uint64_t v = d.get<std::uint64_t>();
-      MTP_CHECK(v == 0 || numel <= body_len / v, "{}: tensor '{}' shape {} exceeds the file",
-                what, name, js.dump());
+      MTP_CHECK(v == 0 || numel <= body_len / v, "{}: tensor '{}' shape {} exceeds the file", what,
+                name, js.dump());
       numel *= v;
       t.shape.push_back(static_cast<index_t>(v));
     }
-    MTP_CHECK(jo.is_array() && jo.size() == 2 && jo[0].is_number_unsigned() &&
-                  jo[1].is_number_unsigned(),
-              "{}: tensor '{}' data_offsets must be two non-negative integers", what, name);
+    MTP_CHECK(
+        jo.is_array() && jo.size() == 2 && jo[0].is_number_unsigned() && jo[1].is_number_unsigned(),
+        "{}: tensor '{}' data_offsets must be two non-negative integers", what, name);
     const std::uint64_t b = jo[0].get<std::uint64_t>(), e = jo[1].get<std::uint64_t>();
-    MTP_CHECK(b <= e && e <= body_len, "{}: tensor '{}' offsets [{}, {}) outside the data ({} bytes)",
-              what, name, b, e, body_len);
+    MTP_CHECK(b <= e && e <= body_len,
+              "{}: tensor '{}' offsets [{}, {}) outside the data ({} bytes)", what, name, b, e,
+              body_len);
     MTP_CHECK(e - b == numel * std::uint64_t(dtype_size(t.dtype)),
-              "{}: tensor '{}' has {} bytes, but {} {} needs {}", what, name, e - b,
-              js.dump(), jd.get<std::string>(), numel * dtype_size(t.dtype));
+              "{}: tensor '{}' has {} bytes, but {} {} needs {}", what, name, e - b, js.dump(),
+              jd.get<std::string>(), numel * dtype_size(t.dtype));
     t.bytes.assign(body + b, body + e);
     ranges.emplace_back(b, e);
     st.tensors.emplace(name, std::move(t));
   }
+  // As the reference implementation: the tensors tile the data exactly, no overlap,
+  // no gap, nothing after the last one.
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    MTP_CHECK(ranges[i].first >= ranges[i - 1].second, "{}: tensors overlap in the data", what);
+  std::uint64_t covered = 0;
+  for (const auto& [b, e] : ranges) {
+    MTP_CHECK(b >= covered, "{}: tensors overlap in the data", what);
+    MTP_CHECK(b == covered, "{}: {} unreferenced bytes in the data at offset {}", what, b - covered,
+              covered);
+    covered = e;
+  }
+  MTP_CHECK(covered == body_len, "{}: {} unreferenced bytes after the last tensor", what,
+            body_len - covered);
   return st;
 }
 
 SafeTensors SafeTensors::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open ({})", path, std::strerror(errno));
-  std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)),
-                                 std::istreambuf_iterator<char>());
-  MTP_CHECK(!in.bad(), "{}: read error", path);
+  const std::vector<std::uint8_t> data = read_file_bytes(path);
   return parse(data.data(), data.size(), path);
 }
 

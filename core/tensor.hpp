@@ -62,7 +62,9 @@ class Shape {
 };
 
 inline std::string shape_str(const std::vector<index_t>& dims);
-inline std::string Shape::str() const { return shape_str(dims()); }
+inline std::string Shape::str() const {
+  return shape_str(dims());
+}
 
 // A non-owning view. View<const S> reads, View<S> writes.
 template <class S>

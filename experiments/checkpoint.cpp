@@ -19,8 +19,7 @@ void save_checkpoint(const std::string& path, const ParamStore<float>& params,
 nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& path) {
   auto fmt_it = file.metadata.find("format");
   MTP_CHECK(fmt_it != file.metadata.end() && fmt_it->second == kCheckpointFormat,
-            "{}: not an mtp checkpoint (no '{}' format in its metadata)", path,
-            kCheckpointFormat);
+            "{}: not an mtp checkpoint (no '{}' format in its metadata)", path, kCheckpointFormat);
   auto it = file.metadata.find("config");
   MTP_CHECK(it != file.metadata.end(), "{}: checkpoint has no run configuration", path);
   try {

@@ -6,15 +6,16 @@
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/dispatch.hpp"
 
-#include <algorithm>
 #include <fmt/ranges.h>
+#include <algorithm>
 
 namespace mtp::exp {
 
-#define MTP_CONFIG_FIELDS(X)                                                                   \
-  X(cell) X(perspectives) X(aggregator) X(noise) X(fixed_weights) X(decay_spread) X(layers)   \
-  X(width) X(mlp) X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed) \
-  X(task) X(data) X(vocab) X(pairs) X(val_batches) X(out) X(threads) X(eval_every) X(log_every)
+#define MTP_CONFIG_FIELDS(X)                                                                      \
+  X(cell)                                                                                         \
+  X(perspectives) X(aggregator) X(noise) X(fixed_weights) X(decay_spread) X(layers) X(width)      \
+      X(mlp) X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed) X(task) \
+          X(data) X(vocab) X(pairs) X(val_batches) X(out) X(threads) X(eval_every) X(log_every)
 
 nlohmann::json to_json(const TrainConfig& c) {
   nlohmann::json j;
@@ -45,8 +46,8 @@ void validate(const TrainConfig& c) {
        fmt::format("'{}' is not a known cell (known: {})", c.cell, fmt::join(kCells, ", ")));
   need(c.perspectives >= 1 && c.perspectives <= 64, "perspectives",
        fmt::format("must be in [1, 64], got {}", c.perspectives));
-  need(c.aggregator == "mean" || c.aggregator == "learned" || c.aggregator == "fixed",
-       "aggregator", fmt::format("'{}' is not one of mean, learned, fixed", c.aggregator));
+  need(c.aggregator == "mean" || c.aggregator == "learned" || c.aggregator == "fixed", "aggregator",
+       fmt::format("'{}' is not one of mean, learned, fixed", c.aggregator));
   need(std::isfinite(c.noise) && c.noise >= 0, "noise",
        fmt::format("must be a finite value >= 0, got {}", c.noise));
   if (!c.fixed_weights.empty()) {
@@ -54,10 +55,13 @@ void validate(const TrainConfig& c) {
     check_fixed_weights(c.fixed_weights, c.perspectives);
   }
   need(std::isfinite(c.decay_spread), "decay-spread", "must be finite");
-  need(c.layers >= 1 && c.layers <= 64, "layers", fmt::format("must be in [1, 64], got {}", c.layers));
-  need(c.width >= 1 && c.width <= 8192, "width", fmt::format("must be in [1, 8192], got {}", c.width));
+  need(c.layers >= 1 && c.layers <= 64, "layers",
+       fmt::format("must be in [1, 64], got {}", c.layers));
+  need(c.width >= 1 && c.width <= 8192, "width",
+       fmt::format("must be in [1, 8192], got {}", c.width));
   need(c.steps >= 1, "steps", fmt::format("must be >= 1, got {}", c.steps));
-  need(c.batch >= 1 && c.batch <= 65536, "batch", fmt::format("must be in [1, 65536], got {}", c.batch));
+  need(c.batch >= 1 && c.batch <= 65536, "batch",
+       fmt::format("must be in [1, 65536], got {}", c.batch));
   need(c.seq_len >= 2 && c.seq_len <= 1'000'000, "seq-len",
        fmt::format("must be in [2, 1000000], got {}", c.seq_len));
   need(std::isfinite(c.lr) && c.lr > 0, "lr", fmt::format("must be > 0, got {}", c.lr));

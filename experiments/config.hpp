@@ -38,7 +38,7 @@ struct TrainConfig {
   int val_batches = 16;
   // Run
   std::string out;
-  int threads = 0;  // 0: all cores
+  int threads = 0;           // 0: all cores
   long long eval_every = 0;  // 0: only at the end
   long long log_every = 0;   // 0: about 20 lines per run
 };

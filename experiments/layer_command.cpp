@@ -17,7 +17,13 @@ void run(const LayerArgs& a, const SafeTensors& pf, const SafeTensors& in) {
     return pf.at(name).shape;
   };
   typename Mixer::Config mc;
-  mc.cell = Mixer::CellType::infer_config(shape_of);
+  try {
+    mc.cell = Mixer::CellType::infer_config(shape_of);
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    if (msg.rfind(a.params, 0) == 0) throw;  // already names the file
+    fail("{}: {}", a.params, msg);
+  }
   mc.perspectives = a.perspectives;
   mc.aggregator = aggregator_options<typename Mixer::AggregatorType>({0.0, a.fixed_weights});
   Mixer layer(mc);

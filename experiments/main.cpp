@@ -34,6 +34,8 @@ std::vector<double> parse_weights(const std::string& s) {
   std::vector<double> w;
   std::stringstream ss(s);
   std::string item;
+  if (!s.empty() && s.back() == ',')
+    mtp::usage_fail("--fixed-weights '{}' ends with a comma (expected w1,...,wK)", s);
   while (std::getline(ss, item, ',')) {
     size_t used = 0;
     double v = 0;
@@ -64,8 +66,8 @@ bool parse(int argc, const char* const* argv, const po::options_description& des
 
 void add_layer_flags(po::options_description& d, std::string& cell, int& k, std::string& agg,
                      std::string& weights) {
-  d.add_options()                                                                          //
-      ("cell", po::value(&cell)->default_value(cell), "recurrent cell: gru")               //
+  d.add_options()                                                                           //
+      ("cell", po::value(&cell)->default_value(cell), "recurrent cell: gru")                //
       ("perspectives,K", po::value(&k)->default_value(k), "number of perspectives K >= 1")  //
       ("aggregator", po::value(&agg)->default_value(agg),
        "how the K outputs combine: mean | learned (softmax selector) | fixed")  //
@@ -81,32 +83,40 @@ int cmd_train(int argc, const char* const* argv) {
   po::options_description d("train flags (default command)");
   d.add_options()("help,h", "show this help");
   add_layer_flags(d, c.cell, c.perspectives, c.aggregator, weights);
-  d.add_options()                                                                             //
-      ("noise", po::value(&c.noise)->default_value(c.noise),
+  d.add_options()  //
+      ("noise", po::value(&c.noise)->default_value(c.noise, fmt::format("{:g}", c.noise)),
        "selector noise σ on the logits while training (learned aggregator)")  //
-      ("decay-spread", po::value(&c.decay_spread)->default_value(c.decay_spread),
+      ("decay-spread",
+       po::value(&c.decay_spread)
+           ->default_value(c.decay_spread, fmt::format("{:g}", c.decay_spread)),
        "decay of perspective k = base + s·(k − (K−1)/2)")                              //
       ("layers", po::value(&c.layers)->default_value(c.layers), "number of blocks L")  //
-      ("width", po::value(&c.width)->default_value(c.width), "model width W (cell hidden H = W)")  //
-      ("no-mlp", po::bool_switch(&no_mlp), "blocks without the 4x MLP")                          //
-      ("steps", po::value(&c.steps)->default_value(c.steps), "training steps")                   //
-      ("batch", po::value(&c.batch)->default_value(c.batch), "sequences per step B")            //
-      ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len), "sequence length T")         //
-      ("lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate (AdamW)")               //
-      ("warmup", po::value(&c.warmup)->default_value(c.warmup),
+      ("width", po::value(&c.width)->default_value(c.width),
+       "model width W (cell hidden H = W)")                                              //
+      ("no-mlp", po::bool_switch(&no_mlp), "blocks without the 4x MLP")                  //
+      ("steps", po::value(&c.steps)->default_value(c.steps), "training steps")           //
+      ("batch", po::value(&c.batch)->default_value(c.batch), "sequences per step B")     //
+      ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len), "sequence length T")  //
+      ("lr", po::value(&c.lr)->default_value(c.lr, fmt::format("{:g}", c.lr)),
+       "peak learning rate (AdamW)")  //
+      ("warmup", po::value(&c.warmup)->default_value(c.warmup, fmt::format("{:g}", c.warmup)),
        "warmup, as a fraction of the steps; then cosine decay to lr/10")  //
-      ("weight-decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
-       "AdamW decoupled weight decay (matrices only)")                                          //
-      ("clip", po::value(&c.clip)->default_value(c.clip), "global gradient-norm clip (0: off)")  //
-      ("seed", po::value(&seed)->default_value(0), "seed of initialisation, data and noise")    //
+      ("weight-decay",
+       po::value(&c.weight_decay)
+           ->default_value(c.weight_decay, fmt::format("{:g}", c.weight_decay)),
+       "AdamW decoupled weight decay (matrices only)")  //
+      ("clip", po::value(&c.clip)->default_value(c.clip, fmt::format("{:g}", c.clip)),
+       "global gradient-norm clip (0: off)")                                                  //
+      ("seed", po::value(&seed)->default_value(0), "seed of initialisation, data and noise")  //
       ("task", po::value(&c.task)->default_value(c.task),
-       "mqar (associative recall, embedded) | text (byte-level LM on --data)")           //
-      ("data", po::value(&c.data), "text corpus file for --task text")                  //
-      ("vocab", po::value(&c.vocab)->default_value(c.vocab), "mqar vocabulary size")    //
-      ("pairs", po::value(&c.pairs)->default_value(c.pairs), "mqar key-value pairs")    //
+       "mqar (associative recall, embedded) | text (byte-level LM on --data)")        //
+      ("data", po::value(&c.data), "text corpus file for --task text")                //
+      ("vocab", po::value(&c.vocab)->default_value(c.vocab), "mqar vocabulary size")  //
+      ("pairs", po::value(&c.pairs)->default_value(c.pairs), "mqar key-value pairs")  //
       ("val-batches", po::value(&c.val_batches)->default_value(c.val_batches),
-       "validation set size, in batches")                                                   //
-      ("out", po::value(&c.out), "output folder (default runs/<task>-<cell>-k<K>-<agg>-s<seed>)")  //
+       "validation set size, in batches")  //
+      ("out", po::value(&c.out),
+       "output folder (default runs/<task>-<cell>-k<K>-<agg>-s<seed>)")                       //
       ("threads", po::value(&c.threads)->default_value(c.threads), "threads (0: all cores)")  //
       ("eval-every", po::value(&c.eval_every)->default_value(c.eval_every),
        "validate every N steps (0: only at the end)")  //
@@ -127,10 +137,11 @@ int cmd_eval(int argc, const char* const* argv) {
   int threads = 0;
   bool json = false;
   po::options_description d("eval flags");
-  d.add_options()("help,h", "show this help")                                                //
-      ("checkpoint", po::value(&checkpoint)->required(), "model.safetensors written by training")  //
-      ("data", po::value(&data), "text checkpoints: evaluate on this file's last 10%")       //
-      ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)")         //
+  d.add_options()("help,h", "show this help")  //
+      ("checkpoint", po::value(&checkpoint)->required(),
+       "model.safetensors written by training")                                         //
+      ("data", po::value(&data), "text checkpoints: evaluate on this file's last 10%")  //
+      ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)")      //
       ("json", po::bool_switch(&json), "print the result as JSON");
   po::variables_map vm;
   if (!parse(argc, argv, d, vm, "usage: mtp-exp eval --checkpoint FILE [flags]")) return 0;
@@ -155,11 +166,11 @@ int cmd_layer(int argc, const char* const* argv) {
   po::options_description d("layer flags");
   d.add_options()("help,h", "show this help");
   add_layer_flags(d, a.cell, a.perspectives, a.aggregator, weights);
-  d.add_options()                                                                         //
-      ("params", po::value(&a.params), "safetensors with the layer's parameters (DESIGN §3)")  //
-      ("input", po::value(&a.input), "safetensors with x (T,B,I) and optionally dy (T,B,O)")   //
+  d.add_options()                                                                                //
+      ("params", po::value(&a.params), "safetensors with the layer's parameters (DESIGN §3)")    //
+      ("input", po::value(&a.input), "safetensors with x (T,B,I) and optionally dy (T,B,O)")     //
       ("output", po::value(&a.output), "where to write y, and with dy grad.x and grad.<param>")  //
-      ("dtype", po::value(&a.dtype)->default_value(a.dtype), "compute precision: f32 | f64")   //
+      ("dtype", po::value(&a.dtype)->default_value(a.dtype), "compute precision: f32 | f64")     //
       ("threads", po::value(&a.threads)->default_value(0), "threads (0: all cores)");
   po::variables_map vm;
   if (!parse(argc, argv, d, vm,
@@ -175,6 +186,13 @@ std::string one_line(std::string s) {
   for (char& ch : s)
     if (ch == '\n' || ch == '\r') ch = ' ';
   return s;
+}
+
+int usage_error(const std::string& what, const std::string& command) {
+  const bool known = command == "train" || command == "eval" || command == "layer";
+  fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(what),
+             known && command != "train" ? command + " " : "");
+  return 2;
 }
 
 }  // namespace
@@ -195,13 +213,9 @@ int main(int argc, char** argv) {
     if (command == "layer") return cmd_layer(cargc, cargv);
     mtp::usage_fail("unknown command '{}' (commands: train, eval, layer)", command);
   } catch (const mtp::UsageError& e) {
-    fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(e.what()),
-               command == "train" ? "" : command + " ");
-    return 2;
+    return usage_error(e.what(), command);
   } catch (const po::error& e) {
-    fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(e.what()),
-               command == "train" ? "" : command + " ");
-    return 2;
+    return usage_error(e.what(), command);
   } catch (const std::exception& e) {
     fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
     return 1;

@@ -47,7 +47,8 @@ void Progress::draw(long long step, double loss, double tokens_per_s) {
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double eta = elapsed / double(step + 1) * double(total_ - step - 1);
-  fmt::print(stderr, "\r[{:=<{}}{: <{}}] {:>3.0f}%  step {}/{}  loss {:.4f}  {:.0f} tok/s  eta {} \x1b[K",
+  fmt::print(stderr,
+             "\r[{:=<{}}{: <{}}] {:>3.0f}%  step {}/{}  loss {:.4f}  {:.0f} tok/s  eta {} \x1b[K",
              "", filled, "", kWidth - filled, frac * 100, step + 1, total_, loss, tokens_per_s,
              format_duration(eta));
   std::fflush(stderr);

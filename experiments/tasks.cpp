@@ -1,11 +1,9 @@
 #include "mtp/experiments/tasks.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 
+#include "mtp/core/file_io.hpp"
 #include "mtp/core/ops/softmax.hpp"
 #include "mtp/core/rng.hpp"
 
@@ -114,10 +112,7 @@ nlohmann::json MqarTask::describe() const {
 TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches,
                    int batch)
     : path_(path), seq_len_(seq_len), seed_(seed) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("--data {}: cannot open ({})", path, std::strerror(errno));
-  bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  MTP_CHECK(!in.bad(), "--data {}: read error", path);
+  bytes_ = read_file_bytes(path, "--data");
   MTP_CHECK(!bytes_.empty(), "--data {}: the file is empty", path);
   split_ = bytes_.size() * 9 / 10;
   const size_t window = size_t(seq_len) + 1;

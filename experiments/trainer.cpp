@@ -23,9 +23,9 @@ std::string metrics_csv(const std::vector<MetricsRow>& rows) {
   std::string s = "step,split,loss,accuracy,bpb,lr,grad_norm,tokens_per_s,elapsed_s\n";
   auto num = [](double v) { return std::isnan(v) ? std::string() : fmt::format("{:.6g}", v); };
   for (const MetricsRow& r : rows)
-    s += fmt::format("{},{},{},{},{},{},{},{},{}\n", r.step, r.split, num(r.loss), num(r.accuracy),
-                     num(r.bpb), num(r.lr), num(r.grad_norm), num(r.tokens_per_s),
-                     num(r.elapsed_s));
+    s +=
+        fmt::format("{},{},{},{},{},{},{},{},{}\n", r.step, r.split, num(r.loss), num(r.accuracy),
+                    num(r.bpb), num(r.lr), num(r.grad_norm), num(r.tokens_per_s), num(r.elapsed_s));
   return s;
 }
 
@@ -160,7 +160,8 @@ nlohmann::json train(const TrainConfig& cfg) {
   result["train"] = {{"loss", train_loss_tail / double(tail_n)},
                      {"accuracy", train_acc_tail / double(tail_n)},
                      {"steps_averaged", tail_n}};
-  result["validation"] = {{"loss", val.loss}, {"accuracy", val.accuracy}, {"labelled", val.labelled}};
+  result["validation"] = {
+      {"loss", val.loss}, {"accuracy", val.accuracy}, {"labelled", val.labelled}};
   if (bpb) {
     result["train"]["bits_per_byte"] = train_loss_tail / double(tail_n) / std::log(2.0);
     result["validation"]["bits_per_byte"] = val.bits_per_byte();
@@ -179,8 +180,7 @@ nlohmann::json train(const TrainConfig& cfg) {
   fmt::print("train        loss {:.4f}  {} {:.4f}  (mean of the last {} steps)\n",
              train_loss_tail / double(tail_n), unit, train_metric, tail_n);
   fmt::print("validation   loss {:.4f}  {} {:.4f}  ({} {})\n", val.loss, unit,
-             bpb ? val.bits_per_byte() : val.accuracy, val.labelled,
-             bpb ? "bytes" : "queries");
+             bpb ? val.bits_per_byte() : val.accuracy, val.labelled, bpb ? "bytes" : "queries");
   fmt::print("throughput   {:.0f} tokens/s training ({} steps in {}, {} total)\n", train_tps,
              cfg.steps, format_duration(train_seconds), format_duration(elapsed));
   fmt::print("wrote        {}/{{config.json, metrics.csv, model.safetensors, result.json}}\n",
@@ -206,7 +206,9 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, const SafeTensors& fi
 
 }  // namespace
 
-void set_threads(int threads) { omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs()); }
+void set_threads(int threads) {
+  omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());
+}
 
 nlohmann::json run_training(const TrainConfig& cfg) {
   validate(cfg);
@@ -215,8 +217,7 @@ nlohmann::json run_training(const TrainConfig& cfg) {
                            [&]<class Mixer>() { return train<Mixer>(cfg); });
 }
 
-nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data,
-                              int threads) {
+nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads) {
   set_threads(threads);
   const SafeTensors file = SafeTensors::load(checkpoint);
   TrainConfig cfg = train_config_from_json(checkpoint_config(file, checkpoint));

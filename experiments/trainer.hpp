@@ -54,7 +54,9 @@ EvalResult evaluate(Model<Mixer>& model, const Task& task) {
 // Parameter counts: total, and those that exist only because of the perspectives.
 struct ParamCounts {
   index_t total = 0, base = 0, perspective = 0;
-  double perspective_percent() const { return base ? 100.0 * double(perspective) / double(base) : 0; }
+  double perspective_percent() const {
+    return base ? 100.0 * double(perspective) / double(base) : 0;
+  }
 };
 template <class S>
 ParamCounts count_params(const ParamStore<S>& p) {
@@ -66,8 +68,7 @@ ParamCounts count_params(const ParamStore<S>& p) {
 nlohmann::json run_training(const TrainConfig& cfg);
 
 // `mtp-exp eval`: re-evaluates a checkpoint on its task, or on `data` for text.
-nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data,
-                              int threads);
+nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads);
 
 void set_threads(int threads);
 

@@ -12,8 +12,7 @@ namespace mtp {
 template <class S>
 void embedding_forward(const std::int32_t* tokens, index_t R, In<S> E, View<S> y) {
   const index_t C = E.dim(1);
-  for (index_t r = 0; r < R; ++r)
-    std::copy_n(E.data + index_t{tokens[r]} * C, C, y.data + r * C);
+  for (index_t r = 0; r < R; ++r) std::copy_n(E.data + index_t{tokens[r]} * C, C, y.data + r * C);
 }
 
 // Saved from forward: tokens. dE (V,C) += scatter of dy (R,C) by token.

@@ -11,8 +11,7 @@ inline constexpr double kLayerNormEps = 1e-5;
 
 // x (R,C) → y (R,C); saves mean (R), rstd (R) for backward.
 template <class S>
-void layernorm_forward(In<S> x, In<S> w, In<S> b, View<S> y, View<S> mean,
-                       View<S> rstd) {
+void layernorm_forward(In<S> x, In<S> w, In<S> b, View<S> y, View<S> mean, View<S> rstd) {
   const index_t C = w.numel(), R = x.numel() / C;
 #pragma omp parallel for if (R * C > (1 << 16))
   for (index_t r = 0; r < R; ++r) {
@@ -32,8 +31,8 @@ void layernorm_forward(In<S> x, In<S> w, In<S> b, View<S> y, View<S> mean,
 
 // Saved from forward: x, mean, rstd. dx (R,C) overwritten; dw, db (C) accumulate.
 template <class S>
-void layernorm_backward(In<S> dy, In<S> x, In<S> w, In<S> mean, In<S> rstd,
-                        View<S> dx, View<S> dw, View<S> db) {
+void layernorm_backward(In<S> dy, In<S> x, In<S> w, In<S> mean, In<S> rstd, View<S> dx, View<S> dw,
+                        View<S> db) {
   const index_t C = w.numel(), R = x.numel() / C;
   for (index_t r = 0; r < R; ++r) {
     const S* xr = x.data + r * C;

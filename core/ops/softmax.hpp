@@ -31,9 +31,9 @@ inline void softmax_row_backward(const S* p, const S* dp, S* dx, index_t N) {
 inline constexpr std::int32_t kIgnoreTarget = -1;
 
 struct CrossEntropyStats {
-  double loss_sum = 0;    // Σ over labelled rows of −log p[target]
-  index_t labelled = 0;   // rows whose target is not kIgnoreTarget
-  index_t correct = 0;    // labelled rows whose argmax is the target
+  double loss_sum = 0;   // Σ over labelled rows of −log p[target]
+  index_t labelled = 0;  // rows whose target is not kIgnoreTarget
+  index_t correct = 0;   // labelled rows whose argmax is the target
   double mean_loss() const { return labelled ? loss_sum / double(labelled) : 0.0; }
   double accuracy() const { return labelled ? double(correct) / double(labelled) : 0.0; }
 };
@@ -41,8 +41,7 @@ struct CrossEntropyStats {
 // logits (R,V), targets (R) → probs (R,V) (saved for backward) and the statistics.
 // Rows with target kIgnoreTarget contribute nothing.
 template <class S>
-CrossEntropyStats cross_entropy_forward(In<S> logits, const std::int32_t* targets,
-                                        View<S> probs) {
+CrossEntropyStats cross_entropy_forward(In<S> logits, const std::int32_t* targets, View<S> probs) {
   const index_t V = logits.dim(logits.shape.rank() - 1), R = logits.numel() / V;
   CrossEntropyStats st;
   double loss = 0;
