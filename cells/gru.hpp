@@ -108,10 +108,11 @@ class Gru {
         const S* hp = hprev + row * H;
         S* h = hnext + row * H;
         S* g = gate_t + row * 4 * H;  // [r | z | n | gh_n]
+#pragma omp simd
         for (index_t j = 0; j < H; ++j) {
           const S r = sigmoid(gi[j] + gh[j]);
           const S z = sigmoid(gi[H + j] + gh[H + j] + dk[j]);
-          const S n = std::tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+          const S n = tanh_fast(gi[2 * H + j] + r * gh[2 * H + j]);
           h[j] = (S(1) - z) * n + z * hp[j];
           g[j] = r;
           g[H + j] = z;
@@ -154,6 +155,7 @@ class Gru {
           const S* hp = hprev + row * H;
           S* dh_carry = carry_.data() + row * H;
           S* dgh = dgh_t + row * 3 * H;
+#pragma omp simd
           for (index_t j = 0; j < H; ++j) {
             const S r = g[j], z = g[H + j], n = g[2 * H + j], ghn = g[3 * H + j];
             const S dh = dy_t[row * H + j] + dh_carry[j];

@@ -145,6 +145,28 @@ TEST(Ops, CrossEntropyGradientsIgnoreUnlabelled) {
               row0, 1e-12);
 }
 
+// The float fast paths against double-precision libm over the range that matters.
+TEST(Ops, FastFloatExpSigmoidTanhAreAccurate) {
+  double exp_rel = 0, sig_abs = 0, tanh_abs = 0;
+  for (int i = -200000; i <= 200000; ++i) {
+    const float x = float(i) * 4e-4f;  // [-80, 80]
+    const double xd = x;
+    exp_rel = std::max(exp_rel, std::abs(exp_fast(x) - std::exp(xd)) / std::exp(xd));
+    sig_abs = std::max(sig_abs, std::abs(sigmoid(x) - 1 / (1 + std::exp(-xd))));
+    tanh_abs = std::max(tanh_abs, std::abs(tanh_fast(x) - std::tanh(xd)));
+  }
+  EXPECT_LT(exp_rel, 3e-7);
+  EXPECT_LT(sig_abs, 2e-7);
+  EXPECT_LT(tanh_abs, 3e-7);
+  // Saturation without overflow or NaN far outside the range.
+  EXPECT_EQ(tanh_fast(1e30f), 1.0f);
+  EXPECT_EQ(tanh_fast(-1e30f), -1.0f);
+  EXPECT_EQ(sigmoid(1e30f), 1.0f);
+  EXPECT_GE(sigmoid(-1e30f), 0.0f);
+  EXPECT_LT(sigmoid(-1e30f), 1e-37f);
+  EXPECT_TRUE(std::isfinite(exp_fast(1e30f)));
+}
+
 TEST(Ops, SoftmaxRowGradients) {
   const index_t N = 5;
   Vec x(N), p(N), Rw(N), dx(N);

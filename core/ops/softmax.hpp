@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "mtp/core/ops/activations.hpp"
 #include "mtp/core/tensor.hpp"
 
 namespace mtp {
@@ -14,7 +15,8 @@ inline void softmax_row(const S* x, S* p, index_t N) {
   S mx = x[0];
   for (index_t i = 1; i < N; ++i) mx = std::max(mx, x[i]);
   S sum = 0;
-  for (index_t i = 0; i < N; ++i) sum += (p[i] = std::exp(x[i] - mx));
+#pragma omp simd reduction(+ : sum)
+  for (index_t i = 0; i < N; ++i) sum += (p[i] = exp_fast(x[i] - mx));
   const S inv = S(1) / sum;
   for (index_t i = 0; i < N; ++i) p[i] *= inv;
 }
