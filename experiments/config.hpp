@@ -22,9 +22,9 @@ struct TrainConfig {
   int width = 64;
   bool mlp = true;
   // Optimisation
-  long long steps = 600;
+  long long steps = 4000;
   int batch = 32;
-  int seq_len = 64;
+  int seq_len = 32;
   double lr = 3e-3;
   double warmup = 0.05;  // fraction of steps
   double weight_decay = 0.1;
@@ -33,8 +33,8 @@ struct TrainConfig {
   // Task
   std::string task = "mqar";
   std::string data;  // text: the corpus file
-  int vocab = 64;    // mqar
-  int pairs = 8;     // mqar
+  int vocab = 32;    // mqar
+  int pairs = 4;     // mqar
   int val_batches = 16;
   // Run
   std::string out;

@@ -46,6 +46,26 @@ std::string default_out_dir(const TrainConfig& c) {
   return fmt::format("runs/{}-{}-k{}-{}-s{}", c.task, c.cell, c.perspectives, c.aggregator, c.seed);
 }
 
+std::string describe_task(const TrainConfig& c) {
+  if (c.task == "mqar")
+    return fmt::format("mqar: vocab {}, {} key-value pairs, T={}", c.vocab, c.pairs, c.seq_len);
+  return fmt::format("text: {} (bytes), T={}", c.data, c.seq_len);
+}
+
+void print_header(const TrainConfig& c, const ParamCounts& counts) {
+  std::string layer =
+      fmt::format("{}, K={} perspectives, {} aggregator", c.cell, c.perspectives, c.aggregator);
+  if (c.aggregator == "learned") layer += fmt::format(" (noise {:g})", c.noise);
+  if (c.perspectives > 1) layer += fmt::format(", decay spread {:g}", c.decay_spread);
+  fmt::print("mtp-exp      {}\n", layer);
+  fmt::print("model        {} blocks, width {}{}; {} parameters\n", c.layers, c.width,
+             c.mlp ? ", MLP" : "", counts.total);
+  fmt::print("task         {}\n", describe_task(c));
+  fmt::print("training     {} steps of {} sequences, AdamW lr {:g}, {} threads\n", c.steps, c.batch,
+             c.lr, omp_get_max_threads());
+  std::fflush(stdout);
+}
+
 template <class Mixer>
 nlohmann::json train(const TrainConfig& cfg) {
   using clock = std::chrono::steady_clock;
@@ -73,9 +93,7 @@ nlohmann::json train(const TrainConfig& cfg) {
                                {"perspective_percent", counts.perspective_percent()}}}};
   write_text(out / "config.json", run_info.dump(2) + "\n");
 
-  fmt::print("mtp-exp: {} cell, K={} perspectives, {} aggregator, on {} ({} threads)\n", cfg.cell,
-             cfg.perspectives, cfg.aggregator, cfg.task, omp_get_max_threads());
-  std::fflush(stdout);
+  print_header(cfg, counts);
 
   std::vector<MetricsRow> rows;
   Progress progress(cfg.steps, cfg.log_every);
