@@ -3,12 +3,10 @@
 #pragma once
 
 #include <cmath>
-#include <string>
 #include <string_view>
 #include <vector>
 
 #include "mtp/aggregators/weighted_sum.hpp"
-#include "mtp/core/cell.hpp"
 
 namespace mtp {
 
@@ -32,34 +30,22 @@ inline void check_fixed_weights(const std::vector<double>& w, int K) {
 }
 
 template <class S>
-class FixedAggregator {
+class FixedAggregator : public ConstantWeightAggregator<S> {
  public:
-  using Scalar = S;
   struct Options {
     std::vector<double> weights;  // empty: default_fixed_weights(K)
   };
   static constexpr std::string_view kName = "fixed";
 
-  FixedAggregator(int K, index_t /*input_width*/, const Options& opt) {
-    const std::vector<double> w = opt.weights.empty() ? default_fixed_weights(K) : opt.weights;
-    check_fixed_weights(w, K);
-    w_.assign(w.begin(), w.end());
-  }
-
-  void declare(ParamStore<S>&, const std::string&) {}
-  void bind(ParamStore<S>&) {}
-  void init(RngSequence&) {}
-
-  void forward(CView<S> Yk, CView<S>, View<S> A, const StepContext&, std::uint64_t) {
-    weighted_sum_forward(Yk, w_, A);
-  }
-  void backward(CView<S> dA, CView<S>, CView<S>, View<S> dYk, View<S>) {
-    weighted_sum_backward(dA, w_, dYk);
-  }
-  const std::vector<S>& weights() const { return w_; }
+  FixedAggregator(int K, index_t /*input_width*/, const Options& opt)
+      : ConstantWeightAggregator<S>(checked_weights(K, opt.weights)) {}
 
  private:
-  std::vector<S> w_;
+  static std::vector<S> checked_weights(int K, const std::vector<double>& given) {
+    const std::vector<double> w = given.empty() ? default_fixed_weights(K) : given;
+    check_fixed_weights(w, K);
+    return {w.begin(), w.end()};
+  }
 };
 
 }  // namespace mtp

@@ -2,9 +2,10 @@
 // the mean and fixed aggregators.
 #pragma once
 
+#include <string>
 #include <vector>
 
-#include "mtp/core/tensor.hpp"
+#include "mtp/core/cell.hpp"
 
 namespace mtp {
 
@@ -35,5 +36,31 @@ void weighted_sum_backward(In<S> dA, const std::vector<S>& w, View<S> dYk) {
       for (index_t d = 0; d < D; ++d) dy[d] = w[k] * da[d];
     }
 }
+
+// An aggregator with constant weights and no parameters; the mean and fixed
+// aggregators differ only in how they choose w.
+template <class S>
+class ConstantWeightAggregator {
+ public:
+  using Scalar = S;
+
+  void declare(ParamStore<S>&, const std::string&) {}
+  void bind(ParamStore<S>&) {}
+  void init(RngSequence&) {}
+
+  // Yk (T,B,K,D) → A (T,B,D); x and the noise key are unused.
+  void forward(In<S> Yk, In<S>, View<S> A, const StepContext&, std::uint64_t) {
+    weighted_sum_forward(Yk, w_, A);
+  }
+  // dA (T,B,D) → dYk (T,B,K,D) overwritten; x receives no gradient.
+  void backward(In<S> dA, In<S>, In<S>, View<S> dYk, View<S>) {
+    weighted_sum_backward(dA, w_, dYk);
+  }
+  const std::vector<S>& weights() const { return w_; }
+
+ protected:
+  explicit ConstantWeightAggregator(std::vector<S> w) : w_(std::move(w)) {}
+  std::vector<S> w_;
+};
 
 }  // namespace mtp

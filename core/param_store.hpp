@@ -99,4 +99,13 @@ class ParamStore {
   bool finalized_ = false;
 };
 
+// For a layer used on its own (tests, benchmarks, `mtp-exp layer`): declares its
+// parameters into an empty store, allocates them, and binds the layer's views.
+template <class Layer, class S>
+void attach_params(Layer& layer, ParamStore<S>& store, const std::string& prefix = "") {
+  layer.declare(store, prefix);
+  store.finalize();
+  layer.bind(store);
+}
+
 }  // namespace mtp

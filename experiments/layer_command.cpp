@@ -28,9 +28,7 @@ void run(const LayerArgs& a, const SafeTensors& pf, const SafeTensors& in) {
   mc.aggregator = aggregator_options<typename Mixer::AggregatorType>({0.0, a.fixed_weights});
   Mixer layer(mc);
   ParamStore<S> store;
-  layer.declare(store, "");
-  store.finalize();
-  layer.bind(store);
+  attach_params(layer, store);
 
   // Exactly the tensors this configuration needs, each with the shape it implies.
   std::set<std::string> needed;

@@ -79,9 +79,7 @@ TEST(Model, DecaysStartSpreadAroundTheBase) {
   mc.decay_spread = 0.5;
   Mixer layer(mc);
   ParamStore<double> store;
-  layer.declare(store, "");
-  store.finalize();
-  layer.bind(store);
+  attach_params(layer, store);
   RngSequence rng(1, 1);
   layer.init(rng);
   CView<double> d = store.value(store.find("decay"));

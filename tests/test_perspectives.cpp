@@ -38,9 +38,7 @@ void check_layer(const Case& c, typename Mixer::AggregatorType::Options opts) {
   cfg.aggregator = opts;
   Mixer layer(cfg);
   ParamStore<double> store;
-  layer.declare(store, "");
-  store.finalize();
-  layer.bind(store);
+  attach_params(layer, store);
   RngSequence rng(1, 2);
   layer.init(rng);
   // Scale parameters up so gates are away from 1/2 and the check is not trivial.

@@ -2,7 +2,9 @@
 // batch is a pure function of (seed, step), that validation sets do not depend on the
 // seed, and the text task's 90/10 split, next-byte targets and file errors.
 #include <gtest/gtest.h>
+
 #include <unistd.h>
+#include "temp_dir.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -23,28 +25,7 @@ namespace fs = std::filesystem;
 
 constexpr std::int32_t kIgnore = -1;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mtp-test-tasks-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  fs::path file(const std::string& name, const std::string& contents) const {
-    const fs::path p = path_ / name;
-    std::ofstream out(p, std::ios::binary);
-    out << contents;
-    return p;
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 // Column b of a time-major (T,B) buffer.
 std::vector<std::int32_t> column(const std::vector<std::int32_t>& v, const Batch& batch,

@@ -83,9 +83,7 @@ void check_fixture(const std::string& path) {
   cfg.perspectives = 1;
   Layer layer(cfg);
   ParamStore<S> store;
-  layer.declare(store, "");
-  store.finalize();
-  layer.bind(store);
+  attach_params(layer, store);
   const index_t I = cfg.cell.input, H = cfg.cell.hidden;
 
   // Every parameter the layer declares (weight_ih, weight_hh, bias_ih, bias_hh, decay)
