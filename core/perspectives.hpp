@@ -94,6 +94,9 @@ class Perspectives {
   // Saved from forward: P, Yk, A (and whatever the cell and aggregator saved).
   // dy (T,B,O) → dx (T,B,I), overwritten; parameter gradients accumulate.
   void backward(CView<S> x, CView<S> dy, View<S> dx) {
+    MTP_CHECK(P_.numel() > 0, "perspective layer backward before any forward");
+    check_shape(x.shape, {P_.shape()[0], P_.shape()[1], input_width()},
+                "perspective layer x (backward takes the last forward's input)");
     check_shape(dy.shape, {x.dim(0), x.dim(1), output_width()}, "perspective layer dy");
     check_shape(dx.shape, x.shape, "perspective layer dx");
     dA_.resize(A_.shape());
