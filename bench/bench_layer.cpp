@@ -61,8 +61,7 @@ void GruLayer(benchmark::State& state, bool train) {
   const double flops = (train ? 3 : 1) * gru_forward_flops(W, K);
   const double tokens = double(T * B) * double(state.iterations());
   state.counters["tokens"] = benchmark::Counter(tokens, benchmark::Counter::kIsRate);
-  state.counters["GFLOP"] =
-      benchmark::Counter(tokens * flops * 1e-9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP"] = benchmark::Counter(tokens * flops * 1e-9, benchmark::Counter::kIsRate);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {

@@ -11,13 +11,14 @@
 
 namespace mtp::exp {
 
-#define MTP_CONFIG_FIELDS(X)                                                                       \
-  X(cell)                                                                                          \
-  X(perspectives)                                                                                  \
-  X(aggregator)                                                                                    \
-  X(noise) X(fixed_weights) X(decay_spread) X(layers) X(width) X(mlp) X(steps) X(batch) X(seq_len) \
-      X(lr) X(warmup) X(weight_decay) X(clip) X(seed) X(task) X(data) X(vocab) X(pairs)            \
-          X(val_batches) X(out) X(threads) X(eval_every) X(log_every)
+#define MTP_CONFIG_FIELDS(X)                                                                     \
+  X(cell)                                                                                        \
+  X(perspectives)                                                                                \
+  X(aggregator)                                                                                  \
+  X(noise)                                                                                       \
+  X(fixed_weights) X(decay_spread) X(layers) X(width) X(mlp) X(steps) X(batch) X(seq_len) X(lr)  \
+      X(warmup) X(weight_decay) X(clip) X(seed) X(task) X(data) X(vocab) X(pairs) X(val_batches) \
+          X(out) X(threads) X(eval_every) X(log_every)
 
 nlohmann::json to_json(const TrainConfig& c) {
   nlohmann::json j;
