@@ -11,14 +11,15 @@
 
 namespace mtp::exp {
 
-#define MTP_CONFIG_FIELDS(X)                                                                     \
-  X(cell)                                                                                        \
-  X(perspectives)                                                                                \
-  X(aggregator)                                                                                  \
-  X(noise)                                                                                       \
-  X(fixed_weights) X(decay_spread) X(layers) X(width) X(mlp) X(steps) X(batch) X(seq_len) X(lr)  \
-      X(warmup) X(weight_decay) X(clip) X(seed) X(task) X(data) X(vocab) X(pairs) X(val_batches) \
-          X(out) X(threads) X(eval_every) X(log_every)
+// Every field of TrainConfig, once: to_json and train_config_from_json expand it.
+// clang-format off
+#define MTP_CONFIG_FIELDS(X)                                                                \
+  X(cell) X(perspectives) X(aggregator) X(noise) X(fixed_weights) X(decay_spread)           \
+  X(layers) X(width) X(mlp)                                                                 \
+  X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
+  X(task) X(data) X(vocab) X(pairs) X(val_batches)                                          \
+  X(out) X(threads) X(eval_every) X(log_every)
+// clang-format on
 
 nlohmann::json to_json(const TrainConfig& c) {
   nlohmann::json j;
