@@ -4,14 +4,16 @@
 // A cell is split in three parts so that the wrapper can share everything that does
 // not depend on the perspective:
 //
-//   P  (T,B,Dp)   = pre(x (T,B,I))                  shared, typically one GEMM over T·B rows
-//   Yk (T,B,K,Dy) = recur(P, decay (K,D), s0)       per perspective k, own state s^k
+//   P  (T,B,Dp)   = pre(x (T,B,I), s0)              shared, typically one GEMM over T·B rows
+//   Yk (T,B,K,Dy) = recur(x, P, decay (K,D), s0)    per perspective k, own state s^k
 //   A  (T,B,Dy)   = Agg_k(Yk, x)                    the aggregator
 //   y  (T,B,O)    = post(A, P, x)                   shared, after aggregation
 //
 // recur runs all K perspectives of all B sequences together and owns its time loop,
 // so a matrix cell can batch its recurrent GEMM over B·K rows and a diagonal cell can
-// fuse its K scans into one pass. State is (B,K,Sw) per layer.
+// fuse its K scans into one pass. State is (B,K,Sw) per layer; pre sees the initial
+// state and recur sees x because a cell's state may include shared input history
+// (RWKV's token shift keeps the last x).
 //
 // Backward protocol (called by Perspectives in this order, after a forward that saved
 // what each part needs): post_backward overwrites dA; then recur_backward and
@@ -59,9 +61,9 @@ concept Cell = requires(C c, const C cc, ParamStore<typename C::Scalar>& store,
   { cc.output_width() } -> std::same_as<index_t>;  // O
   c.declare(store, prefix);                        // registers the cell's own tensors (not decay)
   c.bind(store);
-  c.init(rng, out, pos);   // initialises the cell's tensors and writes the base decay (D)
-  c.pre_forward(in, out);  // x → P
-  c.recur_forward(in, in, in, out, out);           // P, decay, s0 → Yk, sT
+  c.init(rng, out, pos);       // initialises the cell's tensors and writes the base decay (D)
+  c.pre_forward(in, in, out);  // x, s0 → P
+  c.recur_forward(in, in, in, in, out, out);       // x, P, decay, s0 → Yk, sT
   c.post_forward(in, in, in, out);                 // A, P, x → y
   c.post_backward(in, in, in, in, out, out, out);  // dy, A, P, x → dA, dP+, dx+
   c.recur_backward(in, in, in, in, out, out);      // dYk, P, decay, Yk → dP+, ddecay+

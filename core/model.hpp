@@ -1,14 +1,16 @@
-// The language / synthetic-task model of DESIGN §2, generic over its mixer layer:
+// The language / synthetic-task model of DESIGN §2, generic over its mixer layer and
+// its FFN:
 //
-//   x_0 = emb[tokens]                                   (T,B,W)
-//   per block l:  x += Mixer(LN1 x);  x += MLP(LN2 x)   MLP: W → 4W → GELU → W (optional)
-//   logits = head(LN_out x)                             (T,B,V)
+//   x_0 = emb[tokens]   (then ln0 x_0 with ModelConfig::ln0, as RWKV-4)     (T,B,W)
+//   per block l:  x += Mixer(LN1 x);  x += FFN(LN2 x)   (FFN optional)
+//   logits = head(LN_out x)                                                  (T,B,V)
 //   loss = mean over labelled positions of −log softmax(logits)[target]
 //
 // The mixer is any layer with forward(x, y, ctx[, state]) / backward(x, dy, dx),
-// typically Perspectives<Cell, Aggregator>. Tensor names follow RWKV / PyTorch
-// conventions: emb.weight, blocks.N.ln1.*, blocks.N.mixer.*, blocks.N.ln2.*,
-// blocks.N.ffn.{fc,proj}.*, ln_out.*, head.weight.
+// typically Perspectives<Cell, Aggregator>; the FFN any layer with forward(x, y) /
+// backward(x, dy, dx) (Mlp, or RwkvChannelMix for RWKV). Tensor names follow RWKV-4 /
+// PyTorch: emb.weight, blocks.0.ln0.*, blocks.N.ln1.*, blocks.N.<mixer_name>.*,
+// blocks.N.ln2.*, blocks.N.ffn.*, ln_out.*, head.weight.
 #pragma once
 
 #include <cmath>
@@ -18,7 +20,8 @@
 #include <vector>
 
 #include "mtp/core/cell.hpp"
-#include "mtp/core/ops/activations.hpp"
+#include "mtp/core/init.hpp"
+#include "mtp/core/mlp.hpp"
 #include "mtp/core/ops/embedding.hpp"
 #include "mtp/core/ops/layernorm.hpp"
 #include "mtp/core/ops/linear.hpp"
@@ -27,14 +30,22 @@
 
 namespace mtp {
 
-struct ModelConfig {
-  index_t vocab = 0;  // V
-  index_t width = 0;  // W
-  int layers = 1;     // L
-  bool mlp = true;    // a 4× MLP after each mixer
+enum class ModelInit {
+  standard,  // emb N(0,1), head U(±1/√W): PyTorch's defaults
+  rwkv4,     // emb ≈ 1e-4 (orthogonal), head orthogonal with gain 0.5·√(V/W): RWKV-4
 };
 
-template <class Mixer>
+struct ModelConfig {
+  index_t vocab = 0;                 // V
+  index_t width = 0;                 // W
+  int layers = 1;                    // L
+  bool ffn = true;                   // an FFN after each mixer
+  std::string mixer_name = "mixer";  // "att" gives RWKV-4's names
+  bool ln0 = false;                  // LayerNorm on the embeddings (RWKV-4)
+  ModelInit init = ModelInit::standard;
+};
+
+template <class Mixer, class Ffn = Mlp<typename Mixer::Scalar>>
 class Model {
  public:
   using S = typename Mixer::Scalar;
@@ -46,23 +57,25 @@ class Model {
               "model needs vocab, width and layers > 0");
     const index_t V = cfg.vocab, W = cfg.width;
     emb_ = store_.add("emb.weight", {V, W});
+    if (cfg.ln0) {
+      ln0_w_ = store_.add("blocks.0.ln0.weight", {W});
+      ln0_b_ = store_.add("blocks.0.ln0.bias", {W});
+    }
     for (int l = 0; l < cfg.layers; ++l) {
-      mixer_config.position = {l, cfg.layers};
-      auto& blk = *blocks_.emplace_back(std::make_unique<Block>(mixer_config));
+      const LayerPosition pos{l, cfg.layers};
+      mixer_config.position = pos;
+      auto& blk = *blocks_.emplace_back(std::make_unique<Block>(mixer_config, W, pos));
       MTP_CHECK(blk.mixer.input_width() == W && blk.mixer.output_width() == W,
                 "mixer maps {} → {}, the model needs {} → {}", blk.mixer.input_width(),
                 blk.mixer.output_width(), W, W);
       const std::string p = "blocks." + std::to_string(l) + ".";
       blk.ln1_w = store_.add(p + "ln1.weight", {W});
       blk.ln1_b = store_.add(p + "ln1.bias", {W});
-      blk.mixer.declare(store_, p + "mixer.");
-      if (cfg.mlp) {
+      blk.mixer.declare(store_, p + cfg.mixer_name + ".");
+      if (cfg.ffn) {
         blk.ln2_w = store_.add(p + "ln2.weight", {W});
         blk.ln2_b = store_.add(p + "ln2.bias", {W});
-        blk.fc_w = store_.add(p + "ffn.fc.weight", {4 * W, W}, ParamRole::base, true);
-        blk.fc_b = store_.add(p + "ffn.fc.bias", {4 * W});
-        blk.proj_w = store_.add(p + "ffn.proj.weight", {W, 4 * W}, ParamRole::base, true);
-        blk.proj_b = store_.add(p + "ffn.proj.bias", {W});
+        blk.ffn.declare(store_, p + "ffn.");
       }
     }
     lnf_w_ = store_.add("ln_out.weight", {W});
@@ -70,43 +83,53 @@ class Model {
     head_ = store_.add("head.weight", {V, W}, ParamRole::base, true);
     store_.finalize();
     store_.bind(emb_, lnf_w_, lnf_b_, head_);
+    if (cfg.ln0) store_.bind(ln0_w_, ln0_b_);
     for (auto& b : blocks_) {
       store_.bind(b->ln1_w, b->ln1_b);
-      if (cfg.mlp) store_.bind(b->ln2_w, b->ln2_b, b->fc_w, b->fc_b, b->proj_w, b->proj_b);
       b->mixer.bind(store_);
+      if (cfg.ffn) {
+        store_.bind(b->ln2_w, b->ln2_b);
+        b->ffn.bind(store_);
+      }
     }
   }
-
   // Layers hold views into the parameter store: copying would leave them pointing
   // into the original. Moving keeps the store's buffer and so the views.
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
   Model(Model&&) = default;
 
-  // Embedding N(0,1) (PyTorch nn.Embedding); linear layers U(±1/√in) (nn.Linear), the
-  // residual projections scaled by 1/√(2L) (GPT-2); norms at identity.
+  // Norms at identity; each layer by its own recipe; embedding and head by cfg.init.
+  // Draw order (embedding, blocks, head) is part of what a seed reproduces.
   void init(std::uint64_t seed) {
     RngSequence rng(seed, rng_stream::kInit);
-    for (S& w : emb_.value) w = S(rng.normal());
-    const double L2 = std::sqrt(2.0 * cfg_.layers);
+    const index_t V = cfg_.vocab, W = cfg_.width;
+    const bool rwkv = cfg_.init == ModelInit::rwkv4;
+    if (rwkv)
+      orthogonal_init(emb_.value, 1e-4 * std::sqrt(double(std::max(V, W))), rng);
+    else
+      for (S& w : emb_.value) w = S(rng.normal());
+    if (cfg_.ln0) fill_norm(ln0_w_, ln0_b_);
     for (auto& b : blocks_) {
       fill_norm(b->ln1_w, b->ln1_b);
       b->mixer.init(rng);
-      if (cfg_.mlp) {
+      if (cfg_.ffn) {
         fill_norm(b->ln2_w, b->ln2_b);
-        fill_uniform(rng, b->fc_w.value, 1.0 / std::sqrt(double(cfg_.width)));
-        fill_uniform(rng, b->fc_b.value, 1.0 / std::sqrt(double(cfg_.width)));
-        fill_uniform(rng, b->proj_w.value, 1.0 / std::sqrt(4.0 * cfg_.width) / L2);
-        for (S& v : b->proj_b.value) v = 0;
+        b->ffn.init(rng);
       }
     }
     fill_norm(lnf_w_, lnf_b_);
-    fill_uniform(rng, head_.value, 1.0 / std::sqrt(double(cfg_.width)));
+    if (rwkv) {
+      orthogonal_init(head_.value, 0.5 * (V > W ? std::sqrt(double(V) / double(W)) : 1.0), rng);
+    } else {
+      const double a = 1.0 / std::sqrt(double(W));
+      for (S& w : head_.value) w = S(rng.uniform(-a, a));
+    }
   }
 
   // tokens (T,B) → logits (T,B,V). With targets (T,B) (kIgnoreTarget where unlabelled)
   // also the cross-entropy statistics, and backward() may follow. `state`, when given,
-  // holds one (B,K,Sw) tensor per block: initial states in, final states out.
+  // holds one mixer state tensor per block: initial states in, final states out.
   CrossEntropyStats forward(const std::int32_t* tokens, const std::int32_t* targets, index_t T,
                             index_t B, const StepContext& ctx,
                             std::vector<View<S>>* state = nullptr) {
@@ -126,26 +149,28 @@ class Model {
     has_targets_ = targets != nullptr;
 
     const Shape act{T, B, W};
-    x0_.resize(act);
-    embedding_forward(tokens, TB, emb_.value, x0_.view());
-    Tensor<S>* x = &x0_;
+    emb_out_.resize(act);
+    embedding_forward<S>(tokens, TB, emb_.value, emb_out_.view());
+    const Tensor<S>* x = &emb_out_;
+    if (cfg_.ln0) {
+      x0_.resize(act);
+      ln0_mean_.resize({T, B});
+      ln0_rstd_.resize({T, B});
+      layernorm_forward<S>(emb_out_, ln0_w_.value, ln0_b_.value, x0_, ln0_mean_, ln0_rstd_);
+      x = &x0_;
+    }
     for (size_t l = 0; l < blocks_.size(); ++l) {
       Block& b = *blocks_[l];
-      b.resize(act, cfg_.mlp);
+      b.resize(act, cfg_.ffn);
       layernorm_forward<S>(*x, b.ln1_w.value, b.ln1_b.value, b.ln1, b.ln1_mean, b.ln1_rstd);
       b.mixer.forward(b.ln1.view(), b.mix.view(), ctx, state ? (*state)[l] : View<S>{});
       add(*x, b.mix, b.x_mid);
-      if (cfg_.mlp) {
+      if (cfg_.ffn) {
         layernorm_forward<S>(b.x_mid, b.ln2_w.value, b.ln2_b.value, b.ln2, b.ln2_mean, b.ln2_rstd);
-        linear_forward<S>(b.ln2.view().reshaped({TB, W}), b.fc_w.value, b.fc_b.value.data,
-                          b.fc.view());
-        gelu_forward<S>(b.fc, b.act);
-        linear_forward<S>(b.act, b.proj_w.value, b.proj_b.value.data, b.proj.view());
-        add(b.x_mid, b.proj, b.x_out);
-        x = &b.x_out;
-      } else {
-        x = &b.x_mid;
+        b.ffn.forward(b.ln2.view(), b.ff.view());
+        add(b.x_mid, b.ff, b.x_out);
       }
+      x = &b.out(cfg_.ffn);
     }
     x_last_ = x;
     lnf_.resize(act);
@@ -164,8 +189,7 @@ class Model {
   // gradients accumulate into the store.
   void backward() {
     MTP_CHECK(has_targets_, "backward needs a forward with targets");
-    const index_t T = T_, B = B_, W = cfg_.width, TB = T * B;
-    const Shape act{T, B, W};
+    const Shape act{T_, B_, cfg_.width};
     dx_.resize(act);
     dtmp_.resize(act);
     dln_.resize(act);
@@ -175,14 +199,9 @@ class Model {
                           lnf_b_.grad);
     for (int l = cfg_.layers - 1; l >= 0; --l) {
       Block& b = *blocks_[l];
-      const Tensor<S>& x_in = l == 0 ? x0_ : blocks_[l - 1]->out(cfg_.mlp);
-      if (cfg_.mlp) {  // x_out = x_mid + proj(gelu(fc(LN2 x_mid))); dx_ holds ∂L/∂x_out
-        dff_.resize({T, B, 4 * W});
-        dff2_.resize({T, B, 4 * W});
-        linear_backward<S>(dx_, b.act, b.proj_w.value, dff_, b.proj_w.grad, b.proj_b.grad.data);
-        gelu_backward<S>(dff_, b.fc, dff2_);
-        linear_backward<S>(dff2_, b.ln2.view().reshaped({TB, W}), b.fc_w.value,
-                           dln_.view().reshaped({TB, W}), b.fc_w.grad, b.fc_b.grad.data);
+      const Tensor<S>& x_in = l > 0 ? blocks_[l - 1]->out(cfg_.ffn) : stream_start();
+      if (cfg_.ffn) {  // x_out = x_mid + FFN(LN2 x_mid); dx_ holds ∂L/∂x_out
+        b.ffn.backward(b.ln2.view(), dx_.view(), dln_.view());
         layernorm_backward<S>(dln_, b.x_mid, b.ln2_w.value, b.ln2_mean, b.ln2_rstd, dtmp_,
                               b.ln2_w.grad, b.ln2_b.grad);
         accumulate(dtmp_, dx_);
@@ -193,7 +212,13 @@ class Model {
                             b.ln1_b.grad);
       accumulate(dtmp_, dx_);
     }
-    embedding_backward<S>(tokens_.data(), TB, dx_, emb_.grad);
+    if (cfg_.ln0) {
+      layernorm_backward<S>(dx_, emb_out_, ln0_w_.value, ln0_mean_, ln0_rstd_, dtmp_, ln0_w_.grad,
+                            ln0_b_.grad);
+      embedding_backward<S>(tokens_.data(), T_ * B_, dtmp_, emb_.grad);
+    } else {
+      embedding_backward<S>(tokens_.data(), T_ * B_, dx_, emb_.grad);
+    }
   }
 
   ParamStore<S>& params() { return store_; }
@@ -205,38 +230,35 @@ class Model {
 
  private:
   struct Block {
-    explicit Block(const MixerConfig& c) : mixer(c) {}
+    Block(const MixerConfig& c, index_t width, LayerPosition pos) : mixer(c), ffn(width, pos) {}
     Mixer mixer;
-    Param<S> ln1_w, ln1_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
-    // Saved activations, (T,B,W) unless noted.
-    Tensor<S> ln1, ln1_mean, ln1_rstd, mix, x_mid;            // mean, rstd: (T,B)
-    Tensor<S> ln2, ln2_mean, ln2_rstd, fc, act, proj, x_out;  // fc, act: (T,B,4W)
+    Ffn ffn;
+    Param<S> ln1_w, ln1_b, ln2_w, ln2_b;
+    // Saved activations, (T,B,W); mean, rstd (T,B).
+    Tensor<S> ln1, ln1_mean, ln1_rstd, mix, x_mid;
+    Tensor<S> ln2, ln2_mean, ln2_rstd, ff, x_out;
 
-    void resize(const Shape& act_shape, bool mlp) {
+    void resize(const Shape& act_shape, bool with_ffn) {
       const Shape rows{act_shape[0], act_shape[1]};
-      const Shape wide{act_shape[0], act_shape[1], 4 * act_shape[2]};
       for (Tensor<S>* t : {&ln1, &mix, &x_mid}) t->resize(act_shape);
       ln1_mean.resize(rows);
       ln1_rstd.resize(rows);
-      if (!mlp) return;
-      for (Tensor<S>* t : {&ln2, &proj, &x_out}) t->resize(act_shape);
+      if (!with_ffn) return;
+      for (Tensor<S>* t : {&ln2, &ff, &x_out}) t->resize(act_shape);
       ln2_mean.resize(rows);
       ln2_rstd.resize(rows);
-      fc.resize(wide);
-      act.resize(wide);
     }
-    const Tensor<S>& out(bool mlp) const { return mlp ? x_out : x_mid; }
+    const Tensor<S>& out(bool with_ffn) const { return with_ffn ? x_out : x_mid; }
   };
 
+  // The residual stream entering block 0.
+  const Tensor<S>& stream_start() const { return cfg_.ln0 ? x0_ : emb_out_; }
   static void add(const Tensor<S>& a, const Tensor<S>& b, Tensor<S>& out) {
     out.resize(a.shape());
     for (index_t i = 0; i < a.numel(); ++i) out[i] = a[i] + b[i];
   }
   static void accumulate(const Tensor<S>& src, Tensor<S>& dst) {
     for (index_t i = 0; i < src.numel(); ++i) dst[i] += src[i];
-  }
-  static void fill_uniform(RngSequence& rng, View<S> v, double a) {
-    for (S& w : v) w = S(rng.uniform(-a, a));
   }
   static void fill_norm(Param<S>& w, Param<S>& b) {
     for (S& v : w.value) v = 1;
@@ -245,15 +267,16 @@ class Model {
 
   ModelConfig cfg_;
   ParamStore<S> store_;
-  Param<S> emb_, lnf_w_, lnf_b_, head_;
+  Param<S> emb_, ln0_w_, ln0_b_, lnf_w_, lnf_b_, head_;
   std::vector<std::unique_ptr<Block>> blocks_;
   index_t T_ = 0, B_ = 0;
   std::vector<std::int32_t> tokens_, targets_;
   bool has_targets_ = false;
   CrossEntropyStats stats_;
-  Tensor<S> x0_, lnf_, lnf_mean_, lnf_rstd_, logits_, probs_;
+  Tensor<S> emb_out_, x0_, ln0_mean_, ln0_rstd_;  // embeddings, after ln0
+  Tensor<S> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_;
   const Tensor<S>* x_last_ = nullptr;
-  Tensor<S> dx_, dtmp_, dln_, dff_, dff2_;
+  Tensor<S> dx_, dtmp_, dln_;
 };
 
 }  // namespace mtp

@@ -85,8 +85,8 @@ class Perspectives {
     P_.resize({T, B, cell_.pre_width()});
     Yk_.resize({T, B, K_, cell_.recur_width()});
     A_.resize({T, B, cell_.recur_width()});
-    cell_.pre_forward(x, P_);
-    cell_.recur_forward(P_.view(), decay_.value, state, Yk_.view(), state);
+    cell_.pre_forward(x, state, P_);
+    cell_.recur_forward(x, P_.view(), decay_.value, state, Yk_.view(), state);
     agg_.forward(Yk_.view(), x, A_.view(), ctx, rng_stream::kSelectorNoise + cfg_.position.index);
     cell_.post_forward(A_.view(), P_.view(), x, y);
   }

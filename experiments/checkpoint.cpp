@@ -44,4 +44,65 @@ void load_parameters(const SafeTensors& file, const std::string& path, ParamStor
     MTP_CHECK(expected.count(name), "{}: unexpected tensor '{}' for this model", path, name);
 }
 
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Fills decay (K,D) from `rows` stored rows of width D: their mean, spread over K.
+void expand_decay(const std::vector<float>& stored, index_t rows, View<float> decay,
+                  double spread) {
+  const index_t K = decay.dim(0), D = decay.dim(1);
+  for (index_t c = 0; c < D; ++c) {
+    double base = 0;
+    for (index_t r = 0; r < rows; ++r) base += stored[r * D + c];
+    base /= double(rows);
+    for (index_t k = 0; k < K; ++k)
+      decay[k * D + c] = float(base + spread * (double(k) - double(K - 1) / 2.0));
+  }
+}
+
+}  // namespace
+
+StateDictReport load_state_dict(const SafeTensors& file, const std::string& path,
+                                ParamStore<float>& params, double decay_spread) {
+  StateDictReport report;
+  std::set<std::string> used;
+  for (const ParamInfo& p : params.infos()) {
+    View<float> dst(params.values() + p.offset, p.shape);
+    const std::string what = path + ": tensor '" + p.name + "'";
+    if (file.has(p.name) && file.at(p.name).numel() == p.shape.numel()) {
+      const std::vector<float> v = file.at(p.name).to<float>(what);
+      std::copy(v.begin(), v.end(), dst.data);
+      report.loaded.push_back(p.name);
+      used.insert(p.name);
+      continue;
+    }
+    const bool is_decay =
+        ends_with(p.name, "decay") && p.shape.rank() == 2 && p.role == ParamRole::perspective;
+    const index_t D = is_decay ? p.shape[1] : 0;
+    std::string source;
+    if (is_decay && file.has(p.name) && file.at(p.name).numel() % D == 0) source = p.name;
+    const std::string time_decay = p.name.substr(0, p.name.size() - 5) + "time_decay";
+    if (is_decay && source.empty() && file.has(time_decay) && file.at(time_decay).numel() == D)
+      source = time_decay;
+    if (!source.empty()) {
+      const StoredTensor& t = file.at(source);
+      expand_decay(t.to<float>(path + ": tensor '" + source + "'"), t.numel() / D, dst,
+                   decay_spread);
+      report.expanded.push_back(p.name);
+      used.insert(source);
+      continue;
+    }
+    MTP_CHECK(!file.has(p.name), "{}: tensor '{}' has shape {}, the model needs {}", path, p.name,
+              shape_str(file.at(p.name).shape), p.shape.str());
+    report.missing.push_back(p.name);
+  }
+  for (const auto& [name, t] : file.tensors)
+    if (!used.count(name)) report.unused.push_back(name);
+  return report;
+}
+
 }  // namespace mtp::exp

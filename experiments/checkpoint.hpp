@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "mtp/core/param_store.hpp"
 #include "mtp/core/safetensors.hpp"
@@ -21,5 +22,22 @@ nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& pat
 // Copies every parameter of `params` from the file; each must be present with the
 // same shape, and the file may hold nothing else.
 void load_parameters(const SafeTensors& file, const std::string& path, ParamStore<float>& params);
+
+// What load_state_dict did.
+struct StateDictReport {
+  std::vector<std::string> loaded;    // model tensors filled from the file
+  std::vector<std::string> expanded;  // perspective decays filled from another K or time_decay
+  std::vector<std::string> missing;   // model tensors the file does not have (left as they were)
+  std::vector<std::string> unused;    // file tensors the model has no place for
+};
+
+// Loads a state dict saved as safetensors (PyTorch, RWKV-4, another mtp run) by name.
+// A tensor fits when its element count matches (RWKV-4's (1,1,C) time mixes fill (C)).
+// A perspective decay `<p>decay` (K,D) is filled, in this order of preference, from a
+// stored `<p>decay` of the same shape; else from a stored `<p>decay` with K' rows or
+// from RWKV-4's `<p>time_decay` (D): row k = base + spread·(k − (K−1)/2), base the
+// loaded rows' mean. Shapes that do not fit are errors naming the file and tensor.
+StateDictReport load_state_dict(const SafeTensors& file, const std::string& path,
+                                ParamStore<float>& params, double decay_spread);
 
 }  // namespace mtp::exp

@@ -15,7 +15,7 @@ namespace mtp::exp {
 // clang-format off
 #define MTP_CONFIG_FIELDS(X)                                                                \
   X(cell) X(perspectives) X(aggregator) X(noise) X(fixed_weights) X(decay_spread)           \
-  X(layers) X(width) X(mlp)                                                                 \
+  X(layers) X(width) X(ffn)                                                                 \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
   X(task) X(data) X(vocab) X(pairs) X(val_batches)                                          \
   X(out) X(threads) X(eval_every) X(log_every)

@@ -20,7 +20,7 @@ struct TrainConfig {
   // Model
   int layers = 2;
   int width = 64;
-  bool mlp = true;
+  bool ffn = true;  // the FFN after each mixer (MLP; RWKV: channel mix)
   // Optimisation
   long long steps = 4000;
   int batch = 32;

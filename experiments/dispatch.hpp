@@ -1,6 +1,7 @@
 // The one place where runtime choices (--cell, --aggregator) become template
 // arguments. Everything below it is compiled per combination, with no virtual calls.
-// Adding a cell: include it, add a branch to with_cell and its name to kCells.
+// Adding a cell: include it, add a branch to with_cell and its name to kCells (and a
+// ModelFamily specialisation if its model is not the default one).
 #pragma once
 
 #include <array>
@@ -11,17 +12,25 @@
 #include "mtp/aggregators/learned.hpp"
 #include "mtp/aggregators/mean.hpp"
 #include "mtp/cells/gru.hpp"
+#include "mtp/cells/lstm.hpp"
+#include "mtp/cells/rwkv.hpp"
+#include "mtp/cells/ssm.hpp"
+#include "mtp/core/mlp.hpp"
+#include "mtp/core/model.hpp"
 #include "mtp/core/perspectives.hpp"
 
 namespace mtp::exp {
 
-inline constexpr std::array<std::string_view, 1> kCells = {"gru"};
+inline constexpr std::array<std::string_view, 4> kCells = {"gru", "lstm", "rwkv", "ssm"};
 inline constexpr std::array<std::string_view, 3> kAggregators = {"mean", "learned", "fixed"};
 
 // Calls f.template operator()<CellT<S>>() for the cell named `cell`.
 template <class S, class F>
 decltype(auto) with_cell(std::string_view cell, F&& f) {
   if (cell == "gru") return f.template operator()<Gru<S>>();
+  if (cell == "lstm") return f.template operator()<Lstm<S>>();
+  if (cell == "rwkv") return f.template operator()<RwkvTimeMix<S>>();
+  if (cell == "ssm") return f.template operator()<LinearSsm<S>>();
   usage_fail("--cell '{}' is not a known cell", cell);
 }
 
@@ -36,6 +45,27 @@ decltype(auto) with_mixer(std::string_view cell, std::string_view aggregator, F&
     usage_fail("--aggregator '{}' is not one of mean, learned, fixed", aggregator);
   });
 }
+
+// The model of DESIGN §2 around a cell: a 4× MLP after the mixer, PyTorch-style names
+// and init...
+template <class Cell>
+struct ModelFamily {
+  using Ffn = Mlp<typename Cell::Scalar>;
+  static void configure(ModelConfig&) {}
+};
+// ...except RWKV, whose block is RWKV-4's: channel-mix FFN, ln0 on the embeddings,
+// the time mix named "att", RWKV-4's init; its state dicts load by name.
+template <class S>
+struct ModelFamily<RwkvTimeMix<S>> {
+  using Ffn = RwkvChannelMix<S>;
+  static void configure(ModelConfig& c) {
+    c.mixer_name = "att";
+    c.ln0 = true;
+    c.init = ModelInit::rwkv4;
+  }
+};
+template <class Mixer>
+using ModelFor = Model<Mixer, typename ModelFamily<typename Mixer::CellType>::Ffn>;
 
 // The aggregator options of a run, whichever aggregator it is.
 struct AggregatorSettings {

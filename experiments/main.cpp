@@ -66,9 +66,9 @@ bool parse(int argc, const char* const* argv, const po::options_description& des
 
 void add_layer_flags(po::options_description& d, std::string& cell, int& k, std::string& agg,
                      std::string& weights) {
-  d.add_options()                                                                           //
-      ("cell", po::value(&cell)->default_value(cell), "recurrent cell: gru")                //
-      ("perspectives,K", po::value(&k)->default_value(k), "number of perspectives K >= 1")  //
+  d.add_options()                                                                                 //
+      ("cell", po::value(&cell)->default_value(cell), "recurrent cell: gru | lstm | rwkv | ssm")  //
+      ("perspectives,K", po::value(&k)->default_value(k), "number of perspectives K >= 1")        //
       ("aggregator", po::value(&agg)->default_value(agg),
        "how the K outputs combine: mean | learned (softmax selector) | fixed")  //
       ("fixed-weights", po::value(&weights),
@@ -79,7 +79,7 @@ int cmd_train(int argc, const char* const* argv) {
   TrainConfig c;
   std::string weights;
   long long seed = 0;
-  bool no_mlp = false;
+  bool no_ffn = false;
   po::options_description d("train flags (default command)");
   d.add_options()("help,h", "show this help");
   add_layer_flags(d, c.cell, c.perspectives, c.aggregator, weights);
@@ -92,11 +92,11 @@ int cmd_train(int argc, const char* const* argv) {
        "decay of perspective k = base + s·(k − (K−1)/2)")                              //
       ("layers", po::value(&c.layers)->default_value(c.layers), "number of blocks L")  //
       ("width", po::value(&c.width)->default_value(c.width),
-       "model width W (cell hidden H = W)")                                              //
-      ("no-mlp", po::bool_switch(&no_mlp), "blocks without the 4x MLP")                  //
-      ("steps", po::value(&c.steps)->default_value(c.steps), "training steps")           //
-      ("batch", po::value(&c.batch)->default_value(c.batch), "sequences per step B")     //
-      ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len), "sequence length T")  //
+       "model width W (cell hidden H = W)")                                                       //
+      ("no-ffn", po::bool_switch(&no_ffn), "blocks without the FFN (4x MLP; RWKV: channel mix)")  //
+      ("steps", po::value(&c.steps)->default_value(c.steps), "training steps")                    //
+      ("batch", po::value(&c.batch)->default_value(c.batch), "sequences per step B")              //
+      ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len), "sequence length T")           //
       ("lr", po::value(&c.lr)->default_value(c.lr, fmt::format("{:g}", c.lr)),
        "peak learning rate (AdamW)")  //
       ("warmup", po::value(&c.warmup)->default_value(c.warmup, fmt::format("{:g}", c.warmup)),
@@ -126,7 +126,7 @@ int cmd_train(int argc, const char* const* argv) {
   if (!parse(argc, argv, d, vm, kUsage)) return 0;
   if (seed < 0) mtp::usage_fail("--seed must be >= 0, got {}", seed);
   c.seed = static_cast<std::uint64_t>(seed);
-  c.mlp = !no_mlp;
+  c.ffn = !no_ffn;
   if (vm.count("fixed-weights")) c.fixed_weights = parse_weights(weights);
   mtp::exp::run_training(c);
   return 0;

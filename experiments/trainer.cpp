@@ -59,7 +59,10 @@ void print_header(const TrainConfig& c, const ParamCounts& counts) {
   if (c.perspectives > 1) layer += fmt::format(", decay spread {:g}", c.decay_spread);
   fmt::print("mtp-exp      {}\n", layer);
   fmt::print("model        {} blocks, width {}{}; {} parameters\n", c.layers, c.width,
-             c.mlp ? ", MLP" : "", counts.total);
+             !c.ffn             ? ", no FFN"
+             : c.cell == "rwkv" ? ", channel mix"
+                                : ", MLP",
+             counts.total);
   fmt::print("task         {}\n", describe_task(c));
   fmt::print("training     {} steps of {} sequences, AdamW lr {:g}, {} threads\n", c.steps, c.batch,
              c.lr, omp_get_max_threads());
@@ -75,7 +78,7 @@ nlohmann::json train(const TrainConfig& cfg) {
   std::filesystem::create_directories(out, ec);
   MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", out.string(), ec.message());
 
-  Model<Mixer> model = build_model<Mixer>(cfg, task->vocab());
+  ModelFor<Mixer> model = build_model<Mixer>(cfg, task->vocab());
   model.init(cfg.seed);
   ParamStore<float>& params = model.params();
   const ParamCounts counts = count_params(params);
@@ -210,7 +213,7 @@ template <class Mixer>
 nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, const SafeTensors& file,
                                    const std::string& path) {
   const std::unique_ptr<Task> task = make_task(cfg);
-  Model<Mixer> model = build_model<Mixer>(cfg, task->vocab());
+  ModelFor<Mixer> model = build_model<Mixer>(cfg, task->vocab());
   load_parameters(file, path, model.params());
   const EvalResult r = evaluate(model, *task);
   nlohmann::json j = {{"checkpoint", path},

@@ -33,13 +33,15 @@ typename Mixer::Config mixer_config(const TrainConfig& c) {
 }
 
 template <class Mixer>
-Model<Mixer> build_model(const TrainConfig& c, index_t vocab) {
-  return Model<Mixer>(ModelConfig{vocab, c.width, c.layers, c.mlp}, mixer_config<Mixer>(c));
+ModelFor<Mixer> build_model(const TrainConfig& c, index_t vocab) {
+  ModelConfig mc{.vocab = vocab, .width = c.width, .layers = c.layers, .ffn = c.ffn};
+  ModelFamily<typename Mixer::CellType>::configure(mc);
+  return ModelFor<Mixer>(mc, mixer_config<Mixer>(c));
 }
 
 // Noise-free evaluation over the task's validation set.
-template <class Mixer>
-EvalResult evaluate(Model<Mixer>& model, const Task& task) {
+template <class M>
+EvalResult evaluate(M& model, const Task& task) {
   CrossEntropyStats total;
   for (const Batch& b : task.validation()) {
     const CrossEntropyStats s =

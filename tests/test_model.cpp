@@ -109,7 +109,7 @@ exp::TrainConfig tiny_config() {
 std::vector<float> train_params(const exp::TrainConfig& c, double* first_loss, double* last_loss) {
   using Mixer = Perspectives<Gru<float>, LearnedAggregator<float>>;
   const auto task = exp::make_task(c);
-  Model<Mixer> model = exp::build_model<Mixer>(c, task->vocab());
+  auto model = exp::build_model<Mixer>(c, task->vocab());
   model.init(c.seed);
   AdamW<float> opt(model.params(), {});
   for (long long s = 0; s < c.steps; ++s) {

@@ -165,6 +165,9 @@ TEST(Ops, FastFloatExpSigmoidTanhAreAccurate) {
   EXPECT_GE(sigmoid(-1e30f), 0.0f);
   EXPECT_LT(sigmoid(-1e30f), 1e-37f);
   EXPECT_TRUE(std::isfinite(exp_fast(1e30f)));
+  EXPECT_EQ(exp_fast(-1e38f), 0.0f) << "stable scans start from exp(-1e38)";
+  EXPECT_EQ(exp_fast(-88.0f), 0.0f);
+  EXPECT_GT(exp_fast(-87.0f), 0.0f);
 }
 
 TEST(Ops, SoftmaxRowGradients) {

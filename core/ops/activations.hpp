@@ -17,10 +17,13 @@ namespace mtp {
 
 // e^x for float: x = n·ln2 + r with |r| ≤ ln2/2 (Cody-Waite split of ln2), e^r by its
 // degree-7 Taylor polynomial (truncation < 1e-8 relative), 2^n through the exponent
-// bits. Relative error about 2e-7 over [-87, 88]; the input is clamped to that range.
+// bits. Relative error about 2e-7 on [-87.3, 88]; +inf is not produced (the input is
+// clamped at 88) and below -87.3, where e^x is under float's smallest normal, the
+// result is exactly 0 (stable scans start from exp(-1e38) and must see 0).
 inline float exp_fast(float x) {
+  const bool underflow = x < -87.3f;
   // Comparisons, not fmin/fmax: they vectorise, and a NaN passes through.
-  x = x < -87.0f ? -87.0f : x;
+  x = x < -87.3f ? -87.3f : x;
   x = x > 88.0f ? 88.0f : x;
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693145751953125f, kLn2Lo = 1.42860682030941723e-6f;
@@ -36,7 +39,7 @@ inline float exp_fast(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const auto bits = static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
+  return underflow ? 0.0f : p * std::bit_cast<float>(bits);
 }
 inline double exp_fast(double x) {
   return std::exp(x);

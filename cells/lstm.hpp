@@ -1,0 +1,171 @@
+// LSTM cell with a per-perspective forget-gate decay (DESIGN §2). PyTorch gate order
+// (i, f, g, o).
+//
+//   gi = W_ih x + b_ih                         pre,   (T,B,4H) over all T·B rows at once
+//   gh = W_hh h + b_hh                         recur, one GEMM per step over all B·K rows
+//   i = σ(gi_i + gh_i)      f = σ(gi_f + gh_f + decay[k])     decay[k] shifts the forget
+//   g = tanh(gi_g + gh_g)   o = σ(gi_o + gh_o)                 gate: larger keeps more
+//   c' = f ⊙ c + i ⊙ g      h' = o ⊙ tanh(c')                  h' is perspective k's output
+//   post: identity (O = H)
+//
+// Params: weight_ih (4H,I), weight_hh (4H,H), bias_ih (4H), bias_hh (4H); decay (K,H)
+// belongs to the wrapper. State (B,K,2H) = [h | c]. With K = 1 and decay = 0 this is
+// torch.nn.LSTM.
+#pragma once
+
+#include <algorithm>
+#include <string_view>
+
+#include "mtp/cells/matrix_cell.hpp"
+#include "mtp/core/ops/activations.hpp"
+
+namespace mtp {
+
+template <class S>
+class Lstm : public GatedMatrixCell<S, 4> {
+  using Base = GatedMatrixCell<S, 4>;
+  using Base::H_;
+
+ public:
+  using typename Base::Config;
+  static constexpr std::string_view kName = "lstm";
+
+  explicit Lstm(const Config& cfg) : Base(cfg) {}
+
+  index_t state_width() const { return 2 * H_; }
+
+  // P (T,B,4H), decay (K,H), s0 (B,K,2H) or empty → Yk (T,B,K,H) = h, sT (B,K,2H) or
+  // empty. s0 and sT may alias. Saves h0, c0, the gates (i, f, g, o), c and tanh(c).
+  void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
+    h0_.resize({BK, H});
+    c0_.resize({BK, H});
+    if (s0.empty()) {
+      h0_.zero();
+      c0_.zero();
+    } else {
+      for (index_t row = 0; row < BK; ++row) {
+        std::copy_n(s0.data + row * 2 * H, H, h0_.data() + row * H);
+        std::copy_n(s0.data + row * 2 * H + H, H, c0_.data() + row * H);
+      }
+    }
+    gates_.resize({T, B, K, 4 * H});
+    c_.resize({T, B, K, H});
+    tanh_c_.resize({T, B, K, H});
+    gh_.resize({BK, 4 * H});
+
+    for (index_t t = 0; t < T; ++t) {
+      const S* hprev = t == 0 ? h0_.data() : Yk.data + (t - 1) * BK * H;
+      const S* cprev = t == 0 ? c0_.data() : c_.data() + (t - 1) * BK * H;
+      this->recurrent_projection(hprev, gh_.data(), BK);
+      const S* gi_t = P.data + t * B * 4 * H;
+      S* gate_t = gates_.data() + t * BK * 4 * H;
+      S* c_t = c_.data() + t * BK * H;
+      S* tc_t = tanh_c_.data() + t * BK * H;
+      S* h_t = Yk.data + t * BK * H;
+#pragma omp parallel for if (BK * H > 8192)
+      for (index_t row = 0; row < BK; ++row) {
+        const index_t b = row / K, k = row % K;
+        const S* gi = gi_t + b * 4 * H;
+        const S* gh = gh_.data() + row * 4 * H;
+        const S* dk = decay.data + k * H;
+        const S* cp = cprev + row * H;
+        S* g = gate_t + row * 4 * H;  // [i | f | g | o]
+#pragma omp simd
+        for (index_t j = 0; j < H; ++j) {
+          const S ig = sigmoid(gi[j] + gh[j]);
+          const S fg = sigmoid(gi[H + j] + gh[H + j] + dk[j]);
+          const S gg = tanh_fast(gi[2 * H + j] + gh[2 * H + j]);
+          const S og = sigmoid(gi[3 * H + j] + gh[3 * H + j]);
+          const S c = fg * cp[j] + ig * gg;
+          const S tc = tanh_fast(c);
+          g[j] = ig;
+          g[H + j] = fg;
+          g[2 * H + j] = gg;
+          g[3 * H + j] = og;
+          c_t[row * H + j] = c;
+          tc_t[row * H + j] = tc;
+          h_t[row * H + j] = og * tc;
+        }
+      }
+    }
+    if (!sT.empty())
+      for (index_t row = 0; row < BK; ++row) {
+        std::copy_n(Yk.data + ((T - 1) * BK + row) * H, H, sT.data + row * 2 * H);
+        std::copy_n(c_.data() + ((T - 1) * BK + row) * H, H, sT.data + row * 2 * H + H);
+      }
+  }
+
+  void post_forward(CView<S> A, CView<S>, CView<S>, View<S> y) {
+    std::copy(A.begin(), A.end(), y.data);
+  }
+  void post_backward(CView<S> dy, CView<S>, CView<S>, CView<S>, View<S> dA, View<S>, View<S>) {
+    std::copy(dy.begin(), dy.end(), dA.data);
+  }
+
+  // Saved from forward: h0, c0, gates (i, f, g, o), c, tanh(c), and the outputs Yk (the
+  // states h_t). dYk (T,B,K,H) → dP (T,B,4H) +=, ddecay (K,H) +=, dW_hh, db_hh +=.
+  void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
+    dgh_.resize({T, B, K, 4 * H});
+    carry_h_.resize({BK, H});
+    carry_c_.resize({BK, H});
+    carry_h_.zero();
+    carry_c_.zero();
+
+    for (index_t t = T - 1; t >= 0; --t) {
+      const S* cprev = t == 0 ? c0_.data() : c_.data() + (t - 1) * BK * H;
+      const S* gate_t = gates_.data() + t * BK * 4 * H;
+      const S* tc_t = tanh_c_.data() + t * BK * H;
+      const S* dy_t = dYk.data + t * BK * H;
+      S* dgh_t = dgh_.data() + t * BK * 4 * H;
+      S* dP_t = dP.data + t * B * 4 * H;
+#pragma omp parallel for if (BK * H > 8192)
+      for (index_t b = 0; b < B; ++b) {
+        S* dgi = dP_t + b * 4 * H;  // the K perspectives of sequence b share gi
+        for (index_t k = 0; k < K; ++k) {
+          const index_t row = b * K + k;
+          const S* g = gate_t + row * 4 * H;
+          const S* cp = cprev + row * H;
+          const S* tc = tc_t + row * H;
+          S* dh_carry = carry_h_.data() + row * H;
+          S* dc_carry = carry_c_.data() + row * H;
+          S* dgh = dgh_t + row * 4 * H;
+#pragma omp simd
+          for (index_t j = 0; j < H; ++j) {
+            const S ig = g[j], fg = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
+            const S dh = dy_t[row * H + j] + dh_carry[j];
+            const S dc = dc_carry[j] + dh * og * (S(1) - tc[j] * tc[j]);
+            const S di = dc * gg * ig * (S(1) - ig);
+            const S df = dc * cp[j] * fg * (S(1) - fg);
+            const S dg = dc * ig * (S(1) - gg * gg);
+            const S dout = dh * tc[j] * og * (S(1) - og);
+            dgh[j] = di;
+            dgh[H + j] = df;
+            dgh[2 * H + j] = dg;
+            dgh[3 * H + j] = dout;
+            dgi[j] += di;
+            dgi[H + j] += df;
+            dgi[2 * H + j] += dg;
+            dgi[3 * H + j] += dout;
+            dc_carry[j] = dc * fg;
+            dh_carry[j] = 0;  // h reaches the next step only through W_hh, added below
+          }
+        }
+      }
+      if (t > 0) this->recurrent_projection_backward(dgh_t, carry_h_.data(), BK);
+    }
+    this->recurrent_weight_grads(dgh_.data(), h0_.data(), Yk.data, T, BK);
+    this->decay_grads(dgh_.data(), /*gate f*/ 1, T * B, K, ddecay);
+  }
+
+ private:
+  Tensor<S> h0_, c0_;            // (BK,H) initial state of the last forward
+  Tensor<S> gates_;              // (T,B,K,4H) i, f, g, o of the last forward
+  Tensor<S> c_, tanh_c_;         // (T,B,K,H) cell states and their tanh
+  Tensor<S> gh_;                 // (BK,4H) scratch
+  Tensor<S> dgh_;                // (T,B,K,4H) ∂L/∂ gate pre-activations
+  Tensor<S> carry_h_, carry_c_;  // (BK,H) ∂L/∂h_{t−1}, ∂L/∂c_{t−1}
+};
+
+}  // namespace mtp

@@ -1,0 +1,475 @@
+// RWKV-4 (Peng et al. 2023) with K temporal perspectives (DESIGN §2): the time-mix
+// cell, whose per-channel decay is the perspective's, and the channel-mix FFN of the
+// RWKV block. Tensor names are RWKV-4's, so its state dicts load by name.
+//
+// Time mix (C = I):
+//   x̄_t = x_{t−1} (x̄_0 = 0, or the carried last x)          token shift
+//   k = W_k(μ_k⊙x + (1−μ_k)⊙x̄), v = W_v(...μ_v...), r = W_r(...μ_r...)    pre: 3 GEMMs
+//   w = −exp(decay[k]), u = time_first
+//   wkv^k_t = (Σ_{i<t} e^{(t−1−i)w + k_i} v_i + e^{u+k_t} v_t)
+//           / (Σ_{i<t} e^{(t−1−i)w + k_i}     + e^{u+k_t})                   recur
+//   y = W_o(σ(r) ⊙ Agg_k wkv^k)                                              post
+//
+// The sums are carried as (a, b, p): a·e^p and b·e^p are the numerator and denominator
+// sums, p a running maximum exponent, so no exp ever overflows whatever T or the keys.
+// One pass over (t, c) reads k_t, v_t once and updates all K perspectives.
+//
+// Params: time_mix_k, time_mix_v, time_mix_r, time_first (C); key.weight,
+// value.weight, receptance.weight, output.weight (C,C); decay (K,C), RWKV's
+// time_decay, belongs to the wrapper. State (B,K,4C) = [a | b | p | last x]; the last
+// x is shared by the perspectives (every k holds the same copy).
+//
+// P, the pre output, is laid out as three planes [k | v | r], each (T,B,C), so that
+// each GEMM writes a contiguous block.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtp/core/cell.hpp"
+#include "mtp/core/gemm.hpp"
+#include "mtp/core/init.hpp"
+#include "mtp/core/ops/activations.hpp"
+#include "mtp/core/ops/linear.hpp"
+
+namespace mtp {
+
+// The exponent that stands for "no history yet": exp(kNoHistory − finite) is 0.
+inline constexpr double kWkvNoHistory = -1e38;
+
+// ------------------------------------------------------------------ token shift
+
+// xm (T,B,C) = μ ⊙ x + (1 − μ) ⊙ x̄, with x̄_t = x_{t−1} and x̄_0 = x_prev (B,C), or 0
+// when x_prev is null.
+template <class S>
+void token_shift_mix(In<S> x, const S* x_prev, In<S> mu, View<S> xm) {
+  const index_t T = x.dim(0), B = x.dim(1), C = x.dim(2);
+#pragma omp parallel for if (T * B * C > (1 << 16))
+  for (index_t t = 0; t < T; ++t)
+    for (index_t b = 0; b < B; ++b) {
+      const S* xt = x.data + (t * B + b) * C;
+      const S* xs = t > 0 ? x.data + ((t - 1) * B + b) * C : x_prev ? x_prev + b * C : nullptr;
+      S* out = xm.data + (t * B + b) * C;
+      for (index_t c = 0; c < C; ++c) out[c] = mu[c] * xt[c] + (S(1) - mu[c]) * (xs ? xs[c] : S(0));
+    }
+}
+
+// Backward of token_shift_mix. Saved from forward: x, x_prev. dx (T,B,C) +=, dmu (C) +=.
+// x_t reaches xm_t through μ and xm_{t+1} through (1 − μ).
+template <class S>
+void token_shift_mix_backward(In<S> dxm, In<S> x, const S* x_prev, In<S> mu, View<S> dx,
+                              View<S> dmu) {
+  const index_t T = x.dim(0), B = x.dim(1), C = x.dim(2);
+  for (index_t t = 0; t < T; ++t)
+    for (index_t b = 0; b < B; ++b) {
+      const S* g = dxm.data + (t * B + b) * C;
+      const S* gn = t + 1 < T ? dxm.data + ((t + 1) * B + b) * C : nullptr;
+      const S* xt = x.data + (t * B + b) * C;
+      const S* xs = t > 0 ? x.data + ((t - 1) * B + b) * C : x_prev ? x_prev + b * C : nullptr;
+      S* d = dx.data + (t * B + b) * C;
+      for (index_t c = 0; c < C; ++c) {
+        d[c] += mu[c] * g[c] + (gn ? (S(1) - mu[c]) * gn[c] : S(0));
+        dmu[c] += g[c] * (xt[c] - (xs ? xs[c] : S(0)));
+      }
+    }
+}
+
+// RWKV-4's layer-dependent time-mix init: μ_c = (c/C)^e.
+template <class S>
+void rwkv_time_mix_init(View<S> mu, double exponent, double offset = 0) {
+  const index_t C = mu.numel();
+  for (index_t c = 0; c < C; ++c) mu[c] = S(std::pow(double(c) / double(C), exponent) + offset);
+}
+
+// How deep a layer sits, as RWKV-4's init recipe measures it.
+struct RwkvDepth {
+  double ratio_0_to_1;        // l / (L − 1), 0 for a single layer
+  double ratio_1_to_almost0;  // 1 − l / L
+  explicit RwkvDepth(LayerPosition p)
+      : ratio_0_to_1(p.count > 1 ? double(p.index) / double(p.count - 1) : 0.0),
+        ratio_1_to_almost0(1.0 - double(p.index) / double(p.count)) {}
+};
+
+// ------------------------------------------------------------------ time mix
+
+template <class S>
+class RwkvTimeMix {
+ public:
+  using Scalar = S;
+  struct Config {
+    index_t channels = 0;  // C = I
+  };
+  static constexpr std::string_view kName = "rwkv";
+
+  static Config model_config(index_t width) { return {width}; }
+  // C from the shape of a parameter file: key.weight is (C, C).
+  template <class ShapeOf>
+  static Config infer_config(ShapeOf&& shape_of) {
+    const std::vector<index_t> w = shape_of("key.weight");
+    MTP_CHECK(w.size() == 2 && w[0] == w[1] && w[0] > 0, "key.weight has shape {}, expected (C,C)",
+              shape_str(w));
+    return {w[0]};
+  }
+
+  explicit RwkvTimeMix(const Config& cfg) : C_(cfg.channels) {
+    MTP_CHECK(C_ > 0, "rwkv needs channels > 0, got {}", C_);
+  }
+
+  index_t input_width() const { return C_; }
+  index_t pre_width() const { return 3 * C_; }
+  index_t recur_width() const { return C_; }
+  index_t state_width() const { return 4 * C_; }
+  index_t decay_width() const { return C_; }
+  index_t output_width() const { return C_; }
+
+  void declare(ParamStore<S>& store, const std::string& prefix) {
+    mix_k_ = store.add(prefix + "time_mix_k", {C_});
+    mix_v_ = store.add(prefix + "time_mix_v", {C_});
+    mix_r_ = store.add(prefix + "time_mix_r", {C_});
+    first_ = store.add(prefix + "time_first", {C_});
+    key_ = store.add(prefix + "key.weight", {C_, C_}, ParamRole::base, true);
+    value_ = store.add(prefix + "value.weight", {C_, C_}, ParamRole::base, true);
+    receptance_ = store.add(prefix + "receptance.weight", {C_, C_}, ParamRole::base, true);
+    output_ = store.add(prefix + "output.weight", {C_, C_}, ParamRole::base, true);
+  }
+  void bind(ParamStore<S>& store) {
+    store.bind(mix_k_, mix_v_, mix_r_, first_, key_, value_, receptance_, output_);
+  }
+
+  // RWKV-4's recipe for training from scratch: decays spread from −5 (fast) to 3 (slow)
+  // across channels, more so in deep layers; time_first log 0.3 with a zigzag; time
+  // mixes rising with the channel index; key, receptance and output zero, value
+  // orthogonal.
+  void init(RngSequence& rng, View<S> base_decay, LayerPosition pos) {
+    const RwkvDepth depth(pos);
+    for (index_t c = 0; c < C_; ++c) {
+      const double frac = C_ > 1 ? double(c) / double(C_ - 1) : 0.0;
+      base_decay[c] = S(-5 + 8 * std::pow(frac, 0.7 + 1.3 * depth.ratio_0_to_1));
+      first_.value[c] = S(std::log(0.3) + 0.5 * double((c + 1) % 3 - 1));
+    }
+    rwkv_time_mix_init(mix_k_.value, depth.ratio_1_to_almost0);
+    rwkv_time_mix_init(mix_v_.value, depth.ratio_1_to_almost0, 0.3 * depth.ratio_0_to_1);
+    rwkv_time_mix_init(mix_r_.value, 0.5 * depth.ratio_1_to_almost0);
+    for (Param<S>* p : {&key_, &receptance_, &output_})
+      std::fill(p->value.begin(), p->value.end(), S(0));
+    orthogonal_init(value_.value, 1.0, rng);
+  }
+
+  // x (T,B,C), s0 (B,K,4C) or empty → P = [k | v | r] planes, each (T,B,C). Saves the
+  // mixed inputs and the carried last x for backward.
+  void pre_forward(CView<S> x, CView<S> s0, View<S> P) {
+    const index_t T = x.dim(0), B = x.dim(1), C = C_, TBC = T * B * C;
+    save_shift_state(s0, B);
+    const Shape act{T, B, C};
+    for (Tensor<S>* t : {&xk_, &xv_, &xr_}) t->resize(act);
+    const S* xp = has_x_prev_ ? x_prev_.data() : nullptr;
+    token_shift_mix<S>(x, xp, mix_k_.value, xk_.view());
+    token_shift_mix<S>(x, xp, mix_v_.value, xv_.view());
+    token_shift_mix<S>(x, xp, mix_r_.value, xr_.view());
+    linear_forward<S>(xk_, key_.value, nullptr, View<S>(P.data, act));
+    linear_forward<S>(xv_, value_.value, nullptr, View<S>(P.data + TBC, act));
+    linear_forward<S>(xr_, receptance_.value, nullptr, View<S>(P.data + 2 * TBC, act));
+  }
+
+  // x (T,B,C), P = [k | v | r], decay (K,C), s0 (B,K,4C) or empty → Yk = wkv (T,B,K,C),
+  // sT (B,K,4C) or empty. s0 and sT may alias. Saves the (a, b, p) entering every step.
+  void recur_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), C = C_;
+    const S* kp = P.data;
+    const S* vp = P.data + T * B * C;
+    w_.resize({K, C});
+    for (index_t i = 0; i < K * C; ++i) w_[i] = S(-std::exp(double(decay[i])));
+    saved_.resize({T, B, K, 3 * C});
+    state_.resize({B, K, 3 * C});
+    load_initial_state(s0, B, K);
+    const S* u = first_.value.data;
+#pragma omp parallel for if (B * K * C > 4096)
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < T; ++t) {
+        const S* kt = kp + (t * B + b) * C;  // read once for all K perspectives
+        const S* vt = vp + (t * B + b) * C;
+        for (index_t k = 0; k < K; ++k) {
+          S* st = state_.data() + (b * K + k) * 3 * C;
+          S* aa = st;
+          S* bb = st + C;
+          S* pp = st + 2 * C;
+          std::copy_n(st, 3 * C, saved_.data() + ((t * B + b) * K + k) * 3 * C);
+          const S* wk = w_.data() + k * C;
+          S* y = Yk.data + ((t * B + b) * K + k) * C;
+#pragma omp simd
+          for (index_t c = 0; c < C; ++c) {
+            const S uk = u[c] + kt[c];
+            S p = std::max(pp[c], uk);
+            S e1 = exp_fast(pp[c] - p), e2 = exp_fast(uk - p);
+            y[c] = (e1 * aa[c] + e2 * vt[c]) / (e1 * bb[c] + e2);
+            const S wp = wk[c] + pp[c];
+            p = std::max(wp, kt[c]);
+            e1 = exp_fast(wp - p);
+            e2 = exp_fast(kt[c] - p);
+            aa[c] = e1 * aa[c] + e2 * vt[c];
+            bb[c] = e1 * bb[c] + e2;
+            pp[c] = p;
+          }
+        }
+      }
+    if (!sT.empty())
+      for (index_t b = 0; b < B; ++b)
+        for (index_t k = 0; k < K; ++k) {
+          S* out = sT.data + (b * K + k) * 4 * C;
+          std::copy_n(state_.data() + (b * K + k) * 3 * C, 3 * C, out);
+          std::copy_n(x.data + ((T - 1) * B + b) * C, C, out + 3 * C);
+        }
+  }
+
+  // A (T,B,C), P → y (T,B,C) = W_o(σ(r) ⊙ A). Saves σ(r) and σ(r) ⊙ A.
+  void post_forward(CView<S> A, CView<S> P, CView<S>, View<S> y) {
+    const index_t n = A.numel();
+    const S* r = P.data + 2 * n;
+    sr_.resize(A.shape);
+    ra_.resize(A.shape);
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (index_t i = 0; i < n; ++i) {
+      sr_[i] = sigmoid(r[i]);
+      ra_[i] = sr_[i] * A[i];
+    }
+    linear_forward<S>(ra_, output_.value, nullptr, y);
+  }
+  // Saved from forward: σ(r), σ(r) ⊙ A, A. dy (T,B,C) → dA overwritten, dP_r +=, dW_o +=.
+  void post_backward(CView<S> dy, CView<S> A, CView<S>, CView<S>, View<S> dA, View<S> dP, View<S>) {
+    const index_t n = A.numel();
+    dra_.resize(A.shape);
+    linear_backward<S>(dy, ra_, output_.value, dra_.view(), output_.grad, nullptr);
+    S* dr = dP.data + 2 * n;
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (index_t i = 0; i < n; ++i) {
+      dA[i] = dra_[i] * sr_[i];
+      dr[i] += dra_[i] * A[i] * sr_[i] * (S(1) - sr_[i]);
+    }
+  }
+
+  // Saved from forward: the (a, b, p) entering every step, w, and Yk. dYk (T,B,K,C) →
+  // dP_k, dP_v +=, ddecay (K,C) +=, dtime_first +=.
+  //
+  // With A_t, B_t the true sums entering step t and D_t = B_t + e^{u+k_t}, the adjoints
+  // gA_t = ∂L/∂A_t, gB_t run backwards: gA_t = gy_t / D_t + e^w gA_{t+1},
+  // gB_t = −gy_t y_t / D_t + e^w gB_{t+1}. They are carried scaled, gA = ga·e^q with q a
+  // running maximum exponent, the mirror image of the forward's (a, b, p).
+  void recur_backward(CView<S> dYk, CView<S> P, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), C = C_;
+    const S* kp = P.data;
+    const S* vp = P.data + T * B * C;
+    S* dk = dP.data;
+    S* dv = dP.data + T * B * C;
+    const S* u = first_.value.data;
+    adjoint_.resize({B, K, 3 * C});      // ga, gb, q
+    param_grads_.resize({B, K, 2 * C});  // ∂L/∂w, ∂L/∂u per sequence
+    for (index_t i = 0; i < B * K; ++i) {
+      S* adj = adjoint_.data() + i * 3 * C;
+      std::fill_n(adj, 2 * C, S(0));
+      std::fill_n(adj + 2 * C, C, S(kWkvNoHistory));
+    }
+    param_grads_.zero();
+#pragma omp parallel for if (B * K * C > 4096)
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = T - 1; t >= 0; --t) {
+        const S* kt = kp + (t * B + b) * C;
+        const S* vt = vp + (t * B + b) * C;
+        S* dkt = dk + (t * B + b) * C;
+        S* dvt = dv + (t * B + b) * C;
+        for (index_t k = 0; k < K; ++k) {
+          const index_t row = (t * B + b) * K + k;
+          const S* st = saved_.data() + row * 3 * C;
+          const S* aa = st;
+          const S* bb = st + C;
+          const S* pp = st + 2 * C;
+          const S* y = Yk.data + row * C;
+          const S* gy = dYk.data + row * C;
+          S* adj = adjoint_.data() + (b * K + k) * 3 * C;
+          S* ga = adj;
+          S* gb = adj + C;
+          S* q = adj + 2 * C;
+          S* gw = param_grads_.data() + (b * K + k) * 2 * C;
+          S* gu = gw + C;
+          const S* wk = w_.data() + k * C;
+#pragma omp simd
+          for (index_t c = 0; c < C; ++c) {
+            const S uk = u[c] + kt[c];
+            const S p = std::max(pp[c], uk);
+            const S e1 = exp_fast(pp[c] - p), e2 = exp_fast(uk - p);
+            const S inv_d = S(1) / (e1 * bb[c] + e2);  // D_t = e^p / inv_d
+            const S direct = gy[c] * e2 * inv_d;       // gy_t e^{u+k_t} / D_t
+            // gA_{t+1} e^{k_t} and gB_{t+1} e^{k_t}: the state update's share.
+            const S ek = exp_fast(q[c] + kt[c]);
+            const S gak = ga[c] * ek, gbk = gb[c] * ek;
+            dvt[c] += direct + gak;
+            dkt[c] += direct * (vt[c] - y[c]) + gak * vt[c] + gbk;
+            gu[c] += direct * (vt[c] - y[c]);
+            gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * exp_fast(wk[c] + q[c] + pp[c]);
+            // gA_t = (gy/d)·e^{−p} + e^w gA_{t+1}, rescaled to the larger exponent.
+            const S q_new = std::max(-p, wk[c] + q[c]);
+            const S f_out = gy[c] * inv_d * exp_fast(-p - q_new);
+            const S f_carry = exp_fast(wk[c] + q[c] - q_new);
+            ga[c] = f_out + ga[c] * f_carry;
+            gb[c] = -f_out * y[c] + gb[c] * f_carry;
+            q[c] = q_new;
+          }
+        }
+      }
+    // w = −exp(decay): ∂w/∂decay = w.
+    for (index_t k = 0; k < K; ++k)
+      for (index_t c = 0; c < C; ++c) {
+        double gw = 0;
+        for (index_t b = 0; b < B; ++b) gw += param_grads_[(b * K + k) * 2 * C + c];
+        ddecay[k * C + c] += S(gw * double(w_[k * C + c]));
+      }
+    for (index_t i = 0; i < B * K; ++i)
+      for (index_t c = 0; c < C; ++c) first_.grad[c] += param_grads_[i * 2 * C + C + c];
+  }
+
+  // Saved from forward: x, the mixed inputs, the carried last x. dP = [dk | dv | dr] →
+  // dx +=, the projection and time-mix gradients +=.
+  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
+    const index_t T = x.dim(0), B = x.dim(1), C = C_, TBC = T * B * C;
+    const Shape act{T, B, C};
+    dxm_.resize(act);
+    const S* xp = has_x_prev_ ? x_prev_.data() : nullptr;
+    const struct {
+      const Tensor<S>& xm;
+      Param<S>& weight;
+      Param<S>& mix;
+      index_t plane;
+    } parts[] = {{xk_, key_, mix_k_, 0}, {xv_, value_, mix_v_, 1}, {xr_, receptance_, mix_r_, 2}};
+    for (const auto& part : parts) {
+      const CView<S> dproj(dP.data + part.plane * TBC, act);
+      linear_backward<S>(dproj, part.xm, part.weight.value, dxm_.view(), part.weight.grad, nullptr);
+      token_shift_mix_backward<S>(dxm_, x, xp, part.mix.value, dx, part.mix.grad);
+    }
+  }
+
+ private:
+  void save_shift_state(CView<S> s0, index_t B) {
+    has_x_prev_ = !s0.empty();
+    if (!has_x_prev_) return;
+    x_prev_.resize({B, C_});
+    const index_t K = s0.dim(1);
+    for (index_t b = 0; b < B; ++b)
+      std::copy_n(s0.data + b * K * 4 * C_ + 3 * C_, C_, x_prev_.data() + b * C_);
+  }
+  void load_initial_state(CView<S> s0, index_t B, index_t K) {
+    for (index_t i = 0; i < B * K; ++i) {
+      S* st = state_.data() + i * 3 * C_;
+      if (s0.empty()) {
+        std::fill_n(st, 2 * C_, S(0));
+        std::fill_n(st + 2 * C_, C_, S(kWkvNoHistory));
+      } else {
+        std::copy_n(s0.data + i * 4 * C_, 3 * C_, st);
+      }
+    }
+  }
+
+  index_t C_;
+  Param<S> mix_k_, mix_v_, mix_r_, first_, key_, value_, receptance_, output_;
+  Tensor<S> x_prev_;  // (B,C) carried last x of the previous chunk
+  bool has_x_prev_ = false;
+  Tensor<S> xk_, xv_, xr_;  // (T,B,C) token-shift mixed inputs
+  Tensor<S> w_;             // (K,C) −exp(decay)
+  Tensor<S> state_;         // (B,K,3C) running (a, b, p)
+  Tensor<S> saved_;         // (T,B,K,3C) (a, b, p) entering each step
+  Tensor<S> sr_, ra_;       // (T,B,C) σ(r), σ(r) ⊙ A
+  Tensor<S> dra_, dxm_;     // (T,B,C) scratch
+  Tensor<S> adjoint_;       // (B,K,3C) ga, gb, q
+  Tensor<S> param_grads_;   // (B,K,2C) ∂L/∂w, ∂L/∂u before the reduction over b
+};
+
+// ------------------------------------------------------------------ channel mix
+
+// RWKV-4's channel mix, the FFN of an RWKV block (width C, hidden 4C):
+//   xk = μ_k⊙x + (1−μ_k)⊙x̄,  xr = μ_r⊙x + (1−μ_r)⊙x̄        token shift, x̄_0 = 0
+//   y = σ(W_r xr) ⊙ W_v relu(W_k xk)²
+// Params: time_mix_k, time_mix_r (C), key.weight (4C,C), receptance.weight (C,C),
+// value.weight (C,4C).
+template <class S>
+class RwkvChannelMix {
+ public:
+  using Scalar = S;
+
+  RwkvChannelMix(index_t width, LayerPosition pos) : C_(width), pos_(pos) {}
+
+  void declare(ParamStore<S>& store, const std::string& prefix) {
+    mix_k_ = store.add(prefix + "time_mix_k", {C_});
+    mix_r_ = store.add(prefix + "time_mix_r", {C_});
+    key_ = store.add(prefix + "key.weight", {4 * C_, C_}, ParamRole::base, true);
+    receptance_ = store.add(prefix + "receptance.weight", {C_, C_}, ParamRole::base, true);
+    value_ = store.add(prefix + "value.weight", {C_, 4 * C_}, ParamRole::base, true);
+  }
+  void bind(ParamStore<S>& store) { store.bind(mix_k_, mix_r_, key_, receptance_, value_); }
+
+  // RWKV-4: time mixes (c/C)^(1 − l/L); key orthogonal with gain 2; receptance and
+  // value zero.
+  void init(RngSequence& rng) {
+    const RwkvDepth depth(pos_);
+    rwkv_time_mix_init(mix_k_.value, depth.ratio_1_to_almost0);
+    rwkv_time_mix_init(mix_r_.value, depth.ratio_1_to_almost0);
+    orthogonal_init(key_.value, 2.0, rng);
+    for (Param<S>* p : {&receptance_, &value_}) std::fill(p->value.begin(), p->value.end(), S(0));
+  }
+
+  // x (T,B,C) → y (T,B,C). Saves the mixed inputs, relu(W_k xk), its square, σ(W_r xr)
+  // and W_v k².
+  void forward(CView<S> x, View<S> y) {
+    const index_t T = x.dim(0), B = x.dim(1), C = C_;
+    const Shape act{T, B, C}, wide{T, B, 4 * C};
+    for (Tensor<S>* t : {&xk_, &xr_, &sr_, &kv_}) t->resize(act);
+    for (Tensor<S>* t : {&kh_, &k2_}) t->resize(wide);
+    token_shift_mix<S>(x, nullptr, mix_k_.value, xk_.view());
+    token_shift_mix<S>(x, nullptr, mix_r_.value, xr_.view());
+    linear_forward<S>(xk_, key_.value, nullptr, kh_.view());
+    const index_t nw = kh_.numel();
+#pragma omp parallel for simd if (nw > (1 << 16))
+    for (index_t i = 0; i < nw; ++i) {
+      const S r = std::max(kh_[i], S(0));
+      k2_[i] = r * r;
+    }
+    linear_forward<S>(k2_, value_.value, nullptr, kv_.view());
+    linear_forward<S>(xr_, receptance_.value, nullptr, sr_.view());
+    const index_t n = sr_.numel();
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (index_t i = 0; i < n; ++i) {
+      sr_[i] = sigmoid(sr_[i]);
+      y[i] = sr_[i] * kv_[i];
+    }
+  }
+
+  // Saved from forward: see forward. dy (T,B,C) → dx (T,B,C) overwritten; parameter
+  // gradients accumulate.
+  void backward(CView<S> x, CView<S> dy, View<S> dx) {
+    const index_t n = sr_.numel(), nw = kh_.numel();
+    dact_.resize(sr_.shape());
+    dwide_.resize(kh_.shape());
+    dxm_.resize(sr_.shape());
+    // d(W_v k²) = dy ⊙ σ(r)
+    for (index_t i = 0; i < n; ++i) dact_[i] = dy[i] * sr_[i];
+    linear_backward<S>(dact_, k2_, value_.value, dwide_.view(), value_.grad, nullptr);
+    for (index_t i = 0; i < nw; ++i) dwide_[i] *= S(2) * std::max(kh_[i], S(0));
+    std::fill(dx.begin(), dx.end(), S(0));
+    linear_backward<S>(dwide_, xk_, key_.value, dxm_.view(), key_.grad, nullptr);
+    token_shift_mix_backward<S>(dxm_, x, nullptr, mix_k_.value, dx, mix_k_.grad);
+    // d(receptance pre-activation) = dy ⊙ W_v k² ⊙ σ'(r)
+    for (index_t i = 0; i < n; ++i) dact_[i] = dy[i] * kv_[i] * sr_[i] * (S(1) - sr_[i]);
+    linear_backward<S>(dact_, xr_, receptance_.value, dxm_.view(), receptance_.grad, nullptr);
+    token_shift_mix_backward<S>(dxm_, x, nullptr, mix_r_.value, dx, mix_r_.grad);
+  }
+
+ private:
+  index_t C_;
+  LayerPosition pos_;
+  Param<S> mix_k_, mix_r_, key_, receptance_, value_;
+  Tensor<S> xk_, xr_, sr_, kv_;   // (T,B,C)
+  Tensor<S> kh_, k2_;             // (T,B,4C) W_k xk and relu(W_k xk)²
+  Tensor<S> dact_, dxm_, dwide_;  // scratch
+};
+
+}  // namespace mtp

@@ -1,0 +1,211 @@
+// Diagonal real linear state-space layer, LRU-style (DESIGN §2; Orvieto et al. 2023),
+// with a per-perspective decay of its N state channels:
+//
+//   b_t = W_in x_t                                    pre,   (T,B,N), one GEMM
+//   a^k = exp(−exp(decay[k]))                         per perspective: |a| < 1, stable
+//   h^k_t = a^k ⊙ h^k_{t−1} + √(1 − (a^k)²) ⊙ b_t     recur: one fused pass reads b_t once
+//                                                     and updates all K states
+//   y_t = W_out Agg_k h^k_t + skip ⊙ x_t              post,  (T,B,I)
+//
+// √(1 − a²) normalises the state's variance, so slow channels do not blow up. Params:
+// in_proj.weight (N,I), out_proj.weight (I,N), skip (I); decay (K,N) belongs to the
+// wrapper. Base decay: LRU's ring init, |a| ∈ [0.9, 0.999] with |a|² uniform. State
+// (B,K,N) = h.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtp/core/cell.hpp"
+#include "mtp/core/gemm.hpp"
+#include "mtp/core/ops/linear.hpp"
+
+namespace mtp {
+
+template <class S>
+class LinearSsm {
+ public:
+  using Scalar = S;
+  struct Config {
+    index_t input = 0;  // I
+    index_t state = 0;  // N
+  };
+  static constexpr std::string_view kName = "ssm";
+  static constexpr double kRingMin = 0.9, kRingMax = 0.999;
+
+  // The mixer of a model of width W: N = W state channels, output back to W.
+  static Config model_config(index_t width) { return {width, width}; }
+  // I and N from the shapes of a parameter file: in_proj.weight is (N, I).
+  template <class ShapeOf>
+  static Config infer_config(ShapeOf&& shape_of) {
+    const std::vector<index_t> w = shape_of("in_proj.weight");
+    MTP_CHECK(w.size() == 2 && w[0] > 0 && w[1] > 0, "in_proj.weight has shape {}, expected (N,I)",
+              shape_str(w));
+    return {w[1], w[0]};
+  }
+
+  explicit LinearSsm(const Config& cfg) : I_(cfg.input), N_(cfg.state) {
+    MTP_CHECK(I_ > 0 && N_ > 0, "ssm needs input and state widths > 0, got I={} N={}", I_, N_);
+  }
+
+  index_t input_width() const { return I_; }
+  index_t pre_width() const { return N_; }
+  index_t recur_width() const { return N_; }
+  index_t state_width() const { return N_; }
+  index_t decay_width() const { return N_; }
+  index_t output_width() const { return I_; }
+
+  void declare(ParamStore<S>& store, const std::string& prefix) {
+    in_proj_ = store.add(prefix + "in_proj.weight", {N_, I_}, ParamRole::base, true);
+    out_proj_ = store.add(prefix + "out_proj.weight", {I_, N_}, ParamRole::base, true);
+    skip_ = store.add(prefix + "skip", {I_});
+  }
+  void bind(ParamStore<S>& store) { store.bind(in_proj_, out_proj_, skip_); }
+
+  // Projections U(±1/√fan_in), skip N(0,1) (LRU's D); base decay from the ring init:
+  // |a|² ~ U(r_min², r_max²), decay = log ν with a = e^{−ν}.
+  void init(RngSequence& rng, View<S> base_decay, LayerPosition) {
+    for (S& w : in_proj_.value) w = S(rng.uniform(-1, 1) / std::sqrt(double(I_)));
+    for (S& w : out_proj_.value) w = S(rng.uniform(-1, 1) / std::sqrt(double(N_)));
+    for (S& w : skip_.value) w = S(rng.normal());
+    for (S& d : base_decay) {
+      const double a2 = rng.uniform(kRingMin * kRingMin, kRingMax * kRingMax);
+      d = S(std::log(-0.5 * std::log(a2)));
+    }
+  }
+
+  // x (T,B,I) → P = b (T,B,N).
+  void pre_forward(CView<S> x, CView<S>, View<S> P) {
+    linear_forward<S>(x, in_proj_.value, nullptr, P);
+  }
+
+  // P = b (T,B,N), decay (K,N), s0 (B,K,N) or empty → Yk = h (T,B,K,N), sT or empty.
+  // s0 and sT may alias. Saves s0 and the coefficients a, √(1 − a²).
+  void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), N = N_;
+    compute_coefficients(decay, K);
+    s0_.resize({B, K, N});
+    if (s0.empty())
+      s0_.zero();
+    else
+      std::copy(s0.begin(), s0.end(), s0_.data());
+    const S* a = coef_a_.data();
+    const S* g = coef_g_.data();
+#pragma omp parallel for if (T * B * K * N > (1 << 16))
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < T; ++t) {
+        const S* bt = P.data + (t * B + b) * N;  // read once for all K perspectives
+        for (index_t k = 0; k < K; ++k) {
+          const S* hp =
+              t == 0 ? s0_.data() + (b * K + k) * N : Yk.data + (((t - 1) * B + b) * K + k) * N;
+          S* h = Yk.data + ((t * B + b) * K + k) * N;
+          const S* ak = a + k * N;
+          const S* gk = g + k * N;
+#pragma omp simd
+          for (index_t n = 0; n < N; ++n) h[n] = ak[n] * hp[n] + gk[n] * bt[n];
+        }
+      }
+    if (!sT.empty()) std::copy_n(Yk.data + (T - 1) * B * K * N, B * K * N, sT.data);
+  }
+
+  // A (T,B,N), x (T,B,I) → y (T,B,I) = A W_out^T + skip ⊙ x.
+  void post_forward(CView<S> A, CView<S>, CView<S> x, View<S> y) {
+    linear_forward<S>(A, out_proj_.value, nullptr, y);
+    const index_t R = x.numel() / I_;
+    for (index_t r = 0; r < R; ++r)
+      for (index_t i = 0; i < I_; ++i) y[r * I_ + i] += skip_.value[i] * x[r * I_ + i];
+  }
+  // Saved from forward: A, x. dy (T,B,I) → dA (T,B,N) overwritten, dx +=, dW_out, dskip +=.
+  void post_backward(CView<S> dy, CView<S> A, CView<S>, CView<S> x, View<S> dA, View<S>,
+                     View<S> dx) {
+    linear_backward<S>(dy, A, out_proj_.value, dA, out_proj_.grad, nullptr);
+    const index_t R = x.numel() / I_;
+    for (index_t r = 0; r < R; ++r)
+      for (index_t i = 0; i < I_; ++i) {
+        skip_.grad[i] += dy[r * I_ + i] * x[r * I_ + i];
+        dx[r * I_ + i] += skip_.value[i] * dy[r * I_ + i];
+      }
+  }
+
+  // Saved from forward: s0, a, √(1 − a²), and Yk (the states). dYk (T,B,K,N) →
+  // dP = db (T,B,N) +=, ddecay (K,N) +=. Per (b,k,n): G_t = ∂L/∂h_t = dYk_t + a G_{t+1};
+  // ∂L/∂b_t = Σ_k g_k G_t; ∂L/∂a = Σ_t G_t h_{t−1}; ∂L/∂g = Σ_t G_t b_t.
+  void recur_backward(CView<S> dYk, CView<S> P, CView<S> decay, CView<S> Yk, View<S> dP,
+                      View<S> ddecay) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), N = N_;
+    const S* a = coef_a_.data();
+    const S* g = coef_g_.data();
+    carry_.resize({B, K, N});
+    carry_.zero();
+    partial_.resize({B, K, 2 * N});  // per sequence: ∂L/∂a, ∂L/∂g (reduced over b below)
+    partial_.zero();
+#pragma omp parallel for if (T * B * K * N > (1 << 16))
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = T - 1; t >= 0; --t) {
+        const S* bt = P.data + (t * B + b) * N;
+        S* dbt = dP.data + (t * B + b) * N;
+        for (index_t k = 0; k < K; ++k) {
+          const index_t row = b * K + k;
+          const S* hp = t == 0 ? s0_.data() + row * N : Yk.data + ((t - 1) * B * K + row) * N;
+          const S* dy = dYk.data + (t * B * K + row) * N;
+          S* G = carry_.data() + row * N;
+          S* da = partial_.data() + row * 2 * N;
+          S* dg = da + N;
+          const S* ak = a + k * N;
+          const S* gk = g + k * N;
+#pragma omp simd
+          for (index_t n = 0; n < N; ++n) {
+            const S Gt = dy[n] + G[n];  // G[n] holds a·G_{t+1}
+            dbt[n] += gk[n] * Gt;
+            da[n] += Gt * hp[n];
+            dg[n] += Gt * bt[n];
+            G[n] = ak[n] * Gt;
+          }
+        }
+      }
+    // a = e^{−ν}, ν = e^{decay}: ∂a/∂decay = −aν;  g = √(1 − a²): ∂g/∂decay = ν a² / g.
+    for (index_t k = 0; k < K; ++k)
+      for (index_t n = 0; n < N; ++n) {
+        double da = 0, dg = 0;
+        for (index_t b = 0; b < B; ++b) {
+          da += partial_[(b * K + k) * 2 * N + n];
+          dg += partial_[(b * K + k) * 2 * N + N + n];
+        }
+        const double nu = std::exp(double(decay[k * N + n]));
+        const double ak = std::exp(-nu), gk = std::sqrt(-std::expm1(-2 * nu));
+        ddecay[k * N + n] += S(da * (-ak * nu) + dg * (nu * ak * ak / gk));
+      }
+  }
+
+  // Saved from forward: x. dP = db (T,B,N) → dx +=, dW_in +=.
+  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
+    const index_t R = x.numel() / I_;
+    matmul(dP.data, false, in_proj_.value.data, false, dx.data, R, I_, N_, true);
+    matmul(dP.data, true, x.data, false, in_proj_.grad.data, N_, I_, R, true);
+  }
+
+ private:
+  // a = e^{−ν} and g = √(1 − a²) = √(−expm1(−2ν)), in double: expm1 keeps g accurate for
+  // the slow channels (a → 1), where 1 − a² would cancel.
+  void compute_coefficients(CView<S> decay, index_t K) {
+    coef_a_.resize({K, N_});
+    coef_g_.resize({K, N_});
+    for (index_t i = 0; i < K * N_; ++i) {
+      const double nu = std::exp(double(decay[i]));
+      coef_a_[i] = S(std::exp(-nu));
+      coef_g_[i] = S(std::sqrt(-std::expm1(-2 * nu)));
+    }
+  }
+
+  index_t I_, N_;
+  Param<S> in_proj_, out_proj_, skip_;
+  Tensor<S> coef_a_, coef_g_;  // (K,N)
+  Tensor<S> s0_;               // (B,K,N)
+  Tensor<S> carry_;            // (B,K,N) a·∂L/∂h_{t+1}
+  Tensor<S> partial_;          // (B,K,2N)
+};
+
+}  // namespace mtp
