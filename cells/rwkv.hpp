@@ -12,7 +12,11 @@
 //
 // The sums are carried as (a, b, p): a·e^p and b·e^p are the numerator and denominator
 // sums, p a running maximum exponent, so no exp ever overflows whatever T or the keys.
-// One pass over (t, c) reads k_t, v_t once and updates all K perspectives.
+// One pass over (t, c) reads k_t, v_t once and updates all K perspectives. Exponents
+// (p, w, and the backward's q) are kept in double even when S is float: p ← w + p adds a
+// small w to a large p every step, and in float that rounding accumulates into errors
+// of order ulp(p)/w² (1e-3 relative with keys ~100 and slow decays); a and b, always in
+// [0, a few], stay in S.
 //
 // Params: time_mix_k, time_mix_v, time_mix_r, time_first (C); key.weight,
 // value.weight, receptance.weight, output.weight (C,C); decay (K,C), RWKV's
@@ -181,9 +185,11 @@ class RwkvTimeMix {
     const S* kp = P.data;
     const S* vp = P.data + T * B * C;
     w_.resize({K, C});
-    for (index_t i = 0; i < K * C; ++i) w_[i] = S(-std::exp(double(decay[i])));
-    saved_.resize({T, B, K, 3 * C});
-    state_.resize({B, K, 3 * C});
+    for (index_t i = 0; i < K * C; ++i) w_[i] = -std::exp(double(decay[i]));
+    saved_ab_.resize({T, B, K, 2 * C});
+    saved_p_.resize({T, B, K, C});
+    ab_.resize({B, K, 2 * C});
+    p_.resize({B, K, C});
     load_initial_state(s0, B, K);
     const S* u = first_.value.data;
 #pragma omp parallel for if (B * K * C > 4096)
@@ -192,23 +198,24 @@ class RwkvTimeMix {
         const S* kt = kp + (t * B + b) * C;  // read once for all K perspectives
         const S* vt = vp + (t * B + b) * C;
         for (index_t k = 0; k < K; ++k) {
-          S* st = state_.data() + (b * K + k) * 3 * C;
-          S* aa = st;
-          S* bb = st + C;
-          S* pp = st + 2 * C;
-          std::copy_n(st, 3 * C, saved_.data() + ((t * B + b) * K + k) * 3 * C);
-          const S* wk = w_.data() + k * C;
-          S* y = Yk.data + ((t * B + b) * K + k) * C;
+          const index_t row = (t * B + b) * K + k;
+          S* aa = ab_.data() + (b * K + k) * 2 * C;
+          S* bb = aa + C;
+          double* pp = p_.data() + (b * K + k) * C;
+          std::copy_n(aa, 2 * C, saved_ab_.data() + row * 2 * C);
+          std::copy_n(pp, C, saved_p_.data() + row * C);
+          const double* wk = w_.data() + k * C;
+          S* y = Yk.data + row * C;
 #pragma omp simd
           for (index_t c = 0; c < C; ++c) {
-            const S uk = u[c] + kt[c];
-            S p = std::max(pp[c], uk);
-            S e1 = exp_fast(pp[c] - p), e2 = exp_fast(uk - p);
+            const double uk = double(u[c]) + double(kt[c]);
+            double p = std::max(pp[c], uk);
+            S e1 = exp_fast(S(pp[c] - p)), e2 = exp_fast(S(uk - p));
             y[c] = (e1 * aa[c] + e2 * vt[c]) / (e1 * bb[c] + e2);
-            const S wp = wk[c] + pp[c];
-            p = std::max(wp, kt[c]);
-            e1 = exp_fast(wp - p);
-            e2 = exp_fast(kt[c] - p);
+            const double wp = wk[c] + pp[c];
+            p = std::max(wp, double(kt[c]));
+            e1 = exp_fast(S(wp - p));
+            e2 = exp_fast(S(double(kt[c]) - p));
             aa[c] = e1 * aa[c] + e2 * vt[c];
             bb[c] = e1 * bb[c] + e2;
             pp[c] = p;
@@ -219,7 +226,8 @@ class RwkvTimeMix {
       for (index_t b = 0; b < B; ++b)
         for (index_t k = 0; k < K; ++k) {
           S* out = sT.data + (b * K + k) * 4 * C;
-          std::copy_n(state_.data() + (b * K + k) * 3 * C, 3 * C, out);
+          std::copy_n(ab_.data() + (b * K + k) * 2 * C, 2 * C, out);
+          for (index_t c = 0; c < C; ++c) out[2 * C + c] = S(p_[(b * K + k) * C + c]);
           std::copy_n(x.data + ((T - 1) * B + b) * C, C, out + 3 * C);
         }
   }
@@ -264,13 +272,11 @@ class RwkvTimeMix {
     S* dk = dP.data;
     S* dv = dP.data + T * B * C;
     const S* u = first_.value.data;
-    adjoint_.resize({B, K, 3 * C});      // ga, gb, q
+    adjoint_.resize({B, K, 2 * C});      // ga, gb
+    q_.resize({B, K, C});                // their exponent
     param_grads_.resize({B, K, 2 * C});  // ∂L/∂w, ∂L/∂u per sequence
-    for (index_t i = 0; i < B * K; ++i) {
-      S* adj = adjoint_.data() + i * 3 * C;
-      std::fill_n(adj, 2 * C, S(0));
-      std::fill_n(adj + 2 * C, C, S(kWkvNoHistory));
-    }
+    adjoint_.zero();
+    for (index_t i = 0; i < B * K * C; ++i) q_[i] = kWkvNoHistory;
     param_grads_.zero();
 #pragma omp parallel for if (B * K * C > 4096)
     for (index_t b = 0; b < B; ++b)
@@ -281,37 +287,35 @@ class RwkvTimeMix {
         S* dvt = dv + (t * B + b) * C;
         for (index_t k = 0; k < K; ++k) {
           const index_t row = (t * B + b) * K + k;
-          const S* st = saved_.data() + row * 3 * C;
-          const S* aa = st;
-          const S* bb = st + C;
-          const S* pp = st + 2 * C;
+          const S* aa = saved_ab_.data() + row * 2 * C;
+          const S* bb = aa + C;
+          const double* pp = saved_p_.data() + row * C;
           const S* y = Yk.data + row * C;
           const S* gy = dYk.data + row * C;
-          S* adj = adjoint_.data() + (b * K + k) * 3 * C;
-          S* ga = adj;
-          S* gb = adj + C;
-          S* q = adj + 2 * C;
+          S* ga = adjoint_.data() + (b * K + k) * 2 * C;
+          S* gb = ga + C;
+          double* q = q_.data() + (b * K + k) * C;
           S* gw = param_grads_.data() + (b * K + k) * 2 * C;
           S* gu = gw + C;
-          const S* wk = w_.data() + k * C;
+          const double* wk = w_.data() + k * C;
 #pragma omp simd
           for (index_t c = 0; c < C; ++c) {
-            const S uk = u[c] + kt[c];
-            const S p = std::max(pp[c], uk);
-            const S e1 = exp_fast(pp[c] - p), e2 = exp_fast(uk - p);
+            const double uk = double(u[c]) + double(kt[c]);
+            const double p = std::max(pp[c], uk);
+            const S e1 = exp_fast(S(pp[c] - p)), e2 = exp_fast(S(uk - p));
             const S inv_d = S(1) / (e1 * bb[c] + e2);  // D_t = e^p / inv_d
             const S direct = gy[c] * e2 * inv_d;       // gy_t e^{u+k_t} / D_t
             // gA_{t+1} e^{k_t} and gB_{t+1} e^{k_t}: the state update's share.
-            const S ek = exp_fast(q[c] + kt[c]);
+            const S ek = exp_fast(S(q[c] + double(kt[c])));
             const S gak = ga[c] * ek, gbk = gb[c] * ek;
             dvt[c] += direct + gak;
             dkt[c] += direct * (vt[c] - y[c]) + gak * vt[c] + gbk;
             gu[c] += direct * (vt[c] - y[c]);
-            gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * exp_fast(wk[c] + q[c] + pp[c]);
+            gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * exp_fast(S(wk[c] + q[c] + pp[c]));
             // gA_t = (gy/d)·e^{−p} + e^w gA_{t+1}, rescaled to the larger exponent.
-            const S q_new = std::max(-p, wk[c] + q[c]);
-            const S f_out = gy[c] * inv_d * exp_fast(-p - q_new);
-            const S f_carry = exp_fast(wk[c] + q[c] - q_new);
+            const double q_new = std::max(-p, wk[c] + q[c]);
+            const S f_out = gy[c] * inv_d * exp_fast(S(-p - q_new));
+            const S f_carry = exp_fast(S(wk[c] + q[c] - q_new));
             ga[c] = f_out + ga[c] * f_carry;
             gb[c] = -f_out * y[c] + gb[c] * f_carry;
             q[c] = q_new;
@@ -323,7 +327,7 @@ class RwkvTimeMix {
       for (index_t c = 0; c < C; ++c) {
         double gw = 0;
         for (index_t b = 0; b < B; ++b) gw += param_grads_[(b * K + k) * 2 * C + c];
-        ddecay[k * C + c] += S(gw * double(w_[k * C + c]));
+        ddecay[k * C + c] += S(gw * w_[k * C + c]);
       }
     for (index_t i = 0; i < B * K; ++i)
       for (index_t c = 0; c < C; ++c) first_.grad[c] += param_grads_[i * 2 * C + C + c];
@@ -358,14 +362,18 @@ class RwkvTimeMix {
     for (index_t b = 0; b < B; ++b)
       std::copy_n(s0.data + b * K * 4 * C_ + 3 * C_, C_, x_prev_.data() + b * C_);
   }
+  // (a, b, p) from s0 (B,K,4C), or "no history": a = b = 0, p = −1e38. (An all-zero
+  // state also means no history: with a = b = 0 the value of p does not matter.)
   void load_initial_state(CView<S> s0, index_t B, index_t K) {
     for (index_t i = 0; i < B * K; ++i) {
-      S* st = state_.data() + i * 3 * C_;
+      S* ab = ab_.data() + i * 2 * C_;
+      double* p = p_.data() + i * C_;
       if (s0.empty()) {
-        std::fill_n(st, 2 * C_, S(0));
-        std::fill_n(st + 2 * C_, C_, S(kWkvNoHistory));
+        std::fill_n(ab, 2 * C_, S(0));
+        std::fill_n(p, C_, kWkvNoHistory);
       } else {
-        std::copy_n(s0.data + i * 4 * C_, 3 * C_, st);
+        std::copy_n(s0.data + i * 4 * C_, 2 * C_, ab);
+        for (index_t c = 0; c < C_; ++c) p[c] = double(s0.data[i * 4 * C_ + 2 * C_ + c]);
       }
     }
   }
@@ -375,12 +383,15 @@ class RwkvTimeMix {
   Tensor<S> x_prev_;  // (B,C) carried last x of the previous chunk
   bool has_x_prev_ = false;
   Tensor<S> xk_, xv_, xr_;  // (T,B,C) token-shift mixed inputs
-  Tensor<S> w_;             // (K,C) −exp(decay)
-  Tensor<S> state_;         // (B,K,3C) running (a, b, p)
-  Tensor<S> saved_;         // (T,B,K,3C) (a, b, p) entering each step
+  Tensor<double> w_;        // (K,C) −exp(decay)
+  Tensor<S> ab_;            // (B,K,2C) running (a, b)
+  Tensor<double> p_;        // (B,K,C) running p
+  Tensor<S> saved_ab_;      // (T,B,K,2C) (a, b) entering each step
+  Tensor<double> saved_p_;  // (T,B,K,C) p entering each step
   Tensor<S> sr_, ra_;       // (T,B,C) σ(r), σ(r) ⊙ A
   Tensor<S> dra_, dxm_;     // (T,B,C) scratch
-  Tensor<S> adjoint_;       // (B,K,3C) ga, gb, q
+  Tensor<S> adjoint_;       // (B,K,2C) ga, gb
+  Tensor<double> q_;        // (B,K,C) their exponent
   Tensor<S> param_grads_;   // (B,K,2C) ∂L/∂w, ∂L/∂u before the reduction over b
 };
 

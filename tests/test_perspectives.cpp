@@ -1,55 +1,99 @@
-// Gradient checks of the wrapped GRU layer: every parameter and the input, for
-// K = 1, 2, 3 and each aggregator, with and without selector noise and carried state.
+// Every cell wrapped in K perspectives, through the generic Perspectives<> wrapper:
+//  - gradients of the input and every parameter against central differences in double,
+//    for K = 1, 2, 3 × mean, learned, fixed, plus selector noise and carried state;
+//  - the float path (oneDNN GEMMs, vectorised exp) against the double path (Eigen, libm);
+//  - running a sequence in chunks with the state carried equals running it whole.
 #include <gtest/gtest.h>
 
 #include "gradcheck.hpp"
-#include "mtp/aggregators/fixed.hpp"
-#include "mtp/aggregators/learned.hpp"
-#include "mtp/aggregators/mean.hpp"
-#include "mtp/cells/gru.hpp"
-#include "mtp/core/perspectives.hpp"
+#include "mtp/experiments/dispatch.hpp"
 
 namespace mtp {
 namespace {
 
+constexpr index_t kT = 5, kB = 3;
+
+// Small widths per cell: I = 4 and H or N = 6; RWKV has C = I = 5.
+template <class C>
+typename C::Config small_config() {
+  if constexpr (C::kName == std::string_view("rwkv"))
+    return {5};
+  else
+    return {4, 6};
+}
+
+template <class Mixer>
+typename Mixer::Config layer_config(int K, const exp::AggregatorSettings& agg) {
+  typename Mixer::Config cfg;
+  cfg.cell = small_config<typename Mixer::CellType>();
+  cfg.perspectives = K;
+  cfg.decay_spread = 0.7;
+  cfg.aggregator = exp::aggregator_options<typename Mixer::AggregatorType>(agg);
+  return cfg;
+}
+
+// A layer with its own parameters: the cell's init, then a random perturbation so that
+// no tensor is left at an initial zero (RWKV zero-initialises three matrices) and the
+// gates sit away from ½.
+template <class Mixer>
+struct TestLayer {
+  Mixer layer;
+  ParamStore<typename Mixer::Scalar> store;
+  explicit TestLayer(const typename Mixer::Config& cfg, std::uint64_t seed = 1) : layer(cfg) {
+    attach_params(layer, store);
+    RngSequence rng(seed, 2);
+    layer.init(rng);
+    RngSequence noise(seed, 3);
+    for (index_t i = 0; i < store.size(); ++i)
+      store.values()[i] += typename Mixer::Scalar(0.3 * noise.normal());
+  }
+};
+
+// A random initial state (B,K,Sw). For RWKV the (a, b, p) sums must describe a real
+// history: b > 0.
+template <class Mixer, class S>
+std::vector<S> random_state(const Mixer& layer, index_t B, int K, std::uint64_t seed) {
+  const index_t Sw = layer.state_width();
+  std::vector<S> s(B * K * Sw);
+  test::fill_normal(s, seed, 0.5);
+  if constexpr (Mixer::CellType::kName == std::string_view("rwkv")) {
+    const index_t C = Sw / 4;
+    for (index_t row = 0; row < B * K; ++row)
+      for (index_t c = 0; c < C; ++c) s[row * Sw + C + c] = std::abs(s[row * Sw + C + c]) + S(0.5);
+  }
+  return s;
+}
+
 struct Case {
+  const char* cell;
   int K;
   const char* aggregator;
   double noise;
-  bool training;
   bool carried_state;
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;
-  std::string n = std::string(c.aggregator) + "_K" + std::to_string(c.K);
+  std::string n = std::string(c.cell) + "_" + c.aggregator + "_K" + std::to_string(c.K);
   if (c.noise > 0) n += "_noise";
   if (c.carried_state) n += "_state";
   return n;
 }
 
 template <class Mixer>
-void check_layer(const Case& c, typename Mixer::AggregatorType::Options opts) {
-  constexpr index_t T = 5, B = 3, I = 4, H = 6;
-  typename Mixer::Config cfg;
-  cfg.cell = {I, H};
-  cfg.perspectives = c.K;
-  cfg.decay_spread = 0.7;
-  cfg.aggregator = opts;
-  Mixer layer(cfg);
-  ParamStore<double> store;
-  attach_params(layer, store);
-  RngSequence rng(1, 2);
-  layer.init(rng);
-  // Scale parameters up so gates are away from 1/2 and the check is not trivial.
-  for (index_t i = 0; i < store.size(); ++i) store.values()[i] *= 2.0;
-
-  std::vector<double> x(T * B * I), R(T * B * H), s0(B * c.K * H);
+void check_gradients(const Case& c) {
+  exp::AggregatorSettings agg{c.noise, {}};
+  if (std::string(c.aggregator) == "fixed" && c.K == 3) agg.fixed_weights = {0.2, 0.5, 0.3};
+  TestLayer<Mixer> t(layer_config<Mixer>(c.K, agg));
+  Mixer& layer = t.layer;
+  ParamStore<double>& store = t.store;
+  const index_t I = layer.input_width(), O = layer.output_width();
+  std::vector<double> x(kT * kB * I), R(kT * kB * O);
   test::fill_normal(x, 3);
   test::fill_normal(R, 4);
-  test::fill_normal(s0, 5, 0.5);
-  const Shape xs{T, B, I}, ys{T, B, H}, ss{B, index_t(c.K), H};
-  const StepContext ctx{c.training, 42, 7};
+  const std::vector<double> s0 = random_state<Mixer, double>(layer, kB, c.K, 5);
+  const Shape xs{kT, kB, I}, ys{kT, kB, O}, ss{kB, index_t(c.K), layer.state_width()};
+  const StepContext ctx{c.noise > 0, 42, 7};
   Tensor<double> y(ys), state(ss);
   auto loss = [&] {
     if (c.carried_state) std::copy(s0.begin(), s0.end(), state.data());
@@ -67,39 +111,123 @@ void check_layer(const Case& c, typename Mixer::AggregatorType::Options opts) {
   for (const ParamInfo& p : store.infos()) {
     std::vector<double> analytic(store.grads() + p.offset,
                                  store.grads() + p.offset + p.shape.numel());
-    const double err =
-        test::gradcheck(store.values() + p.offset, analytic.data(), p.shape.numel(), loss);
-    EXPECT_LT(err, 1e-7) << p.name;
+    EXPECT_LT(test::gradcheck(store.values() + p.offset, analytic.data(), p.shape.numel(), loss),
+              1e-7)
+        << p.name;
     if (p.name.rfind("selector.", 0) == 0 && c.K == 1) {
       for (double g : analytic) EXPECT_EQ(g, 0.0) << p.name << " must be exactly 0 at K = 1";
     }
   }
 }
 
-class GruPerspectives : public testing::TestWithParam<Case> {};
+class AllCells : public testing::TestWithParam<Case> {};
 
-TEST_P(GruPerspectives, GradientsMatchCentralDifferences) {
+TEST_P(AllCells, GradientsMatchCentralDifferences) {
   const Case& c = GetParam();
-  const std::string agg = c.aggregator;
-  if (agg == "mean") check_layer<Perspectives<Gru<double>, MeanAggregator<double>>>(c, {});
-  if (agg == "fixed") {
-    FixedAggregator<double>::Options o;
-    if (c.K == 3) o.weights = {0.2, 0.5, 0.3};
-    check_layer<Perspectives<Gru<double>, FixedAggregator<double>>>(c, o);
-  }
-  if (agg == "learned")
-    check_layer<Perspectives<Gru<double>, LearnedAggregator<double>>>(c, {c.noise});
+  exp::with_mixer<double>(c.cell, c.aggregator, [&]<class Mixer>() { check_gradients<Mixer>(c); });
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllAggregators, GruPerspectives,
-    testing::Values(Case{1, "mean", 0, false, false}, Case{2, "mean", 0, false, false},
-                    Case{3, "mean", 0, false, false}, Case{1, "fixed", 0, false, false},
-                    Case{2, "fixed", 0, false, false}, Case{3, "fixed", 0, false, false},
-                    Case{1, "learned", 0, false, false}, Case{2, "learned", 0, false, false},
-                    Case{3, "learned", 0, false, false}, Case{3, "learned", 0.5, true, false},
-                    Case{3, "learned", 0, false, true}, Case{1, "mean", 0, false, true}),
-    case_name);
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (const char* cell : {"gru", "lstm", "rwkv", "ssm"}) {
+    for (const char* agg : {"mean", "learned", "fixed"})
+      for (int K = 1; K <= 3; ++K) cases.push_back({cell, K, agg, 0.0, false});
+    cases.push_back({cell, 3, "learned", 0.5, false});
+    cases.push_back({cell, 3, "learned", 0.0, true});
+    cases.push_back({cell, 1, "mean", 0.0, true});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Perspectives, AllCells, testing::ValuesIn(all_cases()), case_name);
+
+// Norm-wise relative error max|a − b| / max|b|.
+template <class A, class B>
+double rel_error(const A& a, const B& b, index_t n) {
+  double diff = 0, scale = 1e-30;
+  for (index_t i = 0; i < n; ++i) {
+    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::abs(double(b[i])));
+  }
+  return diff / scale;
+}
+
+// The float path (oneDNN matmul, vectorised exp/sigmoid/tanh) against the double
+// reference path (Eigen, libm) on the same parameters, forward and backward, at a
+// realistic width.
+class FloatPath : public testing::TestWithParam<const char*> {};
+
+TEST_P(FloatPath, MatchesDoubleReference) {
+  exp::with_cell<double>(GetParam(), [&]<class CellD>() {
+    using Md = Perspectives<CellD, LearnedAggregator<double>>;
+    exp::with_cell<float>(GetParam(), [&]<class CellF>() {
+      using Mf = Perspectives<CellF, LearnedAggregator<float>>;
+      constexpr index_t T = 24, B = 4, W = 32;
+      typename Md::Config cd;
+      cd.cell = CellD::model_config(W);
+      cd.perspectives = 3;
+      typename Mf::Config cf;
+      cf.cell = CellF::model_config(W);
+      cf.perspectives = 3;
+      TestLayer<Md> d(cd);
+      Mf f_layer(cf);
+      ParamStore<float> f_store;
+      attach_params(f_layer, f_store);
+      for (index_t i = 0; i < d.store.size(); ++i) f_store.values()[i] = float(d.store.values()[i]);
+      std::vector<double> x(T * B * W), dy(T * B * W);
+      test::fill_normal(x, 8);
+      test::fill_normal(dy, 9);
+      const std::vector<float> xf(x.begin(), x.end()), dyf(dy.begin(), dy.end());
+      const Shape s{T, B, W};
+      Tensor<double> yd(s), dxd(s);
+      Tensor<float> yf(s), dxf(s);
+      d.layer.forward(CView<double>(x.data(), s), yd.view(), StepContext{});
+      f_layer.forward(CView<float>(xf.data(), s), yf.view(), StepContext{});
+      d.layer.backward(CView<double>(x.data(), s), CView<double>(dy.data(), s), dxd.view());
+      f_layer.backward(CView<float>(xf.data(), s), CView<float>(dyf.data(), s), dxf.view());
+      EXPECT_LT(rel_error(yf, yd, yd.numel()), 1e-5) << "y";
+      EXPECT_LT(rel_error(dxf, dxd, dxd.numel()), 1e-4) << "dx";
+      for (const ParamInfo& p : d.store.infos())
+        EXPECT_LT(
+            rel_error(f_store.grads() + p.offset, d.store.grads() + p.offset, p.shape.numel()),
+            1e-4)
+            << p.name;
+    });
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCells, FloatPath, testing::Values("gru", "lstm", "rwkv", "ssm"));
+
+// Streaming: a sequence run in chunks, the state carried from one to the next (starting
+// from zeros, which every cell reads as "no history"), gives the outputs of one run.
+class CarriedState : public testing::TestWithParam<const char*> {};
+
+TEST_P(CarriedState, ChunkedRunEqualsWholeRun) {
+  exp::with_mixer<double>(GetParam(), "learned", [&]<class Mixer>() {
+    TestLayer<Mixer> t(layer_config<Mixer>(3, {}));
+    Mixer& layer = t.layer;
+    constexpr index_t T = 11, B = 2;
+    const index_t I = layer.input_width(), O = layer.output_width();
+    std::vector<double> x(T * B * I);
+    test::fill_normal(x, 12);
+    Tensor<double> whole({T, B, O});
+    layer.forward(CView<double>(x.data(), {T, B, I}), whole.view(), StepContext{});
+    Tensor<double> state({B, 3, layer.state_width()});
+    state.zero();
+    index_t done = 0;
+    for (index_t len : {index_t(1), index_t(4), index_t(6)}) {
+      Tensor<double> part({len, B, O});
+      layer.forward(CView<double>(x.data() + done * B * I, {len, B, I}), part.view(), StepContext{},
+                    state.view());
+      for (index_t i = 0; i < part.numel(); ++i)
+        ASSERT_NEAR(part[i], whole[done * B * O + i], 1e-12) << "chunk at t=" << done;
+      done += len;
+    }
+    EXPECT_EQ(done, T);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCells, CarriedState, testing::Values("gru", "lstm", "rwkv", "ssm"));
 
 }  // namespace
 }  // namespace mtp
