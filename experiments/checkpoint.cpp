@@ -68,36 +68,47 @@ void expand_decay(const std::vector<float>& stored, index_t rows, View<float> de
 
 StateDictReport load_state_dict(const SafeTensors& file, const std::string& path,
                                 ParamStore<float>& params, double decay_spread) {
+  // Shapes agree once leading 1s are dropped: RWKV-4 stores its time mixes as (1,1,C).
+  auto squeezed = [](std::vector<index_t> d) {
+    while (d.size() > 1 && d.front() == 1) d.erase(d.begin());
+    return d;
+  };
   StateDictReport report;
   std::set<std::string> used;
   for (const ParamInfo& p : params.infos()) {
     View<float> dst(params.values() + p.offset, p.shape);
-    const std::string what = path + ": tensor '" + p.name + "'";
-    if (file.has(p.name) && file.at(p.name).numel() == p.shape.numel()) {
-      const std::vector<float> v = file.at(p.name).to<float>(what);
-      std::copy(v.begin(), v.end(), dst.data);
-      report.loaded.push_back(p.name);
-      used.insert(p.name);
-      continue;
-    }
     const bool is_decay =
         ends_with(p.name, "decay") && p.shape.rank() == 2 && p.role == ParamRole::perspective;
     const index_t D = is_decay ? p.shape[1] : 0;
-    std::string source;
-    if (is_decay && file.has(p.name) && file.at(p.name).numel() % D == 0) source = p.name;
-    const std::string time_decay = p.name.substr(0, p.name.size() - 5) + "time_decay";
-    if (is_decay && source.empty() && file.has(time_decay) && file.at(time_decay).numel() == D)
-      source = time_decay;
-    if (!source.empty()) {
-      const StoredTensor& t = file.at(source);
-      expand_decay(t.to<float>(path + ": tensor '" + source + "'"), t.numel() / D, dst,
-                   decay_spread);
-      report.expanded.push_back(p.name);
-      used.insert(source);
+    if (file.has(p.name)) {
+      const StoredTensor& t = file.at(p.name);
+      const std::string what = path + ": tensor '" + p.name + "'";
+      if (squeezed(t.shape) == squeezed(p.shape.dims())) {
+        const std::vector<float> v = t.to<float>(what);
+        std::copy(v.begin(), v.end(), dst.data);
+        report.loaded.push_back(p.name);
+      } else if (is_decay && t.shape.size() == 2 && t.shape[1] == D && t.shape[0] > 0) {
+        expand_decay(t.to<float>(what), t.shape[0], dst, decay_spread);  // another K
+        report.expanded.push_back(p.name);
+      } else {
+        fail("{}: tensor '{}' has shape {}, the model needs {}", path, p.name, shape_str(t.shape),
+             p.shape.str());
+      }
+      used.insert(p.name);
       continue;
     }
-    MTP_CHECK(!file.has(p.name), "{}: tensor '{}' has shape {}, the model needs {}", path, p.name,
-              shape_str(file.at(p.name).shape), p.shape.str());
+    const std::string time_decay =
+        is_decay ? p.name.substr(0, p.name.size() - 5) + "time_decay" : "";
+    if (is_decay && file.has(time_decay)) {
+      const StoredTensor& t = file.at(time_decay);
+      MTP_CHECK(squeezed(t.shape) == std::vector<index_t>{D},
+                "{}: tensor '{}' has shape {}, the model's {} needs ({})", path, time_decay,
+                shape_str(t.shape), p.name, D);
+      expand_decay(t.to<float>(path + ": tensor '" + time_decay + "'"), 1, dst, decay_spread);
+      report.expanded.push_back(p.name);
+      used.insert(time_decay);
+      continue;
+    }
     report.missing.push_back(p.name);
   }
   for (const auto& [name, t] : file.tensors)

@@ -32,7 +32,8 @@ struct StateDictReport {
 };
 
 // Loads a state dict saved as safetensors (PyTorch, RWKV-4, another mtp run) by name.
-// A tensor fits when its element count matches (RWKV-4's (1,1,C) time mixes fill (C)).
+// A tensor fits when its shape matches once leading 1s are dropped (RWKV-4's (1,1,C)
+// time mixes fill (C)); any other shape is an error naming the file and tensor.
 // A perspective decay `<p>decay` (K,D) is filled, in this order of preference, from a
 // stored `<p>decay` of the same shape; else from a stored `<p>decay` with K' rows or
 // from RWKV-4's `<p>time_decay` (D): row k = base + spread·(k − (K−1)/2), base the

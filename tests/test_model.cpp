@@ -4,53 +4,91 @@
 #include <gtest/gtest.h>
 
 #include "gradcheck.hpp"
+#include "mtp/experiments/dispatch.hpp"
 #include "mtp/experiments/trainer.hpp"
 
 namespace mtp {
 namespace {
 
-template <class Agg>
-void check_model(int K, bool mlp, typename Agg::Options opts) {
-  using Mixer = Perspectives<Gru<double>, Agg>;
+struct ModelCase {
+  const char* cell;
+  const char* aggregator;
+  int K;
+  bool ffn;
+};
+
+// The whole model of a cell family (RWKV: channel mix, ln0, RWKV-4 init) in double,
+// every parameter against central differences. Parameters are perturbed after init so
+// that none sits at an initial zero.
+void check_model(const ModelCase& mc) {
   constexpr index_t V = 7, W = 5, T = 4, B = 2;
-  typename Mixer::Config mc;
-  mc.cell = Gru<double>::model_config(W);
-  mc.perspectives = K;
-  mc.aggregator = opts;
-  Model<Mixer> model(ModelConfig{V, W, 2, mlp}, mc);
-  model.init(3);
-  std::vector<std::int32_t> tokens(T * B), targets(T * B);
-  RngSequence rng(5, 6);
-  for (index_t i = 0; i < T * B; ++i) {
-    tokens[i] = std::int32_t(rng.below(V));
-    targets[i] = i % 3 == 1 ? kIgnoreTarget : std::int32_t(rng.below(V));
-  }
-  const StepContext ctx{true, 11, 2};
-  auto loss = [&] { return model.forward(tokens.data(), targets.data(), T, B, ctx).mean_loss(); };
-  ParamStore<double>& p = model.params();
-  loss();
-  p.zero_grad();
-  model.backward();
-  for (const ParamInfo& info : p.infos()) {
-    std::vector<double> analytic(p.grads() + info.offset,
-                                 p.grads() + info.offset + info.shape.numel());
-    // ε = 1e-5: the loss is O(1) while some gradients (the selector bias) are ~1e-4,
-    // so a smaller step drowns them in rounding.
-    EXPECT_LT(
-        test::gradcheck(p.values() + info.offset, analytic.data(), info.shape.numel(), loss, 1e-5),
-        1e-6)
-        << info.name;
-  }
+  exp::TrainConfig c;
+  c.cell = mc.cell;
+  c.aggregator = mc.aggregator;
+  c.perspectives = mc.K;
+  c.noise = 0.3;
+  c.width = W;
+  c.layers = 2;
+  c.ffn = mc.ffn;
+  exp::with_mixer<double>(mc.cell, mc.aggregator, [&]<class Mixer>() {
+    auto model = exp::build_model<Mixer>(c, V);
+    model.init(3);
+    ParamStore<double>& p = model.params();
+    RngSequence noise(4, 5);
+    for (index_t i = 0; i < p.size(); ++i) p.values()[i] += 0.3 * noise.normal();
+    std::vector<std::int32_t> tokens(T * B), targets(T * B);
+    RngSequence rng(5, 6);
+    for (index_t i = 0; i < T * B; ++i) {
+      tokens[i] = std::int32_t(rng.below(V));
+      targets[i] = i % 3 == 1 ? kIgnoreTarget : std::int32_t(rng.below(V));
+    }
+    const StepContext ctx{true, 11, 2};
+    auto loss = [&] { return model.forward(tokens.data(), targets.data(), T, B, ctx).mean_loss(); };
+    loss();
+    p.zero_grad();
+    model.backward();
+    for (const ParamInfo& info : p.infos()) {
+      std::vector<double> analytic(p.grads() + info.offset,
+                                   p.grads() + info.offset + info.shape.numel());
+      EXPECT_LT(
+          test::gradcheck(p.values() + info.offset, analytic.data(), info.shape.numel(), loss),
+          1e-6)
+          << info.name;
+    }
+  });
 }
 
-TEST(Model, GradientsLearnedK3WithNoise) {
-  check_model<LearnedAggregator<double>>(3, true, {0.3});
+class ModelGradients : public testing::TestWithParam<ModelCase> {};
+TEST_P(ModelGradients, MatchCentralDifferences) {
+  check_model(GetParam());
 }
-TEST(Model, GradientsMeanK1) {
-  check_model<MeanAggregator<double>>(1, true, {});
-}
-TEST(Model, GradientsFixedK2WithoutMlp) {
-  check_model<FixedAggregator<double>>(2, false, {});
+INSTANTIATE_TEST_SUITE_P(
+    AllCells, ModelGradients,
+    testing::Values(ModelCase{"gru", "learned", 3, true}, ModelCase{"gru", "mean", 1, true},
+                    ModelCase{"gru", "fixed", 2, false}, ModelCase{"lstm", "learned", 3, true},
+                    ModelCase{"rwkv", "learned", 3, true}, ModelCase{"rwkv", "mean", 1, false},
+                    ModelCase{"ssm", "learned", 3, true}),
+    [](const testing::TestParamInfo<ModelCase>& i) {
+      return std::string(i.param.cell) + "_" + i.param.aggregator + "_K" +
+             std::to_string(i.param.K) + (i.param.ffn ? "" : "_noffn");
+    });
+
+TEST(Model, RwkvFamilyUsesRwkv4Names) {
+  exp::TrainConfig c;
+  c.cell = "rwkv";
+  c.width = 8;
+  c.layers = 2;
+  using Mixer = Perspectives<RwkvTimeMix<float>, LearnedAggregator<float>>;
+  auto model = exp::build_model<Mixer>(c, 10);
+  const ParamStore<float>& p = model.params();
+  for (const char* name :
+       {"emb.weight", "blocks.0.ln0.weight", "blocks.0.ln1.bias", "blocks.1.att.time_mix_k",
+        "blocks.1.att.time_first", "blocks.1.att.key.weight", "blocks.1.att.output.weight",
+        "blocks.1.att.decay", "blocks.1.ffn.time_mix_r", "blocks.1.ffn.key.weight",
+        "blocks.1.ffn.value.weight", "ln_out.weight", "head.weight"})
+    EXPECT_GE(p.find(name).index, 0) << name;
+  EXPECT_LT(p.find("blocks.1.ln0.weight").index, 0) << "ln0 is on the first block only";
+  EXPECT_EQ(p.info(p.find("blocks.0.ffn.key.weight")).shape, (Shape{32, 8}));
 }
 
 TEST(Model, ParameterNamesFollowTheContract) {
