@@ -1,0 +1,149 @@
+// A user's own recurrent cell, written against mtp's installed headers only: a minimal
+// gated RNN whose keep gate carries the perspective decay.
+//
+//   [p_g | p_c] = W_ih x + b                      pre: one GEMM over all T·B rows (T,B,2H)
+//   g  = σ(p_g + decay[k])                        keep gate; decay[k] sets perspective k's
+//   c  = tanh(p_c + W_hh h)                       time scale
+//   h' = g ⊙ h + (1 − g) ⊙ c                      recur: one GEMM per step over B·K rows
+//   post: identity
+//
+// Params: weight_ih (2H,I), bias (2H), weight_hh (H,H). State (B,K,H) = h.
+#pragma once
+
+#include <mtp/core/cell.hpp>
+#include <mtp/core/gemm.hpp>
+#include <mtp/core/ops/activations.hpp>
+#include <mtp/core/ops/linear.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <string_view>
+
+namespace user {
+
+using mtp::CView;
+using mtp::index_t;
+using mtp::View;
+
+template <class S>
+class MinimalGatedCell {
+ public:
+  using Scalar = S;
+  struct Config {
+    index_t input = 0, hidden = 0;
+  };
+  static constexpr std::string_view kName = "minimal-gated";
+  static Config model_config(index_t width) { return {width, width}; }
+
+  explicit MinimalGatedCell(const Config& c) : I_(c.input), H_(c.hidden) {}
+
+  index_t input_width() const { return I_; }
+  index_t pre_width() const { return 2 * H_; }
+  index_t recur_width() const { return H_; }
+  index_t state_width() const { return H_; }
+  index_t decay_width() const { return H_; }
+  index_t output_width() const { return H_; }
+
+  void declare(mtp::ParamStore<S>& store, const std::string& prefix) {
+    w_ih_ = store.add(prefix + "weight_ih", {2 * H_, I_}, mtp::ParamRole::base, true);
+    bias_ = store.add(prefix + "bias", {2 * H_});
+    w_hh_ = store.add(prefix + "weight_hh", {H_, H_}, mtp::ParamRole::base, true);
+  }
+  void bind(mtp::ParamStore<S>& store) { store.bind(w_ih_, bias_, w_hh_); }
+  // U(±1/√H); base decay 1 (σ(1) ≈ 0.73: keep most of the state by default).
+  void init(mtp::RngSequence& rng, View<S> base_decay, mtp::LayerPosition) {
+    const double a = 1.0 / std::sqrt(double(H_));
+    for (mtp::Param<S>* p : {&w_ih_, &bias_, &w_hh_})
+      for (S& v : p->value) v = S(rng.uniform(-a, a));
+    std::fill(base_decay.begin(), base_decay.end(), S(1));
+  }
+
+  // x (T,B,I) → P (T,B,2H).
+  void pre_forward(CView<S> x, CView<S>, View<S> P) {
+    mtp::linear_forward<S>(x, w_ih_.value, bias_.value.data, P);
+  }
+  // Saved from forward: x. dP (T,B,2H) → dx +=, dW_ih, db +=.
+  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
+    const index_t R = x.numel() / I_;
+    mtp::matmul(dP.data, false, w_ih_.value.data, false, dx.data, R, I_, 2 * H_, true);
+    mtp::matmul(dP.data, true, x.data, false, w_ih_.grad.data, 2 * H_, I_, R, true);
+    mtp::sum_rows_accumulate(dP.data, R, 2 * H_, bias_.grad.data);
+  }
+
+  // P (T,B,2H), decay (K,H), s0 (B,K,H) or empty → Yk = h (T,B,K,H), sT or empty.
+  // Saves h0 and the gates (g, c) for backward.
+  void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
+    h0_.resize({BK, H});
+    if (s0.empty())
+      h0_.zero();
+    else
+      std::copy(s0.begin(), s0.end(), h0_.data());
+    gc_.resize({T, BK, 2 * H});
+    uh_.resize({BK, H});
+    for (index_t t = 0; t < T; ++t) {
+      const S* hp = t == 0 ? h0_.data() : Yk.data + (t - 1) * BK * H;
+      mtp::matmul(hp, false, w_hh_.value.data, true, uh_.data(), BK, H, H);
+      for (index_t row = 0; row < BK; ++row) {
+        const index_t b = row / K, k = row % K;
+        const S* p = P.data + (t * B + b) * 2 * H;
+        S* gc = gc_.data() + (t * BK + row) * 2 * H;
+        S* h = Yk.data + (t * BK + row) * H;
+        for (index_t j = 0; j < H; ++j) {
+          const S g = mtp::sigmoid(p[j] + decay[k * H + j]);
+          const S c = mtp::tanh_fast(p[H + j] + uh_[row * H + j]);
+          h[j] = g * hp[row * H + j] + (S(1) - g) * c;
+          gc[j] = g;
+          gc[H + j] = c;
+        }
+      }
+    }
+    if (!sT.empty()) std::copy_n(Yk.data + (T - 1) * BK * H, BK * H, sT.data);
+  }
+
+  // Saved from forward: h0, (g, c), Yk. dYk → dP +=, ddecay +=, dW_hh +=.
+  void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
+    carry_.resize({BK, H});
+    carry_.zero();
+    dc_.resize({BK, H});
+    for (index_t t = T - 1; t >= 0; --t) {
+      const S* hp = t == 0 ? h0_.data() : Yk.data + (t - 1) * BK * H;
+      for (index_t row = 0; row < BK; ++row) {
+        const index_t b = row / K, k = row % K;
+        const S* gc = gc_.data() + (t * BK + row) * 2 * H;
+        S* dp = dP.data + (t * B + b) * 2 * H;
+        for (index_t j = 0; j < H; ++j) {
+          const S g = gc[j], c = gc[H + j];
+          const S dh = dYk[(t * BK + row) * H + j] + carry_[row * H + j];
+          const S dg = dh * (hp[row * H + j] - c) * g * (S(1) - g);
+          const S dc = dh * (S(1) - g) * (S(1) - c * c);
+          dp[j] += dg;
+          dp[H + j] += dc;
+          ddecay[k * H + j] += dg;
+          dc_[row * H + j] = dc;
+          carry_[row * H + j] = dh * g;
+        }
+      }
+      // dh_{t−1} += dc W_hh;  dW_hh += dc^T h_{t−1}
+      if (t > 0)
+        mtp::matmul(dc_.data(), false, w_hh_.value.data, false, carry_.data(), BK, H, H, true);
+      mtp::matmul(dc_.data(), true, hp, false, w_hh_.grad.data, H, H, BK, true);
+    }
+  }
+
+  void post_forward(CView<S> A, CView<S>, CView<S>, View<S> y) {
+    std::copy(A.begin(), A.end(), y.data);
+  }
+  void post_backward(CView<S> dy, CView<S>, CView<S>, CView<S>, View<S> dA, View<S>, View<S>) {
+    std::copy(dy.begin(), dy.end(), dA.data);
+  }
+
+ private:
+  index_t I_, H_;
+  mtp::Param<S> w_ih_, bias_, w_hh_;
+  mtp::Tensor<S> h0_, gc_, uh_, carry_, dc_;
+};
+
+}  // namespace user
