@@ -78,13 +78,6 @@ class Gru : public GatedMatrixCell<S, 3> {
     if (!sT.empty()) std::copy_n(Yk.data + (T - 1) * BK * H, BK * H, sT.data);
   }
 
-  void post_forward(CView<S> A, CView<S>, CView<S>, View<S> y) {
-    std::copy(A.begin(), A.end(), y.data);
-  }
-  void post_backward(CView<S> dy, CView<S>, CView<S>, CView<S>, View<S> dA, View<S>, View<S>) {
-    std::copy(dy.begin(), dy.end(), dA.data);
-  }
-
   // Saved from forward: s0, gates (r, z, n, gh_n), and the outputs Yk (which are the
   // states h_t). dYk (T,B,K,H) → dP (T,B,3H) +=, ddecay (K,H) +=, dW_hh, db_hh +=.
   void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {

@@ -96,13 +96,6 @@ class Lstm : public GatedMatrixCell<S, 4> {
       }
   }
 
-  void post_forward(CView<S> A, CView<S>, CView<S>, View<S> y) {
-    std::copy(A.begin(), A.end(), y.data);
-  }
-  void post_backward(CView<S> dy, CView<S>, CView<S>, CView<S>, View<S> dA, View<S>, View<S>) {
-    std::copy(dy.begin(), dy.end(), dA.data);
-  }
-
   // Saved from forward: h0, c0, gates (i, f, g, o), c, tanh(c), and the outputs Yk (the
   // states h_t). dYk (T,B,K,H) → dP (T,B,4H) +=, ddecay (K,H) +=, dW_hh, db_hh +=.
   void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {

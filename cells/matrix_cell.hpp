@@ -9,6 +9,7 @@
 // bias_ih (G·H), bias_hh (G·H), PyTorch's names and layout.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -64,6 +65,14 @@ class GatedMatrixCell {
   void pre_forward(CView<S> x, CView<S>, View<S> P) {
     linear_forward<S>(x, weight_ih_.value, bias_ih_.value.data, P);
   }
+  // post is the identity (O = H): the aggregated hidden state is the layer output.
+  void post_forward(CView<S> A, CView<S>, CView<S>, View<S> y) {
+    std::copy(A.begin(), A.end(), y.data);
+  }
+  void post_backward(CView<S> dy, CView<S>, CView<S>, CView<S>, View<S> dA, View<S>, View<S>) {
+    std::copy(dy.begin(), dy.end(), dA.data);
+  }
+
   // Saved from forward: x. dP = dgi (T,B,G·H) → dx +=, dW_ih +=, db_ih +=.
   void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
     const index_t R = x.numel() / I_;
