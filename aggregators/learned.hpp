@@ -1,69 +1,98 @@
 // Learned aggregator: a softmax selector over the K perspectives, computed from the
 // layer input (DESIGN §2).
 //
-//   ℓ_t = W_s x_t + b_s  (+ σ_noise ε_t while training, ε ~ N(0,1))     (T,B,K)
-//   α_t = softmax(ℓ_t)                                                   (T,B,K)
-//   Agg = Σ_k α^k_t y^k_t                                                (T,B,D)
+//   ℓ_t = W_s x_t + b_s + σ_t ⊙ ε_t                                       (T,B,K)
+//         σ_t = noise (fixed), or softplus(W_n x_t) (learned, noisy gating);
+//         ε ~ N(0,1), training only: evaluation is noise-free
+//   α_t = softmax(ℓ_t), or with top-k the softmax over the k largest logits and 0
+//         elsewhere (sparse, MoE-style)
+//   Agg = Σ_k α^k_t y^k_t                                                  (T,B,D)
 //
-// Params: selector.weight (K,I), selector.bias (K). At K = 1, α ≡ 1 and the
-// selector's gradients are exactly zero. The noise is drawn from a counter-based
-// generator keyed by (seed, layer, step, t, b, k), so it is reproducible and
-// independent of threading; evaluation is noise-free.
+// Params: selector.weight (K,I), selector.bias (K), and with learned noise
+// selector.noise.weight (K,I). At K = 1, α ≡ 1 and the selector's gradients are exactly
+// zero. The noise comes from a counter-based generator keyed by (seed, layer, step, t,
+// b, k), so it is reproducible, independent of threading, and needs no saving:
+// backward draws the same ε again.
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <string_view>
 
 #include "mtp/core/cell.hpp"
 #include "mtp/core/gemm.hpp"
+#include "mtp/core/ops/activations.hpp"
 #include "mtp/core/ops/linear.hpp"
 #include "mtp/core/ops/softmax.hpp"
 
 namespace mtp {
+
+enum class NoiseMode { fixed, learned };
 
 template <class S>
 class LearnedAggregator {
  public:
   using Scalar = S;
   struct Options {
-    double noise = 0.0;  // σ_noise, training only
+    double noise = 0.0;  // σ with NoiseMode::fixed, training only
+    NoiseMode noise_mode = NoiseMode::fixed;
+    int top_k = 0;  // keep the k largest logits; 0 (or ≥ K) keeps all
   };
   static constexpr std::string_view kName = "learned";
+  static constexpr int kMaxK = 64;
 
   LearnedAggregator(int K, index_t input_width, const Options& opt)
       : K_(K), I_(input_width), opt_(opt) {
     MTP_CHECK(opt.noise >= 0 && std::isfinite(opt.noise), "selector noise must be >= 0, got {}",
               opt.noise);
+    MTP_CHECK(opt.top_k >= 0, "selector top-k must be >= 0, got {}", opt.top_k);
+    MTP_CHECK(K <= kMaxK, "the learned selector supports up to {} perspectives, got {}", kMaxK, K);
   }
 
   void declare(ParamStore<S>& store, const std::string& prefix) {
     weight_ = store.add(prefix + "selector.weight", {K_, I_}, ParamRole::perspective);
     bias_ = store.add(prefix + "selector.bias", {K_}, ParamRole::perspective);
+    if (learned_noise())
+      noise_w_ = store.add(prefix + "selector.noise.weight", {K_, I_}, ParamRole::perspective);
   }
-  void bind(ParamStore<S>& store) { store.bind(weight_, bias_); }
+  void bind(ParamStore<S>& store) {
+    store.bind(weight_, bias_);
+    if (learned_noise()) store.bind(noise_w_);
+  }
   // Small weights, zero bias: the selector starts close to the mean and learns to choose.
+  // The noise weights start at zero, σ = softplus(0) = ln 2, as in noisy top-k gating
+  // (Shazeer et al. 2017).
   void init(RngSequence& rng) {
     const double a = 0.1 / std::sqrt(double(I_));
     for (S& w : weight_.value) w = S(rng.uniform(-a, a));
     for (S& b : bias_.value) b = S(0);
+    if (learned_noise())
+      for (S& w : noise_w_.value) w = S(0);
   }
 
-  // Yk (T,B,K,D), x (T,B,I) → A (T,B,D). Saves α (T,B,K).
+  // Yk (T,B,K,D), x (T,B,I) → A (T,B,D). Saves α (T,B,K), and with learned noise the
+  // noise pre-activation W_n x (T,B,K) and the key of ε.
   void forward(CView<S> Yk, CView<S> x, View<S> A, const StepContext& ctx,
                std::uint64_t noise_stream) {
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B;
     alpha_.resize({T, B, K});
     linear_forward<S>(x, weight_.value, bias_.value.data, alpha_.view());  // logits in place
-    if (ctx.training && opt_.noise > 0) {
-      const CounterRng rng(ctx.seed, noise_stream);
-      const std::uint64_t base = ctx.step << 40;
+    noisy_ = ctx.training && (learned_noise() || opt_.noise > 0);
+    noise_key_ = {ctx.seed, noise_stream, ctx.step};
+    if (noisy_) {
+      if (learned_noise()) {
+        noise_pre_.resize({T, B, K});
+        linear_forward<S>(x, noise_w_.value, nullptr, noise_pre_.view());
+      }
       for (index_t i = 0; i < TB * K; ++i)
-        alpha_[i] += S(opt_.noise * rng.normal(base + std::uint64_t(i)));
+        alpha_[i] += noise_scale(i) * S(epsilon(std::uint64_t(i)));
     }
+    const bool sparse = opt_.top_k > 0 && opt_.top_k < K;
 #pragma omp parallel for if (TB * K * D > (1 << 16))
     for (index_t r = 0; r < TB; ++r) {
       S* al = alpha_.data() + r * K;
+      if (sparse) keep_top_k(al);
       softmax_row(al, al, K);
       S* a = A.data + r * D;
       for (index_t d = 0; d < D; ++d) a[d] = 0;
@@ -74,8 +103,9 @@ class LearnedAggregator {
     }
   }
 
-  // Saved from forward: α, Yk, x. dA (T,B,D) → dYk (T,B,K,D) overwritten, dx (T,B,I) +=,
-  // selector gradients +=. (σ_noise is a constant, so ε needs no saving.)
+  // Saved from forward: α, Yk, x (and W_n x). dA (T,B,D) → dYk (T,B,K,D) overwritten,
+  // dx (T,B,I) +=, selector gradients +=. Logits dropped by top-k have α = 0 and so
+  // receive no gradient.
   void backward(CView<S> dA, CView<S> Yk, CView<S> x, View<S> dYk, View<S> dx) {
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B;
     dlogits_.resize({T, B, K});
@@ -100,6 +130,14 @@ class LearnedAggregator {
     matmul(dlogits_.data(), false, weight_.value.data, false, dx.data, TB, I, K, true);
     matmul(dlogits_.data(), true, x.data, false, weight_.grad.data, K, I, TB, true);
     sum_rows_accumulate(dlogits_.data(), TB, K, bias_.grad.data);
+    if (noisy_ && learned_noise()) {
+      // ℓ += softplus(n) ε with n = W_n x: ∂ℓ/∂n = ε σ(n).
+      dnoise_.resize({T, B, K});
+      for (index_t i = 0; i < TB * K; ++i)
+        dnoise_[i] = dlogits_[i] * S(epsilon(std::uint64_t(i))) * sigmoid(noise_pre_[i]);
+      matmul(dnoise_.data(), false, noise_w_.value.data, false, dx.data, TB, I, K, true);
+      matmul(dnoise_.data(), true, x.data, false, noise_w_.grad.data, K, I, TB, true);
+    }
   }
 
   // Selection weights α (T,B,K) of the last forward.
@@ -108,12 +146,49 @@ class LearnedAggregator {
   }
 
  private:
+  bool learned_noise() const {
+    return opt_.noise_mode == NoiseMode::learned;
+  }
+
+  // ε for logit i of the last forward's step.
+  double epsilon(std::uint64_t i) const {
+    return CounterRng(noise_key_.seed, noise_key_.stream).normal((noise_key_.step << 40) + i);
+  }
+  // σ for logit i: the fixed scale, or softplus(W_n x) (computed stably).
+  S noise_scale(index_t i) const {
+    if (!learned_noise()) return S(opt_.noise);
+    const S n = noise_pre_[i];
+    return n > S(0) ? n + std::log1p(exp_fast(-n)) : std::log1p(exp_fast(n));
+  }
+
+  // Sets all but the top_k largest logits of a row to −∞ (ties keep the lower index).
+  void keep_top_k(S* logits) const {
+    S kept[kMaxK];
+    bool keep[kMaxK] = {};
+    for (int j = 0; j < opt_.top_k; ++j) {
+      int best = -1;
+      for (int k = 0; k < K_; ++k)
+        if (!keep[k] && (best < 0 || logits[k] > logits[best])) best = k;
+      keep[best] = true;
+      kept[best] = logits[best];
+    }
+    for (int k = 0; k < K_; ++k)
+      logits[k] = keep[k] ? kept[k] : -std::numeric_limits<S>::infinity();
+  }
+
+  struct NoiseKey {
+    std::uint64_t seed = 0, stream = 0, step = 0;
+  };
+
   int K_;
   index_t I_;
   Options opt_;
-  Param<S> weight_, bias_;
-  Tensor<S> alpha_;    // (T,B,K)
-  Tensor<S> dlogits_;  // (T,B,K)
+  Param<S> weight_, bias_, noise_w_;
+  Tensor<S> alpha_;      // (T,B,K)
+  Tensor<S> noise_pre_;  // (T,B,K) W_n x, learned noise only
+  Tensor<S> dlogits_, dnoise_;
+  bool noisy_ = false;
+  NoiseKey noise_key_;
 };
 
 }  // namespace mtp

@@ -14,7 +14,8 @@ namespace mtp::exp {
 // Every field of TrainConfig, once: to_json and train_config_from_json expand it.
 // clang-format off
 #define MTP_CONFIG_FIELDS(X)                                                                \
-  X(cell) X(perspectives) X(aggregator) X(noise) X(fixed_weights) X(decay_spread)           \
+  X(cell) X(perspectives) X(aggregator) X(noise) X(noise_mode) X(top_k) X(fixed_weights)  \
+  X(decay_spread)                                                                           \
   X(layers) X(width) X(ffn)                                                                 \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
   X(task) X(data) X(vocab) X(pairs) X(val_batches)                                          \
@@ -54,6 +55,8 @@ void validate(const TrainConfig& c) {
        fmt::format("'{}' is not one of mean, learned, fixed", c.aggregator));
   need(std::isfinite(c.noise) && c.noise >= 0, "noise",
        fmt::format("must be a finite value >= 0, got {}", c.noise));
+  parse_noise_mode(c.noise_mode);
+  need(c.top_k >= 0, "top-k", fmt::format("must be >= 0 (0 keeps all), got {}", c.top_k));
   if (!c.fixed_weights.empty()) {
     need(c.aggregator == "fixed", "fixed-weights", "needs --aggregator fixed");
     check_fixed_weights(c.fixed_weights, c.perspectives);

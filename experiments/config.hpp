@@ -15,6 +15,8 @@ struct TrainConfig {
   int perspectives = 3;
   std::string aggregator = "learned";
   double noise = 0.0;
+  std::string noise_mode = "fixed";   // fixed σ = --noise, or learned σ = softplus(W_n x)
+  int top_k = 0;                      // sparse selector: keep the k largest logits (0: all)
   std::vector<double> fixed_weights;  // empty: the λ = 0.5 default
   double decay_spread = 1.0;
   // Model

@@ -67,16 +67,27 @@ struct ModelFamily<RwkvTimeMix<S>> {
 template <class Mixer>
 using ModelFor = Model<Mixer, typename ModelFamily<typename Mixer::CellType>::Ffn>;
 
+// "fixed" | "learned" → NoiseMode; anything else is a usage error naming the flag.
+inline NoiseMode parse_noise_mode(std::string_view s) {
+  if (s == "fixed") return NoiseMode::fixed;
+  if (s == "learned") return NoiseMode::learned;
+  usage_fail("--noise-mode '{}' is not one of fixed, learned", s);
+}
+
 // The aggregator options of a run, whichever aggregator it is.
 struct AggregatorSettings {
   double noise = 0;
   std::vector<double> fixed_weights;
+  NoiseMode noise_mode = NoiseMode::fixed;
+  int top_k = 0;
 };
 
 template <class Agg>
 typename Agg::Options aggregator_options(const AggregatorSettings& s) {
   typename Agg::Options o{};
   if constexpr (requires { o.noise; }) o.noise = s.noise;
+  if constexpr (requires { o.noise_mode; }) o.noise_mode = s.noise_mode;
+  if constexpr (requires { o.top_k; }) o.top_k = s.top_k;
   if constexpr (requires { o.weights; }) o.weights = s.fixed_weights;
   return o;
 }

@@ -25,7 +25,8 @@ void run(const LayerArgs& a, const SafeTensors& pf, const SafeTensors& in) {
     fail("{}: {}", a.params, msg);
   }
   mc.perspectives = a.perspectives;
-  mc.aggregator = aggregator_options<typename Mixer::AggregatorType>({0.0, a.fixed_weights});
+  mc.aggregator = aggregator_options<typename Mixer::AggregatorType>(
+      {0.0, a.fixed_weights, parse_noise_mode(a.noise_mode), a.top_k});
   Mixer layer(mc);
   ParamStore<S> store;
   attach_params(layer, store);
@@ -94,6 +95,8 @@ void run_layer(const LayerArgs& a) {
   if (!a.fixed_weights.empty() && a.aggregator != "fixed")
     usage_fail("--fixed-weights needs --aggregator fixed");
   if (a.dtype != "f32" && a.dtype != "f64") usage_fail("--dtype must be f32 or f64");
+  parse_noise_mode(a.noise_mode);
+  if (a.top_k < 0) usage_fail("--top-k must be >= 0 (0 keeps all), got {}", a.top_k);
   if (a.params.empty()) usage_fail("--params FILE is required");
   if (a.input.empty()) usage_fail("--input FILE is required");
   if (a.output.empty()) usage_fail("--output FILE is required");

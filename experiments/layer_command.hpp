@@ -12,6 +12,8 @@ struct LayerArgs {
   int perspectives = 1;
   std::string aggregator = "mean";
   std::vector<double> fixed_weights;
+  std::string noise_mode = "fixed";  // learned adds selector.noise.weight (unused: eval mode)
+  int top_k = 0;
   std::string params, input, output;
   std::string dtype = "f32";  // compute precision: f32 (oneDNN) or f64 (Eigen)
   int threads = 0;

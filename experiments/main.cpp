@@ -65,14 +65,18 @@ bool parse(int argc, const char* const* argv, const po::options_description& des
 }
 
 void add_layer_flags(po::options_description& d, std::string& cell, int& k, std::string& agg,
-                     std::string& weights) {
+                     std::string& weights, std::string& noise_mode, int& top_k) {
   d.add_options()                                                                                 //
       ("cell", po::value(&cell)->default_value(cell), "recurrent cell: gru | lstm | rwkv | ssm")  //
       ("perspectives,K", po::value(&k)->default_value(k), "number of perspectives K >= 1")        //
       ("aggregator", po::value(&agg)->default_value(agg),
        "how the K outputs combine: mean | learned (softmax selector) | fixed")  //
       ("fixed-weights", po::value(&weights),
-       "fixed aggregator weights w1,...,wK summing to 1 (default: w1 = 0.5, the rest equal)");
+       "fixed aggregator weights w1,...,wK summing to 1 (default: w1 = 0.5, the rest equal)")  //
+      ("noise-mode", po::value(&noise_mode)->default_value(noise_mode),
+       "selector noise: fixed (σ = --noise) | learned (σ = softplus(W_n x), noisy gating)")  //
+      ("top-k", po::value(&top_k)->default_value(top_k),
+       "sparse selector: softmax over the k largest logits only (0: all K)");
 }
 
 int cmd_train(int argc, const char* const* argv) {
@@ -82,7 +86,7 @@ int cmd_train(int argc, const char* const* argv) {
   bool no_ffn = false;
   po::options_description d("train flags (default command)");
   d.add_options()("help,h", "show this help");
-  add_layer_flags(d, c.cell, c.perspectives, c.aggregator, weights);
+  add_layer_flags(d, c.cell, c.perspectives, c.aggregator, weights, c.noise_mode, c.top_k);
   d.add_options()  //
       ("noise", po::value(&c.noise)->default_value(c.noise, fmt::format("{:g}", c.noise)),
        "selector noise σ on the logits while training (learned aggregator)")  //
@@ -165,7 +169,7 @@ int cmd_layer(int argc, const char* const* argv) {
   std::string weights;
   po::options_description d("layer flags");
   d.add_options()("help,h", "show this help");
-  add_layer_flags(d, a.cell, a.perspectives, a.aggregator, weights);
+  add_layer_flags(d, a.cell, a.perspectives, a.aggregator, weights, a.noise_mode, a.top_k);
   d.add_options()                                                                                //
       ("params", po::value(&a.params), "safetensors with the layer's parameters (DESIGN §3)")    //
       ("input", po::value(&a.input), "safetensors with x (T,B,I) and optionally dy (T,B,O)")     //

@@ -28,7 +28,8 @@ typename Mixer::Config mixer_config(const TrainConfig& c) {
   m.cell = Mixer::CellType::model_config(c.width);
   m.perspectives = c.perspectives;
   m.decay_spread = c.decay_spread;
-  m.aggregator = aggregator_options<typename Mixer::AggregatorType>({c.noise, c.fixed_weights});
+  m.aggregator = aggregator_options<typename Mixer::AggregatorType>(
+      {c.noise, c.fixed_weights, parse_noise_mode(c.noise_mode), c.top_k});
   return m;
 }
 

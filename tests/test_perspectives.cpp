@@ -70,19 +70,23 @@ struct Case {
   const char* aggregator;
   double noise;
   bool carried_state;
+  NoiseMode noise_mode = NoiseMode::fixed;
+  int top_k = 0;
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;
   std::string n = std::string(c.cell) + "_" + c.aggregator + "_K" + std::to_string(c.K);
   if (c.noise > 0) n += "_noise";
+  if (c.noise_mode == NoiseMode::learned) n += "_learnednoise";
+  if (c.top_k > 0) n += "_top" + std::to_string(c.top_k);
   if (c.carried_state) n += "_state";
   return n;
 }
 
 template <class Mixer>
 void check_gradients(const Case& c) {
-  exp::AggregatorSettings agg{c.noise, {}};
+  exp::AggregatorSettings agg{c.noise, {}, c.noise_mode, c.top_k};
   if (std::string(c.aggregator) == "fixed" && c.K == 3) agg.fixed_weights = {0.2, 0.5, 0.3};
   TestLayer<Mixer> t(layer_config<Mixer>(c.K, agg));
   Mixer& layer = t.layer;
@@ -93,7 +97,7 @@ void check_gradients(const Case& c) {
   test::fill_normal(R, 4);
   const std::vector<double> s0 = random_state<Mixer, double>(layer, kB, c.K, 5);
   const Shape xs{kT, kB, I}, ys{kT, kB, O}, ss{kB, index_t(c.K), layer.state_width()};
-  const StepContext ctx{c.noise > 0, 42, 7};
+  const StepContext ctx{c.noise > 0 || c.noise_mode == NoiseMode::learned, 42, 7};
   Tensor<double> y(ys), state(ss);
   auto loss = [&] {
     if (c.carried_state) std::copy(s0.begin(), s0.end(), state.data());
@@ -133,6 +137,8 @@ std::vector<Case> all_cases() {
     for (const char* agg : {"mean", "learned", "fixed"})
       for (int K = 1; K <= 3; ++K) cases.push_back({cell, K, agg, 0.0, false});
     cases.push_back({cell, 3, "learned", 0.5, false});
+    cases.push_back({cell, 3, "learned", 0.0, false, NoiseMode::learned});
+    cases.push_back({cell, 3, "learned", 0.3, false, NoiseMode::fixed, 2});
     cases.push_back({cell, 3, "learned", 0.0, true});
     cases.push_back({cell, 1, "mean", 0.0, true});
   }
@@ -228,6 +234,67 @@ TEST_P(CarriedState, ChunkedRunEqualsWholeRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, CarriedState, testing::Values("gru", "lstm", "rwkv", "ssm"));
+
+// Top-k: each row of α has exactly k non-zeros, on the k largest logits, summing to 1.
+TEST(Selector, TopKKeepsTheLargestLogitsAndRenormalises) {
+  using Mixer = Perspectives<Gru<double>, LearnedAggregator<double>>;
+  constexpr int K = 4, k = 2;
+  TestLayer<Mixer> t(layer_config<Mixer>(K, {0.0, {}, NoiseMode::fixed, k}));
+  const index_t I = 4, H = 6;
+  std::vector<double> x(kT * kB * I);
+  test::fill_normal(x, 21);
+  Tensor<double> y({kT, kB, H});
+  t.layer.forward(CView<double>(x.data(), {kT, kB, I}), y.view(), StepContext{});
+  CView<double> alpha = t.layer.aggregator().selection();
+  CView<double> W = t.store.value(t.store.find("selector.weight"));
+  CView<double> b = t.store.value(t.store.find("selector.bias"));
+  for (index_t r = 0; r < kT * kB; ++r) {
+    std::vector<std::pair<double, int>> logits;
+    for (int j = 0; j < K; ++j) {
+      double l = b[j];
+      for (index_t i = 0; i < I; ++i) l += W[j * I + i] * x[r * I + i];
+      logits.push_back({l, j});
+    }
+    std::sort(logits.rbegin(), logits.rend());
+    double sum = 0;
+    for (int j = 0; j < K; ++j) sum += alpha[r * K + j];
+    EXPECT_NEAR(sum, 1.0, 1e-12);
+    for (int rank = 0; rank < K; ++rank)
+      if (rank < k)
+        EXPECT_GT(alpha[r * K + logits[rank].second], 0.0);
+      else
+        EXPECT_EQ(alpha[r * K + logits[rank].second], 0.0);
+  }
+}
+
+// Learned noise perturbs the logits while training only, and its weights get gradients.
+TEST(Selector, LearnedNoiseActsInTrainingOnly) {
+  using Mixer = Perspectives<Gru<double>, LearnedAggregator<double>>;
+  TestLayer<Mixer> t(layer_config<Mixer>(3, {0.0, {}, NoiseMode::learned, 0}));
+  const index_t I = 4, H = 6;
+  std::vector<double> x(kT * kB * I), dy(kT * kB * H, 1.0);
+  test::fill_normal(x, 22);
+  const Shape xs{kT, kB, I}, ys{kT, kB, H};
+  Tensor<double> eval1(ys), eval2(ys), train(ys), dx(xs);
+  t.layer.forward(CView<double>(x.data(), xs), eval1.view(), StepContext{false, 1, 0});
+  t.layer.forward(CView<double>(x.data(), xs), eval2.view(), StepContext{false, 2, 5});
+  t.layer.forward(CView<double>(x.data(), xs), train.view(), StepContext{true, 1, 0});
+  double eval_diff = 0, train_diff = 0;
+  for (index_t i = 0; i < eval1.numel(); ++i) {
+    eval_diff = std::max(eval_diff, std::abs(eval1[i] - eval2[i]));
+    train_diff = std::max(train_diff, std::abs(eval1[i] - train[i]));
+  }
+  EXPECT_EQ(eval_diff, 0.0) << "evaluation is noise-free, whatever the seed and step";
+  EXPECT_GT(train_diff, 1e-3) << "training draws noise";
+  t.store.zero_grad();
+  t.layer.backward(CView<double>(x.data(), xs), CView<double>(dy.data(), ys), dx.view());
+  CView<double> g = t.store.value(t.store.find("selector.noise.weight"));
+  View<double> gw = t.store.grad(t.store.find("selector.noise.weight"));
+  double norm = 0;
+  for (double v : gw) norm += v * v;
+  EXPECT_GT(norm, 0.0) << "the noise weights learn";
+  EXPECT_EQ(g.numel(), 3 * I);
+}
 
 }  // namespace
 }  // namespace mtp
