@@ -18,9 +18,16 @@ namespace mtp::exp {
   X(decay_spread)                                                                           \
   X(layers) X(width) X(ffn)                                                                 \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
-  X(task) X(data) X(vocab) X(pairs) X(val_batches)                                          \
+  X(task) X(data) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)                  \
   X(out) X(threads) X(eval_every) X(log_every)
 // clang-format on
+
+TaskDefaults task_defaults(const std::string& task) {
+  if (task == "lag-recall") return {1500, 16, 256, 16};
+  if (task == "selective-copy") return {3000, 32, 64, 16};
+  if (task == "text") return {2000, 32, 64, 256};
+  return {4000, 32, 32, 32};  // mqar
+}
 
 nlohmann::json to_json(const TrainConfig& c) {
   nlohmann::json j;
@@ -76,8 +83,8 @@ void validate(const TrainConfig& c) {
        fmt::format("is a fraction of the steps in [0, 1), got {}", c.warmup));
   need(std::isfinite(c.weight_decay) && c.weight_decay >= 0, "weight-decay", "must be >= 0");
   need(std::isfinite(c.clip) && c.clip >= 0, "clip", "must be >= 0 (0 disables clipping)");
-  need(c.task == "mqar" || c.task == "text", "task",
-       fmt::format("'{}' is not one of mqar, text", c.task));
+  need(c.task == "mqar" || c.task == "lag-recall" || c.task == "selective-copy" || c.task == "text",
+       "task", fmt::format("'{}' is not one of {}", c.task, kTaskNames));
   if (c.task == "text") need(!c.data.empty(), "data", "is required with --task text");
   if (c.task == "mqar") {
     need(c.vocab >= 4 && c.vocab <= 1'000'000, "vocab",
@@ -88,6 +95,20 @@ void validate(const TrainConfig& c) {
     need(4 * c.pairs <= c.seq_len, "seq-len",
          fmt::format("{} is too short for {} pairs: mqar needs at least 4·pairs = {}", c.seq_len,
                      c.pairs, 4 * c.pairs));
+  }
+  if (c.task == "lag-recall") {
+    need(c.vocab >= 2 && c.vocab <= 1'000'000, "vocab",
+         fmt::format("(data tokens) must be in [2, 1000000], got {}", c.vocab));
+    need(!c.lags.empty(), "lags", "needs at least one lag");
+    for (int d : c.lags)
+      need(d >= 1 && d < c.seq_len, "lags",
+           fmt::format("{} must be in [1, seq-len) = [1, {})", d, c.seq_len));
+  }
+  if (c.task == "selective-copy") {
+    need(c.vocab >= 2 && c.vocab <= 1'000'000, "vocab",
+         fmt::format("(data tokens) must be in [2, 1000000], got {}", c.vocab));
+    need(c.copy_tokens >= 1 && 2 * c.copy_tokens <= c.seq_len, "copy-tokens",
+         fmt::format("{} needs 1 <= M and 2M <= seq-len ({})", c.copy_tokens, c.seq_len));
   }
   need(c.val_batches >= 1, "val-batches", "must be >= 1");
   need(c.threads >= 0 && c.threads <= 1024, "threads", "must be in [0, 1024]");

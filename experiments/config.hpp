@@ -35,8 +35,10 @@ struct TrainConfig {
   // Task
   std::string task = "mqar";
   std::string data;  // text: the corpus file
-  int vocab = 32;    // mqar
+  int vocab = 32;    // mqar: whole vocabulary; lag-recall, selective-copy: data tokens
   int pairs = 4;     // mqar
+  std::vector<int> lags = {2, 8, 32, 128};  // lag-recall
+  int copy_tokens = 8;                      // selective-copy
   int val_batches = 16;
   // Run
   std::string out;
@@ -44,6 +46,16 @@ struct TrainConfig {
   long long eval_every = 0;  // 0: only at the end
   long long log_every = 0;   // 0: about 20 lines per run
 };
+
+inline constexpr const char* kTaskNames = "mqar, lag-recall, selective-copy, text";
+
+// What a task trains with unless told otherwise: sizes that learn something on 2 cores
+// in about a minute.
+struct TaskDefaults {
+  long long steps;
+  int batch, seq_len, vocab;
+};
+TaskDefaults task_defaults(const std::string& task);
 
 nlohmann::json to_json(const TrainConfig& c);
 TrainConfig train_config_from_json(const nlohmann::json& j);

@@ -30,26 +30,32 @@ constexpr const char* kUsage =
     "                                               run one wrapped layer (forward, backward)\n"
     "       mtp-exp COMMAND --help                  the flags of a command\n";
 
-std::vector<double> parse_weights(const std::string& s) {
-  std::vector<double> w;
+// A comma-separated list of numbers for `flag` (w1,...,wK; 2,8,32,128).
+template <class T>
+std::vector<T> parse_list(const char* flag, const std::string& s) {
+  std::vector<T> out;
   std::stringstream ss(s);
   std::string item;
   if (!s.empty() && s.back() == ',')
-    mtp::usage_fail("--fixed-weights '{}' ends with a comma (expected w1,...,wK)", s);
+    mtp::usage_fail("--{} '{}' ends with a comma (expected a,b,...)", flag, s);
   while (std::getline(ss, item, ',')) {
     size_t used = 0;
-    double v = 0;
+    T v{};
     try {
-      v = std::stod(item, &used);
+      if constexpr (std::is_integral_v<T>)
+        v = T(std::stoll(item, &used));
+      else
+        v = T(std::stod(item, &used));
     } catch (const std::exception&) {
       used = 0;
     }
     if (used == 0 || used != item.size())
-      mtp::usage_fail("--fixed-weights: '{}' is not a number (expected w1,...,wK)", item);
-    w.push_back(v);
+      mtp::usage_fail("--{}: '{}' is not {} (expected a,b,...)", flag, item,
+                      std::is_integral_v<T> ? "an integer" : "a number");
+    out.push_back(v);
   }
-  if (w.empty()) mtp::usage_fail("--fixed-weights is empty (expected w1,...,wK)");
-  return w;
+  if (out.empty()) mtp::usage_fail("--{} is empty (expected a,b,...)", flag);
+  return out;
 }
 
 // Parses argv into `vm`, rejecting positional arguments. Returns false after --help.
@@ -81,7 +87,7 @@ void add_layer_flags(po::options_description& d, std::string& cell, int& k, std:
 
 int cmd_train(int argc, const char* const* argv) {
   TrainConfig c;
-  std::string weights;
+  std::string weights, lags;
   long long seed = 0;
   bool no_ffn = false;
   po::options_description d("train flags (default command)");
@@ -98,9 +104,12 @@ int cmd_train(int argc, const char* const* argv) {
       ("width", po::value(&c.width)->default_value(c.width),
        "model width W (cell hidden H = W)")                                                       //
       ("no-ffn", po::bool_switch(&no_ffn), "blocks without the FFN (4x MLP; RWKV: channel mix)")  //
-      ("steps", po::value(&c.steps)->default_value(c.steps), "training steps")                    //
-      ("batch", po::value(&c.batch)->default_value(c.batch), "sequences per step B")              //
-      ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len), "sequence length T")           //
+      ("steps", po::value(&c.steps)->default_value(c.steps, "task default"),
+       "training steps (mqar 4000, lag-recall 1500, selective-copy 3000, text 2000)")  //
+      ("batch", po::value(&c.batch)->default_value(c.batch, "task default"),
+       "sequences per step B (lag-recall 16, others 32)")  //
+      ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len, "task default"),
+       "sequence length T (mqar 32, lag-recall 256, selective-copy and text 64)")  //
       ("lr", po::value(&c.lr)->default_value(c.lr, fmt::format("{:g}", c.lr)),
        "peak learning rate (AdamW)")  //
       ("warmup", po::value(&c.warmup)->default_value(c.warmup, fmt::format("{:g}", c.warmup)),
@@ -113,10 +122,17 @@ int cmd_train(int argc, const char* const* argv) {
        "global gradient-norm clip (0: off)")                                                  //
       ("seed", po::value(&seed)->default_value(0), "seed of initialisation, data and noise")  //
       ("task", po::value(&c.task)->default_value(c.task),
-       "mqar (associative recall, embedded) | text (byte-level LM on --data)")        //
-      ("data", po::value(&c.data), "text corpus file for --task text")                //
-      ("vocab", po::value(&c.vocab)->default_value(c.vocab), "mqar vocabulary size")  //
+       "mqar (associative recall) | lag-recall (per-lag recall) | selective-copy | text "
+       "(byte-level "
+       "LM on --data)")                                                 //
+      ("data", po::value(&c.data), "text corpus file for --task text")  //
+      ("vocab", po::value(&c.vocab)->default_value(c.vocab, "task default"),
+       "mqar: vocabulary (32); lag-recall, selective-copy: data tokens (16)")         //
       ("pairs", po::value(&c.pairs)->default_value(c.pairs), "mqar key-value pairs")  //
+      ("lags", po::value(&lags)->default_value("2,8,32,128"),
+       "lag-recall: the lags queried, one query token each")  //
+      ("copy-tokens", po::value(&c.copy_tokens)->default_value(c.copy_tokens),
+       "selective-copy: data tokens M to reproduce")  //
       ("val-batches", po::value(&c.val_batches)->default_value(c.val_batches),
        "validation set size, in batches")  //
       ("out", po::value(&c.out),
@@ -131,7 +147,14 @@ int cmd_train(int argc, const char* const* argv) {
   if (seed < 0) mtp::usage_fail("--seed must be >= 0, got {}", seed);
   c.seed = static_cast<std::uint64_t>(seed);
   c.ffn = !no_ffn;
-  if (vm.count("fixed-weights")) c.fixed_weights = parse_weights(weights);
+  if (vm.count("fixed-weights")) c.fixed_weights = parse_list<double>("fixed-weights", weights);
+  c.lags = parse_list<int>("lags", lags);
+  // Sizes the user did not give come from the task.
+  const mtp::exp::TaskDefaults td = mtp::exp::task_defaults(c.task);
+  if (vm["steps"].defaulted()) c.steps = td.steps;
+  if (vm["batch"].defaulted()) c.batch = td.batch;
+  if (vm["seq-len"].defaulted()) c.seq_len = td.seq_len;
+  if (vm["vocab"].defaulted()) c.vocab = td.vocab;
   mtp::exp::run_training(c);
   return 0;
 }
@@ -160,6 +183,10 @@ int cmd_eval(int argc, const char* const* argv) {
     fmt::print("{}: loss {:.4f}  accuracy {:.4f}  ({} queries)\n", checkpoint,
                r["loss"].get<double>(), r["accuracy"].get<double>(),
                r["labelled"].get<long long>());
+    if (r.contains("groups"))
+      for (const auto& g : r["groups"])
+        fmt::print("  {:<10} accuracy {:.4f}  ({} queries)\n", g["name"].get<std::string>(),
+                   g["accuracy"].get<double>(), g["labelled"].get<long long>());
   }
   return 0;
 }
@@ -181,7 +208,7 @@ int cmd_layer(int argc, const char* const* argv) {
              "usage: mtp-exp layer --params P --input X --output Y [flags]\n"
              "Evaluation mode (no selector noise); all initial states are zero."))
     return 0;
-  if (vm.count("fixed-weights")) a.fixed_weights = parse_weights(weights);
+  if (vm.count("fixed-weights")) a.fixed_weights = parse_list<double>("fixed-weights", weights);
   mtp::exp::run_layer(a);
   return 0;
 }

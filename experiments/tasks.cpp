@@ -107,6 +107,113 @@ nlohmann::json MqarTask::describe() const {
           {"validation_queries", val_.size() * (val_.empty() ? 0 : val_[0].B) * pairs_}};
 }
 
+// ---------------------------------------------------------------------- lag recall
+
+LagRecallTask::LagRecallTask(int vocab, std::vector<int> lags, int seq_len, std::uint64_t seed,
+                             int val_batches, int batch)
+    : vocab_(vocab), lags_(std::move(lags)), seq_len_(seq_len), seed_(seed) {
+  RngSequence rng(kValidationSeed, rng_stream::kValidData);
+  for (int v = 0; v < val_batches; ++v) {
+    Batch b = empty_batch(seq_len, batch);
+    b.groups.assign(b.tokens.size(), -1);
+    for (index_t j = 0; j < batch; ++j) fill_sequence(rng, b, j);
+    val_.push_back(std::move(b));
+  }
+}
+
+void LagRecallTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) const {
+  const index_t T = seq_len_, B = batch.B;
+  std::vector<char> is_query(T, 0);
+  std::vector<int> eligible;
+  for (index_t t = 0; t < T; ++t) {
+    batch.tokens[t * B + b] = std::int32_t(rng.below(vocab_));
+    batch.targets[t * B + b] = kIgnoreTarget;
+    batch.groups[t * B + b] = -1;
+    // A query here for lag d needs a data token at t − d.
+    eligible.clear();
+    for (int i = 0; i < int(lags_.size()); ++i)
+      if (t >= lags_[i] && !is_query[t - lags_[i]]) eligible.push_back(i);
+    if (eligible.empty() || rng.below(4) != 0) continue;
+    const int i = eligible[rng.below(eligible.size())];
+    is_query[t] = 1;
+    batch.targets[t * B + b] = batch.tokens[(t - lags_[i]) * B + b];
+    batch.tokens[t * B + b] = std::int32_t(vocab_ + i);
+    batch.groups[t * B + b] = i;
+  }
+}
+
+Batch LagRecallTask::train_batch(std::uint64_t step, index_t B) const {
+  RngSequence rng = train_rng(seed_, step);
+  Batch b = empty_batch(seq_len_, B);
+  b.groups.assign(b.tokens.size(), -1);
+  for (index_t j = 0; j < B; ++j) fill_sequence(rng, b, j);
+  return b;
+}
+
+std::vector<std::string> LagRecallTask::group_names() const {
+  std::vector<std::string> names;
+  for (int d : lags_) names.push_back("lag " + std::to_string(d));
+  return names;
+}
+
+nlohmann::json LagRecallTask::describe() const {
+  index_t queries = 0;
+  for (const Batch& b : val_)
+    for (std::int32_t g : b.groups) queries += g >= 0;
+  return {{"task", "lag-recall"},
+          {"vocab", vocab_},
+          {"lags", lags_},
+          {"seq_len", seq_len_},
+          {"validation_queries", queries}};
+}
+
+// ------------------------------------------------------------------ selective copy
+
+SelectiveCopyTask::SelectiveCopyTask(int vocab, int copies, int seq_len, std::uint64_t seed,
+                                     int val_batches, int batch)
+    : vocab_(vocab), copies_(copies), seq_len_(seq_len), seed_(seed) {
+  RngSequence rng(kValidationSeed, rng_stream::kValidData);
+  for (int v = 0; v < val_batches; ++v) {
+    Batch b = empty_batch(seq_len, batch);
+    for (index_t j = 0; j < batch; ++j) fill_sequence(rng, b, j);
+    val_.push_back(std::move(b));
+  }
+}
+
+void SelectiveCopyTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) const {
+  constexpr std::int32_t kBlank = 0, kMarker = 1;
+  const index_t T = seq_len_, B = batch.B, M = copies_, span = T - M;
+  // M distinct positions in [0, span): partial Fisher-Yates, then in increasing order.
+  std::vector<index_t> pos(span);
+  for (index_t i = 0; i < span; ++i) pos[i] = i;
+  for (index_t i = 0; i < M; ++i) std::swap(pos[i], pos[i + rng.below(span - i)]);
+  std::sort(pos.begin(), pos.begin() + M);
+  for (index_t t = 0; t < T; ++t) {
+    batch.tokens[t * B + b] = t < span ? kBlank : kMarker;
+    batch.targets[t * B + b] = kIgnoreTarget;
+  }
+  for (index_t i = 0; i < M; ++i) {
+    const auto data = std::int32_t(2 + rng.below(vocab_));
+    batch.tokens[pos[i] * B + b] = data;
+    batch.targets[(span + i) * B + b] = data;
+  }
+}
+
+Batch SelectiveCopyTask::train_batch(std::uint64_t step, index_t B) const {
+  RngSequence rng = train_rng(seed_, step);
+  Batch b = empty_batch(seq_len_, B);
+  for (index_t j = 0; j < B; ++j) fill_sequence(rng, b, j);
+  return b;
+}
+
+nlohmann::json SelectiveCopyTask::describe() const {
+  return {{"task", "selective-copy"},
+          {"vocab", vocab_},
+          {"copy_tokens", copies_},
+          {"seq_len", seq_len_},
+          {"validation_tokens", index_t(val_.size()) * (val_.empty() ? 0 : val_[0].B) * copies_}};
+}
+
 // ---------------------------------------------------------------------------- text
 
 TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches,
@@ -167,9 +274,15 @@ nlohmann::json TextTask::describe() const {
 std::unique_ptr<Task> make_task(const TrainConfig& c) {
   if (c.task == "mqar")
     return std::make_unique<MqarTask>(c.vocab, c.pairs, c.seq_len, c.seed, c.val_batches, c.batch);
+  if (c.task == "lag-recall")
+    return std::make_unique<LagRecallTask>(c.vocab, c.lags, c.seq_len, c.seed, c.val_batches,
+                                           c.batch);
+  if (c.task == "selective-copy")
+    return std::make_unique<SelectiveCopyTask>(c.vocab, c.copy_tokens, c.seq_len, c.seed,
+                                               c.val_batches, c.batch);
   if (c.task == "text")
     return std::make_unique<TextTask>(c.data, c.seq_len, c.seed, c.val_batches, c.batch);
-  usage_fail("--task '{}' is not one of mqar, text", c.task);
+  usage_fail("--task '{}' is not one of {}", c.task, kTaskNames);
 }
 
 }  // namespace mtp::exp

@@ -20,6 +20,9 @@ struct Batch {
   index_t T = 0, B = 0;
   std::vector<std::int32_t> tokens;   // (T,B)
   std::vector<std::int32_t> targets;  // (T,B)
+  // (T,B) index into Task::group_names() of each labelled position (−1 otherwise), for
+  // tasks that report accuracy per group (lag-recall: per lag); empty when they do not.
+  std::vector<std::int32_t> groups;
 };
 
 class Task {
@@ -34,6 +37,8 @@ class Task {
   // byte (text).
   virtual bool reports_bits_per_byte() const = 0;
   virtual nlohmann::json describe() const = 0;
+  // Names of the groups labelled positions fall into (see Batch::groups).
+  virtual std::vector<std::string> group_names() const { return {}; }
 };
 
 // Multi-query associative recall as in Zoology (Arora et al. 2023): the sequence
@@ -57,6 +62,53 @@ class MqarTask final : public Task {
   int vocab_, pairs_, seq_len_;
   std::uint64_t seed_;
   std::vector<double> gap_cdf_;  // power-law distribution over query slots
+  std::vector<Batch> val_;
+};
+
+// Lag recall, the direct probe of time scales: a stream of random data tokens from
+// [0, V) in which query tokens appear, one per lag (token V + i asks for lags[i]); the
+// target at a query for lag d is the data token d positions back. Queries are placed at
+// random (probability 1/4 at each position whose source lies in the sequence and is not
+// itself a query). Accuracy is reported per lag.
+class LagRecallTask final : public Task {
+ public:
+  LagRecallTask(int vocab, std::vector<int> lags, int seq_len, std::uint64_t seed, int val_batches,
+                int batch);
+  std::string name() const override { return "lag-recall"; }
+  index_t vocab() const override { return vocab_ + index_t(lags_.size()); }
+  Batch train_batch(std::uint64_t step, index_t B) const override;
+  const std::vector<Batch>& validation() const override { return val_; }
+  bool reports_bits_per_byte() const override { return false; }
+  nlohmann::json describe() const override;
+  std::vector<std::string> group_names() const override;
+
+ private:
+  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const;
+  int vocab_;
+  std::vector<int> lags_;
+  int seq_len_;
+  std::uint64_t seed_;
+  std::vector<Batch> val_;
+};
+
+// Selective copy (Gu & Dao 2023): M data tokens from [2, V+2) scattered at random
+// among blanks (token 0) in the first T − M positions, then M recall markers (token 1);
+// at the markers the targets are the data tokens in order. Accuracy per copied token.
+class SelectiveCopyTask final : public Task {
+ public:
+  SelectiveCopyTask(int vocab, int copies, int seq_len, std::uint64_t seed, int val_batches,
+                    int batch);
+  std::string name() const override { return "selective-copy"; }
+  index_t vocab() const override { return vocab_ + 2; }
+  Batch train_batch(std::uint64_t step, index_t B) const override;
+  const std::vector<Batch>& validation() const override { return val_; }
+  bool reports_bits_per_byte() const override { return false; }
+  nlohmann::json describe() const override;
+
+ private:
+  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const;
+  int vocab_, copies_, seq_len_;
+  std::uint64_t seed_;
   std::vector<Batch> val_;
 };
 

@@ -1,6 +1,7 @@
 #include "mtp/experiments/trainer.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <omp.h>
 
 #include <chrono>
@@ -49,13 +50,22 @@ std::string default_out_dir(const TrainConfig& c) {
 std::string describe_task(const TrainConfig& c) {
   if (c.task == "mqar")
     return fmt::format("mqar: vocab {}, {} key-value pairs, T={}", c.vocab, c.pairs, c.seq_len);
+  if (c.task == "lag-recall")
+    return fmt::format("lag-recall: {} data tokens, lags {}, T={}", c.vocab, fmt::join(c.lags, ","),
+                       c.seq_len);
+  if (c.task == "selective-copy")
+    return fmt::format("selective-copy: {} data tokens, copy {}, T={}", c.vocab, c.copy_tokens,
+                       c.seq_len);
   return fmt::format("text: {} (bytes), T={}", c.data, c.seq_len);
 }
 
 void print_header(const TrainConfig& c, const ParamCounts& counts) {
   std::string layer =
       fmt::format("{}, K={} perspectives, {} aggregator", c.cell, c.perspectives, c.aggregator);
-  if (c.aggregator == "learned") layer += fmt::format(" (noise {:g})", c.noise);
+  if (c.aggregator == "learned") {
+    layer += c.noise_mode == "learned" ? " (learned noise" : fmt::format(" (noise {:g}", c.noise);
+    layer += c.top_k > 0 ? fmt::format(", top-{})", c.top_k) : ")";
+  }
   if (c.perspectives > 1) layer += fmt::format(", decay spread {:g}", c.decay_spread);
   fmt::print("mtp-exp      {}\n", layer);
   fmt::print("model        {} blocks, width {}{}; {} parameters\n", c.layers, c.width,
@@ -202,6 +212,8 @@ nlohmann::json train(const TrainConfig& cfg) {
              train_loss_tail / double(tail_n), unit, train_metric, tail_n);
   fmt::print("validation   loss {:.4f}  {} {:.4f}  ({} {})\n", val.loss, unit,
              bpb ? val.bits_per_byte() : val.accuracy, val.labelled, bpb ? "bytes" : "queries");
+  for (const GroupAccuracy& g : val.groups)
+    fmt::print("  {:<10} accuracy {:.4f}  ({} queries)\n", g.name, g.accuracy(), g.labelled);
   fmt::print("throughput   {:.0f} tokens/s training ({} steps in {}, {} total)\n", train_tps,
              cfg.steps, format_duration(train_seconds), format_duration(elapsed));
   fmt::print("wrote        {}/{{config.json, metrics.csv, model.safetensors, result.json}}\n",
@@ -221,11 +233,19 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, const SafeTensors& fi
                       {"loss", r.loss},
                       {"accuracy", r.accuracy},
                       {"labelled", r.labelled}};
+  if (!r.groups.empty()) j["groups"] = groups_json(r.groups);
   if (task->reports_bits_per_byte()) j["bits_per_byte"] = r.bits_per_byte();
   return j;
 }
 
 }  // namespace
+
+nlohmann::json groups_json(const std::vector<GroupAccuracy>& groups) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const GroupAccuracy& g : groups)
+    j.push_back({{"name", g.name}, {"accuracy", g.accuracy()}, {"labelled", g.labelled}});
+  return j;
+}
 
 void set_threads(int threads) {
   omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());

@@ -2,6 +2,7 @@
 // `mtp-exp eval`, generic over the mixer type chosen by dispatch.hpp.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -15,12 +16,33 @@
 
 namespace mtp::exp {
 
+struct GroupAccuracy {
+  std::string name;
+  index_t correct = 0, labelled = 0;
+  double accuracy() const { return labelled ? double(correct) / double(labelled) : 0.0; }
+};
+
 struct EvalResult {
   double loss = 0;      // mean cross-entropy (nats) over labelled positions
   double accuracy = 0;  // argmax accuracy over labelled positions
   index_t labelled = 0;
+  std::vector<GroupAccuracy> groups;  // per Task::group_names(), when the task has groups
   double bits_per_byte() const { return loss / std::log(2.0); }
 };
+
+// Adds the argmax hits of the last forward's logits (T,B,V) to each position's group.
+template <class S>
+void count_group_hits(CView<S> logits, const Batch& b, std::vector<GroupAccuracy>& groups) {
+  const index_t V = logits.dim(2);
+  for (index_t i = 0; i < b.T * b.B; ++i) {
+    const std::int32_t g = b.groups[i];
+    if (g < 0) continue;
+    const S* row = logits.data + i * V;
+    const index_t arg = std::max_element(row, row + V) - row;
+    groups[g].labelled += 1;
+    groups[g].correct += arg == b.targets[i];
+  }
+}
 
 template <class Mixer>
 typename Mixer::Config mixer_config(const TrainConfig& c) {
@@ -44,15 +66,21 @@ ModelFor<Mixer> build_model(const TrainConfig& c, index_t vocab) {
 template <class M>
 EvalResult evaluate(M& model, const Task& task) {
   CrossEntropyStats total;
+  std::vector<GroupAccuracy> groups;
+  for (const std::string& name : task.group_names()) groups.push_back({name});
   for (const Batch& b : task.validation()) {
     const CrossEntropyStats s =
         model.forward(b.tokens.data(), b.targets.data(), b.T, b.B, StepContext{});
     total.loss_sum += s.loss_sum;
     total.labelled += s.labelled;
     total.correct += s.correct;
+    if (!b.groups.empty()) count_group_hits(model.logits(), b, groups);
   }
-  return {total.mean_loss(), total.accuracy(), total.labelled};
+  return {total.mean_loss(), total.accuracy(), total.labelled, std::move(groups)};
 }
+
+// [{"name": "lag 2", "accuracy": .., "labelled": ..}, ...] for result.json, in task order.
+nlohmann::json groups_json(const std::vector<GroupAccuracy>& groups);
 
 // Parameter counts: total, and those that exist only because of the perspectives.
 struct ParamCounts {

@@ -337,5 +337,79 @@ TEST(TextTask, MakeTaskBuildsTheTextTask) {
   EXPECT_EQ(t->validation()[0].B, 2);
 }
 
+// ---------------------------------------------------------------------- lag recall
+
+TEST(LagRecallTask, QueriesAskForTheDataTokenTheirLagBack) {
+  const std::vector<int> lags = {2, 8, 32};
+  const LagRecallTask task(10, lags, 64, 3, 2, 8);
+  EXPECT_EQ(task.vocab(), 10 + 3);
+  EXPECT_EQ(task.group_names(), (std::vector<std::string>{"lag 2", "lag 8", "lag 32"}));
+  std::vector<index_t> per_lag(lags.size(), 0);
+  index_t eligible_positions = 0, queries = 0;
+  for (const Batch& b : {task.train_batch(0, 8), task.train_batch(1, 8), task.validation()[0]}) {
+    ASSERT_EQ(b.groups.size(), b.tokens.size());
+    for (index_t j = 0; j < b.B; ++j)
+      for (index_t t = 0; t < b.T; ++t) {
+        const index_t i = t * b.B + j;
+        const std::int32_t tok = b.tokens[i], g = b.groups[i];
+        ASSERT_GE(tok, 0);
+        ASSERT_LT(tok, 13);
+        eligible_positions += t >= 2;
+        if (tok < 10) {  // a data token: unlabelled
+          EXPECT_EQ(b.targets[i], kIgnore);
+          EXPECT_EQ(g, -1);
+          continue;
+        }
+        ++queries;
+        ASSERT_EQ(g, tok - 10) << "the group is the lag index";
+        const int d = lags[g];
+        ASSERT_GE(t, d);
+        const std::int32_t source = b.tokens[(t - d) * b.B + j];
+        EXPECT_LT(source, 10) << "a query's source is a data token";
+        EXPECT_EQ(b.targets[i], source);
+        ++per_lag[g];
+      }
+  }
+  for (index_t n : per_lag) EXPECT_GT(n, 0) << "every lag is queried";
+  // Queries appear at about a quarter of the positions that can hold one.
+  EXPECT_GT(double(queries) / double(eligible_positions), 0.15);
+  EXPECT_LT(double(queries) / double(eligible_positions), 0.30);
+}
+
+TEST(LagRecallTask, BatchesArePureFunctionsOfSeedAndStep) {
+  const LagRecallTask a({8, {1, 4}, 32, 5, 1, 4}), b(8, {1, 4}, 32, 5, 1, 4),
+      c(8, {1, 4}, 32, 6, 1, 4);
+  EXPECT_EQ(a.train_batch(7, 4).tokens, b.train_batch(7, 4).tokens);
+  EXPECT_NE(a.train_batch(7, 4).tokens, a.train_batch(8, 4).tokens);
+  EXPECT_NE(a.train_batch(7, 4).tokens, c.train_batch(7, 4).tokens);
+  EXPECT_EQ(a.validation()[0].tokens, c.validation()[0].tokens);
+}
+
+// ------------------------------------------------------------------ selective copy
+
+TEST(SelectiveCopyTask, MarkersAskForTheDataTokensInOrder) {
+  constexpr int V = 6, M = 5, T = 24;
+  const SelectiveCopyTask task(V, M, T, 1, 1, 16);
+  EXPECT_EQ(task.vocab(), V + 2);
+  for (const Batch& b : {task.train_batch(3, 16), task.validation()[0]})
+    for (index_t j = 0; j < b.B; ++j) {
+      std::vector<std::int32_t> data;
+      for (index_t t = 0; t < T - M; ++t) {
+        const std::int32_t tok = b.tokens[t * b.B + j];
+        EXPECT_EQ(b.targets[t * b.B + j], kIgnore);
+        EXPECT_NE(tok, 1) << "no marker before the recall phase";
+        if (tok != 0) data.push_back(tok);
+      }
+      ASSERT_EQ(data.size(), size_t(M)) << "M data tokens among blanks";
+      for (index_t i = 0; i < M; ++i) {
+        const index_t t = T - M + i;
+        EXPECT_EQ(b.tokens[t * b.B + j], 1) << "recall marker";
+        EXPECT_EQ(b.targets[t * b.B + j], data[i]) << "copied in order";
+        EXPECT_GE(data[i], 2);
+        EXPECT_LT(data[i], V + 2);
+      }
+    }
+}
+
 }  // namespace
 }  // namespace mtp::exp
