@@ -398,7 +398,8 @@ class RwkvTimeMix {
 // ------------------------------------------------------------------ channel mix
 
 // RWKV-4's channel mix, the FFN of an RWKV block (width C, hidden 4C):
-//   xk = μ_k⊙x + (1−μ_k)⊙x̄,  xr = μ_r⊙x + (1−μ_r)⊙x̄        token shift, x̄_0 = 0
+//   xk = μ_k⊙x + (1−μ_k)⊙x̄,  xr = μ_r⊙x + (1−μ_r)⊙x̄        token shift, x̄_0 = 0 or the
+//                                                          carried last x (state (B,C))
 //   y = σ(W_r xr) ⊙ W_v relu(W_k xk)²
 // Params: time_mix_k, time_mix_r (C), key.weight (4C,C), receptance.weight (C,C),
 // value.weight (C,4C).
@@ -428,15 +429,25 @@ class RwkvChannelMix {
     for (Param<S>* p : {&receptance_, &value_}) std::fill(p->value.begin(), p->value.end(), S(0));
   }
 
-  // x (T,B,C) → y (T,B,C). Saves the mixed inputs, relu(W_k xk), its square, σ(W_r xr)
-  // and W_v k².
-  void forward(CView<S> x, View<S> y) {
+  index_t state_width() const { return C_; }
+
+  // x (T,B,C), state (B,C) or empty → y (T,B,C); the state, when given, holds the last x
+  // of the previous chunk and receives this chunk's. Saves the mixed inputs, relu(W_k
+  // xk), its square, σ(W_r xr), W_v k² and the carried x.
+  void forward(CView<S> x, View<S> y, View<S> state = {}) {
     const index_t T = x.dim(0), B = x.dim(1), C = C_;
     const Shape act{T, B, C}, wide{T, B, 4 * C};
     for (Tensor<S>* t : {&xk_, &xr_, &sr_, &kv_}) t->resize(act);
     for (Tensor<S>* t : {&kh_, &k2_}) t->resize(wide);
-    token_shift_mix<S>(x, nullptr, mix_k_.value, xk_.view());
-    token_shift_mix<S>(x, nullptr, mix_r_.value, xr_.view());
+    has_x_prev_ = !state.empty();
+    if (has_x_prev_) {
+      x_prev_.resize({B, C});
+      std::copy(state.begin(), state.end(), x_prev_.data());
+      std::copy_n(x.data + (T - 1) * B * C, B * C, state.data);
+    }
+    const S* xp = has_x_prev_ ? x_prev_.data() : nullptr;
+    token_shift_mix<S>(x, xp, mix_k_.value, xk_.view());
+    token_shift_mix<S>(x, xp, mix_r_.value, xr_.view());
     linear_forward<S>(xk_, key_.value, nullptr, kh_.view());
     const index_t nw = kh_.numel();
 #pragma omp parallel for simd if (nw > (1 << 16))
@@ -466,12 +477,13 @@ class RwkvChannelMix {
     linear_backward<S>(dact_, k2_, value_.value, dwide_.view(), value_.grad, nullptr);
     for (index_t i = 0; i < nw; ++i) dwide_[i] *= S(2) * std::max(kh_[i], S(0));
     std::fill(dx.begin(), dx.end(), S(0));
+    const S* xp = has_x_prev_ ? x_prev_.data() : nullptr;
     linear_backward<S>(dwide_, xk_, key_.value, dxm_.view(), key_.grad, nullptr);
-    token_shift_mix_backward<S>(dxm_, x, nullptr, mix_k_.value, dx, mix_k_.grad);
+    token_shift_mix_backward<S>(dxm_, x, xp, mix_k_.value, dx, mix_k_.grad);
     // d(receptance pre-activation) = dy ⊙ W_v k² ⊙ σ'(r)
     for (index_t i = 0; i < n; ++i) dact_[i] = dy[i] * kv_[i] * sr_[i] * (S(1) - sr_[i]);
     linear_backward<S>(dact_, xr_, receptance_.value, dxm_.view(), receptance_.grad, nullptr);
-    token_shift_mix_backward<S>(dxm_, x, nullptr, mix_r_.value, dx, mix_r_.grad);
+    token_shift_mix_backward<S>(dxm_, x, xp, mix_r_.value, dx, mix_r_.grad);
   }
 
  private:
@@ -480,6 +492,8 @@ class RwkvChannelMix {
   Param<S> mix_k_, mix_r_, key_, receptance_, value_;
   Tensor<S> xk_, xr_, sr_, kv_;   // (T,B,C)
   Tensor<S> kh_, k2_;             // (T,B,4C) W_k xk and relu(W_k xk)²
+  Tensor<S> x_prev_;              // (B,C) the carried last x of the previous chunk
+  bool has_x_prev_ = false;
   Tensor<S> dact_, dxm_, dwide_;  // scratch
 };
 

@@ -37,8 +37,11 @@ class Mlp {
     for (S& v : proj_b_.value) v = S(0);
   }
 
+  // The MLP is pointwise in time: it carries no state between chunks.
+  index_t state_width() const { return 0; }
+
   // x (T,B,W) → y (T,B,W). Saves the hidden pre-activation and its GELU (T,B,4W).
-  void forward(CView<S> x, View<S> y) {
+  void forward(CView<S> x, View<S> y, View<S> /*state*/ = {}) {
     const Shape wide{x.dim(0), x.dim(1), 4 * W_};
     hidden_.resize(wide);
     act_.resize(wide);

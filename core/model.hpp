@@ -30,6 +30,27 @@
 
 namespace mtp {
 
+// The recurrent state of a whole model for B streams: per block the mixer's (B,K,Sw)
+// and the FFN's (B,Fw) (RWKV's channel mix carries its last input; the MLP nothing).
+// All zeros means "no history" for every cell.
+template <class S>
+struct ModelState {
+  std::vector<Tensor<S>> mixer, ffn;
+  void reset() {
+    for (auto* group : {&mixer, &ffn})
+      for (Tensor<S>& t : *group) t.zero();
+  }
+  // Forgets the history of stream b only.
+  void reset_stream(index_t b) {
+    for (auto* group : {&mixer, &ffn})
+      for (Tensor<S>& t : *group) {
+        if (t.numel() == 0) continue;
+        const index_t row = t.numel() / t.shape()[0];
+        std::fill_n(t.data() + b * row, row, S(0));
+      }
+  }
+};
+
 enum class ModelInit {
   standard,  // emb N(0,1), head U(±1/√W): PyTorch's defaults
   rwkv4,     // emb ≈ 1e-4 (orthogonal), head orthogonal with gain 0.5·√(V/W): RWKV-4
@@ -127,12 +148,22 @@ class Model {
     }
   }
 
+  // A zero ("no history") state for B streams.
+  ModelState<S> initial_state(index_t B) const {
+    ModelState<S> st;
+    for (const auto& b : blocks_) {
+      st.mixer.emplace_back(Shape{B, b->mixer.perspectives(), b->mixer.state_width()});
+      st.ffn.emplace_back(Shape{B, cfg_.ffn ? b->ffn.state_width() : 0});
+    }
+    return st;
+  }
+
   // tokens (T,B) → logits (T,B,V). With targets (T,B) (kIgnoreTarget where unlabelled)
-  // also the cross-entropy statistics, and backward() may follow. `state`, when given,
-  // holds one mixer state tensor per block: initial states in, final states out.
+  // also the cross-entropy statistics, and backward() may follow. `state`, when given
+  // (from initial_state(B)), is read as the history before this chunk and receives the
+  // history after it; gradients do not flow into it (truncated BPTT).
   CrossEntropyStats forward(const std::int32_t* tokens, const std::int32_t* targets, index_t T,
-                            index_t B, const StepContext& ctx,
-                            std::vector<View<S>>* state = nullptr) {
+                            index_t B, const StepContext& ctx, ModelState<S>* state = nullptr) {
     const index_t V = cfg_.vocab, W = cfg_.width, TB = T * B;
     for (index_t i = 0; i < TB; ++i)
       MTP_CHECK(tokens[i] >= 0 && tokens[i] < V, "token {} outside the vocabulary [0,{})",
@@ -141,7 +172,9 @@ class Model {
       for (index_t i = 0; i < TB; ++i)
         MTP_CHECK(targets[i] == kIgnoreTarget || (targets[i] >= 0 && targets[i] < V),
                   "target {} outside the vocabulary [0,{})", targets[i], V);
-    MTP_CHECK(!state || state->size() == blocks_.size(), "state needs one tensor per block");
+    MTP_CHECK(!state || (state->mixer.size() == blocks_.size() &&
+                         (state->mixer.empty() || state->mixer[0].shape()[0] == B)),
+              "model state was made for another model or batch size (use initial_state(B))");
     T_ = T;
     B_ = B;
     tokens_.assign(tokens, tokens + TB);
@@ -163,11 +196,12 @@ class Model {
       Block& b = *blocks_[l];
       b.resize(act, cfg_.ffn);
       layernorm_forward<S>(*x, b.ln1_w.value, b.ln1_b.value, b.ln1, b.ln1_mean, b.ln1_rstd);
-      b.mixer.forward(b.ln1.view(), b.mix.view(), ctx, state ? (*state)[l] : View<S>{});
+      b.mixer.forward(b.ln1.view(), b.mix.view(), ctx, state ? state->mixer[l].view() : View<S>{});
       add(*x, b.mix, b.x_mid);
       if (cfg_.ffn) {
         layernorm_forward<S>(b.x_mid, b.ln2_w.value, b.ln2_b.value, b.ln2, b.ln2_mean, b.ln2_rstd);
-        b.ffn.forward(b.ln2.view(), b.ff.view());
+        View<S> ffn_state = state && state->ffn[l].numel() > 0 ? state->ffn[l].view() : View<S>{};
+        b.ffn.forward(b.ln2.view(), b.ff.view(), ffn_state);
         add(b.x_mid, b.ff, b.x_out);
       }
       x = &b.out(cfg_.ffn);

@@ -18,7 +18,7 @@ namespace mtp::exp {
   X(decay_spread)                                                                           \
   X(layers) X(width) X(ffn)                                                                 \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
-  X(task) X(data) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)                  \
+  X(task) X(data) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)                  \
   X(out) X(threads) X(eval_every) X(log_every)
 // clang-format on
 
@@ -86,6 +86,7 @@ void validate(const TrainConfig& c) {
   need(c.task == "mqar" || c.task == "lag-recall" || c.task == "selective-copy" || c.task == "text",
        "task", fmt::format("'{}' is not one of {}", c.task, kTaskNames));
   if (c.task == "text") need(!c.data.empty(), "data", "is required with --task text");
+  if (c.carry_state) need(c.task == "text", "carry-state", "applies to --task text");
   if (c.task == "mqar") {
     need(c.vocab >= 4 && c.vocab <= 1'000'000, "vocab",
          fmt::format("must be in [4, 1000000], got {}", c.vocab));

@@ -34,9 +34,10 @@ struct TrainConfig {
   std::uint64_t seed = 0;
   // Task
   std::string task = "mqar";
-  std::string data;  // text: the corpus file
-  int vocab = 32;    // mqar: whole vocabulary; lag-recall, selective-copy: data tokens
-  int pairs = 4;     // mqar
+  std::string data;          // text: the corpus file
+  bool carry_state = false;  // text: truncated BPTT over contiguous streams
+  int vocab = 32;            // mqar: whole vocabulary; lag-recall, selective-copy: data tokens
+  int pairs = 4;             // mqar
   std::vector<int> lags = {2, 8, 32, 128};  // lag-recall
   int copy_tokens = 8;                      // selective-copy
   int val_batches = 16;

@@ -126,6 +126,8 @@ int cmd_train(int argc, const char* const* argv) {
        "(byte-level "
        "LM on --data)")                                                 //
       ("data", po::value(&c.data), "text corpus file for --task text")  //
+      ("carry-state", po::bool_switch(&c.carry_state),
+       "text: carry the recurrent state across consecutive chunks of B streams (truncated BPTT)")  //
       ("vocab", po::value(&c.vocab)->default_value(c.vocab, "task default"),
        "mqar: vocabulary (32); lag-recall, selective-copy: data tokens (16)")         //
       ("pairs", po::value(&c.pairs)->default_value(c.pairs), "mqar key-value pairs")  //

@@ -217,8 +217,8 @@ nlohmann::json SelectiveCopyTask::describe() const {
 // ---------------------------------------------------------------------------- text
 
 TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches,
-                   int batch)
-    : path_(path), seq_len_(seq_len), seed_(seed) {
+                   int batch, bool carry_state)
+    : carry_(carry_state), path_(path), batch_(batch), seq_len_(seq_len), seed_(seed) {
   bytes_ = read_file_bytes(path, "--data");
   MTP_CHECK(!bytes_.empty(), "--data {}: the file is empty", path);
   split_ = bytes_.size() * 9 / 10;
@@ -227,6 +227,21 @@ TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int
             "--data {}: {} bytes is too short for --seq-len {} (each 90%/10% split needs {} "
             "bytes)",
             path, bytes_.size(), seq_len, window);
+  if (carry_) {
+    // Validation streams: as many of the B streams as the split can give one chunk each.
+    const index_t B = std::min<index_t>(batch, index_t((bytes_.size() - split_ - 1) / seq_len));
+    const index_t chunks =
+        std::min<index_t>(val_batches, chunks_per_stream(split_, bytes_.size(), B));
+    for (index_t c = 0; c < chunks; ++c) {
+      val_.push_back(stream_chunk(split_, bytes_.size(), B, c));
+      val_tokens_ += B * seq_len;
+    }
+    MTP_CHECK(chunks_per_stream(0, split_, batch) >= 1,
+              "--data {}: the training split ({} bytes) is too short for {} streams of "
+              "--seq-len {}",
+              path, split_, batch, seq_len);
+    return;
+  }
   // Consecutive windows of the validation split, filled column by column, until the
   // split or val_batches batches run out.
   const size_t windows = (bytes_.size() - split_ - 1) / size_t(seq_len);
@@ -247,7 +262,34 @@ TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int
   }
 }
 
+index_t TextTask::chunks_per_stream(size_t begin, size_t end, index_t streams) const {
+  const size_t length = (end - begin) / size_t(streams);
+  return length < 1 ? 0 : index_t((length - 1) / size_t(seq_len_));
+}
+
+Batch TextTask::stream_chunk(size_t begin, size_t end, index_t streams, index_t chunk) const {
+  const size_t length = (end - begin) / size_t(streams);
+  Batch b = empty_batch(seq_len_, streams);
+  for (index_t j = 0; j < streams; ++j) {
+    const size_t start = begin + size_t(j) * length + size_t(chunk) * size_t(seq_len_);
+    for (index_t t = 0; t < seq_len_; ++t) {
+      b.tokens[t * streams + j] = bytes_[start + t];
+      b.targets[t * streams + j] = bytes_[start + t + 1];
+    }
+  }
+  return b;
+}
+
+bool TextTask::starts_streams(std::uint64_t step) const {
+  return !carry_ || step % std::uint64_t(chunks_per_stream(0, split_, batch_)) == 0;
+}
+
 Batch TextTask::train_batch(std::uint64_t step, index_t B) const {
+  if (carry_) {
+    MTP_CHECK(B == batch_, "text with carried state streams {} sequences, asked for {}", batch_, B);
+    return stream_chunk(0, split_, B,
+                        index_t(step % std::uint64_t(chunks_per_stream(0, split_, B))));
+  }
   RngSequence rng = train_rng(seed_, step);
   Batch b = empty_batch(seq_len_, B);
   const size_t starts = split_ - size_t(seq_len_);  // window [s, s+T] inside the train split
@@ -268,7 +310,8 @@ nlohmann::json TextTask::describe() const {
           {"train_bytes", split_},
           {"validation_bytes", bytes_.size() - split_},
           {"validation_tokens", val_tokens_},
-          {"seq_len", seq_len_}};
+          {"seq_len", seq_len_},
+          {"carry_state", carry_}};
 }
 
 std::unique_ptr<Task> make_task(const TrainConfig& c) {
@@ -281,7 +324,8 @@ std::unique_ptr<Task> make_task(const TrainConfig& c) {
     return std::make_unique<SelectiveCopyTask>(c.vocab, c.copy_tokens, c.seq_len, c.seed,
                                                c.val_batches, c.batch);
   if (c.task == "text")
-    return std::make_unique<TextTask>(c.data, c.seq_len, c.seed, c.val_batches, c.batch);
+    return std::make_unique<TextTask>(c.data, c.seq_len, c.seed, c.val_batches, c.batch,
+                                      c.carry_state);
   usage_fail("--task '{}' is not one of {}", c.task, kTaskNames);
 }
 

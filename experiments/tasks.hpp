@@ -39,6 +39,12 @@ class Task {
   virtual nlohmann::json describe() const = 0;
   // Names of the groups labelled positions fall into (see Batch::groups).
   virtual std::vector<std::string> group_names() const { return {}; }
+  // Whether consecutive batches continue the same B streams, so that the model's state
+  // is carried from one to the next (truncated BPTT) — in training and in validation.
+  virtual bool carries_state() const { return false; }
+  // With carried state: whether training step `step` starts the streams over (the state
+  // must be reset).
+  virtual bool starts_streams(std::uint64_t step) const { return step == 0; }
 };
 
 // Multi-query associative recall as in Zoology (Arora et al. 2023): the sequence
@@ -113,20 +119,33 @@ class SelectiveCopyTask final : public Task {
 };
 
 // Byte-level language modelling on a text file: bytes are tokens (V = 256), the first
-// 90% train (random windows), the last 10% validate (consecutive windows from the
-// start of that split). Reports bits per byte = loss / ln 2.
+// 90% train, the last 10% validate. Reports bits per byte = loss / ln 2.
+//   Without carried state: training on random windows; validation on consecutive
+//   windows from the start of its split, one per sequence.
+//   With carried state (truncated BPTT): each split is cut into B contiguous streams and
+//   batch s holds chunk s of every stream, so the state flows from one batch to the next;
+//   training restarts the streams when they are used up.
 class TextTask final : public Task {
  public:
-  TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches, int batch);
+  TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches, int batch,
+           bool carry_state = false);
   std::string name() const override { return "text"; }
   index_t vocab() const override { return 256; }
   Batch train_batch(std::uint64_t step, index_t B) const override;
   const std::vector<Batch>& validation() const override { return val_; }
   bool reports_bits_per_byte() const override { return true; }
   nlohmann::json describe() const override;
+  bool carries_state() const override { return carry_; }
+  bool starts_streams(std::uint64_t step) const override;
 
  private:
+  // Chunks of T tokens (plus the next byte as the last target) per stream when [begin,
+  // end) is cut into `streams` contiguous streams.
+  index_t chunks_per_stream(size_t begin, size_t end, index_t streams) const;
+  Batch stream_chunk(size_t begin, size_t end, index_t streams, index_t chunk) const;
+  bool carry_;
   std::string path_;
+  index_t batch_;  // the number of streams with carried state
   std::vector<std::uint8_t> bytes_;
   size_t split_;  // train: [0, split_), validation: [split_, size)
   int seq_len_;

@@ -56,7 +56,8 @@ std::string describe_task(const TrainConfig& c) {
   if (c.task == "selective-copy")
     return fmt::format("selective-copy: {} data tokens, copy {}, T={}", c.vocab, c.copy_tokens,
                        c.seq_len);
-  return fmt::format("text: {} (bytes), T={}", c.data, c.seq_len);
+  return fmt::format("text: {} (bytes), T={}{}", c.data, c.seq_len,
+                     c.carry_state ? ", state carried across chunks" : "");
 }
 
 void print_header(const TrainConfig& c, const ParamCounts& counts) {
@@ -134,13 +135,17 @@ nlohmann::json train(const TrainConfig& cfg) {
     return r;
   };
 
+  // Truncated BPTT: the state flows from each step's chunk into the next.
+  auto state = model.initial_state(cfg.batch);
   for (long long step = 0; step < cfg.steps; ++step) {
     const auto ts = clock::now();
     const Batch batch = task->train_batch(static_cast<std::uint64_t>(step), cfg.batch);
     params.zero_grad();
     const StepContext ctx{true, cfg.seed, static_cast<std::uint64_t>(step)};
+    if (task->carries_state() && task->starts_streams(std::uint64_t(step))) state.reset();
     const CrossEntropyStats st =
-        model.forward(batch.tokens.data(), batch.targets.data(), batch.T, batch.B, ctx);
+        model.forward(batch.tokens.data(), batch.targets.data(), batch.T, batch.B, ctx,
+                      task->carries_state() ? &state : nullptr);
     const double loss = st.mean_loss();
     MTP_CHECK(std::isfinite(loss), "step {}: the loss is {}; stopping", step + 1, loss);
     model.backward();

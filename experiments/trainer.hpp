@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,9 +69,14 @@ EvalResult evaluate(M& model, const Task& task) {
   CrossEntropyStats total;
   std::vector<GroupAccuracy> groups;
   for (const std::string& name : task.group_names()) groups.push_back({name});
+  // With carried state the validation batches are consecutive chunks of the same streams.
+  using State = decltype(model.initial_state(1));
+  std::optional<State> state;
+  if (task.carries_state() && !task.validation().empty())
+    state = model.initial_state(task.validation()[0].B);
   for (const Batch& b : task.validation()) {
-    const CrossEntropyStats s =
-        model.forward(b.tokens.data(), b.targets.data(), b.T, b.B, StepContext{});
+    const CrossEntropyStats s = model.forward(b.tokens.data(), b.targets.data(), b.T, b.B,
+                                              StepContext{}, state ? &*state : nullptr);
     total.loss_sum += s.loss_sum;
     total.labelled += s.labelled;
     total.correct += s.correct;

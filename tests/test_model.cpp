@@ -73,6 +73,46 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(i.param.K) + (i.param.ffn ? "" : "_noffn");
     });
 
+// Streaming through the whole model: chunks with the state carried (mixer states and,
+// for RWKV, the channel mix's last input) give the logits of one run; reset_stream
+// forgets one stream's history only.
+class ModelStreaming : public testing::TestWithParam<const char*> {};
+TEST_P(ModelStreaming, ChunkedRunEqualsWholeRun) {
+  constexpr index_t V = 7, T = 11, B = 2;
+  exp::TrainConfig c;
+  c.cell = GetParam();
+  c.width = 6;
+  c.layers = 2;
+  exp::with_mixer<double>(c.cell, "learned", [&]<class Mixer>() {
+    auto model = exp::build_model<Mixer>(c, V);
+    model.init(3);
+    RngSequence noise(4, 5);
+    for (index_t i = 0; i < model.params().size(); ++i)
+      model.params().values()[i] += 0.3 * noise.normal();
+    std::vector<std::int32_t> tokens(T * B);
+    for (auto& t : tokens) t = std::int32_t(noise.below(V));
+    model.forward(tokens.data(), nullptr, T, B, StepContext{});
+    const std::vector<double> whole(model.logits().begin(), model.logits().end());
+    auto state = model.initial_state(B);
+    index_t done = 0;
+    for (index_t len : {index_t(1), index_t(4), index_t(6)}) {
+      model.forward(tokens.data() + done * B, nullptr, len, B, StepContext{}, &state);
+      for (index_t i = 0; i < len * B * V; ++i)
+        ASSERT_NEAR(model.logits()[i], whole[done * B * V + i], 1e-12) << "t=" << done;
+      done += len;
+    }
+    // Forget stream 1: it restarts, stream 0 continues.
+    state.reset_stream(1);
+    model.forward(tokens.data(), nullptr, 2, B, StepContext{}, &state);
+    std::vector<double> restarted(model.logits().begin(), model.logits().end());
+    for (index_t t = 0; t < 2; ++t)
+      for (index_t v = 0; v < V; ++v)
+        EXPECT_NEAR(restarted[(t * B + 1) * V + v], whole[(t * B + 1) * V + v], 1e-12);
+    EXPECT_GT(std::abs(restarted[0] - whole[0]), 1e-9) << "stream 0 still has its history";
+  });
+}
+INSTANTIATE_TEST_SUITE_P(AllCells, ModelStreaming, testing::Values("gru", "lstm", "rwkv", "ssm"));
+
 TEST(Model, RwkvFamilyUsesRwkv4Names) {
   exp::TrainConfig c;
   c.cell = "rwkv";

@@ -322,6 +322,40 @@ TEST(TextTask, FileTooShortForSeqLenIsAnErrorNamingIt) {
   expect_error_naming(dir.file("medium.txt", corpus(1000)).string(), 100, "too short");
 }
 
+// With carried state, batch s+1 continues every stream of batch s where it stopped,
+// streams are contiguous slices of their split, and training restarts them when used up.
+TEST(TextTask, CarriedStateBatchesContinueTheirStreams) {
+  TempDir dir;
+  const std::string path = dir.file("c.txt", corpus()).string();  // 900 train, 100 val bytes
+  constexpr int T = 8, B = 3;
+  const TextTask task(path, T, 0, 100, B, /*carry_state=*/true);
+  EXPECT_TRUE(task.carries_state());
+  const std::string text = corpus();
+  // Training: 3 streams of 300 bytes, (300 − 1) / 8 = 37 chunks each.
+  for (std::uint64_t step : {0u, 1u, 36u}) {
+    const Batch a = task.train_batch(step, B), b = task.train_batch(step + 1, B);
+    for (index_t j = 0; j < B; ++j) {
+      const size_t start = size_t(j) * 300 + size_t(step % 37) * T;
+      for (index_t t = 0; t < T; ++t) {
+        EXPECT_EQ(a.tokens[t * B + j], std::uint8_t(text[start + t]));
+        EXPECT_EQ(a.targets[t * B + j], std::uint8_t(text[start + t + 1]));
+      }
+      if (step % 37 != 36) {  // the next chunk starts where this one's targets end
+        EXPECT_EQ(b.tokens[0 * B + j], a.targets[(T - 1) * B + j]);
+      }
+    }
+  }
+  EXPECT_TRUE(task.starts_streams(0));
+  EXPECT_FALSE(task.starts_streams(1));
+  EXPECT_TRUE(task.starts_streams(37));
+  // Validation: 3 streams of the last 100 bytes, (33 − 1) / 8 = 4 chunks, in order.
+  ASSERT_EQ(task.validation().size(), 4u);
+  for (size_t c = 0; c + 1 < task.validation().size(); ++c)
+    for (index_t j = 0; j < B; ++j)
+      EXPECT_EQ(task.validation()[c + 1].tokens[j], task.validation()[c].targets[(T - 1) * B + j]);
+  EXPECT_EQ(task.validation()[0].tokens[0], std::uint8_t(text[900]));
+}
+
 TEST(TextTask, MakeTaskBuildsTheTextTask) {
   TempDir dir;
   TrainConfig c;
