@@ -81,6 +81,7 @@ namespace rng_stream {
 constexpr std::uint64_t kInit = 1;
 constexpr std::uint64_t kTrainData = 2;
 constexpr std::uint64_t kValidData = 3;
+constexpr std::uint64_t kSampling = 4;
 constexpr std::uint64_t kSelectorNoise = 1ull << 32;  // + layer index
 }  // namespace rng_stream
 

@@ -15,6 +15,7 @@
 
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/config.hpp"
+#include "mtp/experiments/generate.hpp"
 #include "mtp/experiments/layer_command.hpp"
 #include "mtp/experiments/trainer.hpp"
 
@@ -28,6 +29,8 @@ constexpr const char* kUsage =
     "       mtp-exp eval --checkpoint FILE [flags]  re-evaluate a saved model\n"
     "       mtp-exp layer --params P --input X --output Y [flags]\n"
     "                                               run one wrapped layer (forward, backward)\n"
+    "       mtp-exp generate --checkpoint FILE --prompt TEXT [--tokens N]\n"
+    "                                               stream text from a byte-level model\n"
     "       mtp-exp COMMAND --help                  the flags of a command\n";
 
 // A comma-separated list of numbers for `flag` (w1,...,wK; 2,8,32,128).
@@ -193,6 +196,37 @@ int cmd_eval(int argc, const char* const* argv) {
   return 0;
 }
 
+int cmd_generate(int argc, const char* const* argv) {
+  mtp::exp::GenerateArgs a;
+  long long seed = 0;
+  bool stats = false;
+  po::options_description d("generate flags");
+  d.add_options()("help,h", "show this help")                                           //
+      ("checkpoint", po::value(&a.checkpoint)->required(), "a text model.safetensors")  //
+      ("prompt", po::value(&a.prompt)->required(), "the text to continue")              //
+      ("tokens", po::value(&a.tokens)->default_value(a.tokens), "bytes to generate")    //
+      ("temperature", po::value(&a.temperature)->default_value(a.temperature, "1"),
+       "sampling temperature (0: greedy)")                                            //
+      ("seed", po::value(&seed)->default_value(0), "seed of the sampling")            //
+      ("threads", po::value(&a.threads)->default_value(0), "threads (0: all cores)")  //
+      ("stats", po::bool_switch(&stats), "print timing per token to stderr at the end");
+  po::variables_map vm;
+  if (!parse(argc, argv, d, vm,
+             "usage: mtp-exp generate --checkpoint FILE --prompt TEXT [--tokens N] "
+             "[--temperature T]\nStreams one byte at a time through the recurrent state."))
+    return 0;
+  if (seed < 0) mtp::usage_fail("--seed must be >= 0, got {}", seed);
+  a.seed = std::uint64_t(seed);
+  const mtp::exp::GenerateStats st = mtp::exp::run_generation(a, stdout);
+  std::fputc('\n', stdout);
+  if (stats)
+    fmt::print(stderr,
+               "prompt {} tokens in {:.3f} s; generated {} tokens in {:.3f} s ({:.3f} ms/token)\n",
+               st.prompt_tokens, st.prompt_seconds, st.generated, st.generate_seconds,
+               st.generated ? 1e3 * st.generate_seconds / double(st.generated) : 0.0);
+  return 0;
+}
+
 int cmd_layer(int argc, const char* const* argv) {
   mtp::exp::LayerArgs a;
   std::string weights;
@@ -222,7 +256,8 @@ std::string one_line(std::string s) {
 }
 
 int usage_error(const std::string& what, const std::string& command) {
-  const bool known = command == "train" || command == "eval" || command == "layer";
+  const bool known =
+      command == "train" || command == "eval" || command == "layer" || command == "generate";
   fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(what),
              known && command != "train" ? command + " " : "");
   return 2;
@@ -244,7 +279,8 @@ int main(int argc, char** argv) {
     if (command == "train") return cmd_train(cargc, cargv);
     if (command == "eval") return cmd_eval(cargc, cargv);
     if (command == "layer") return cmd_layer(cargc, cargv);
-    mtp::usage_fail("unknown command '{}' (commands: train, eval, layer)", command);
+    if (command == "generate") return cmd_generate(cargc, cargv);
+    mtp::usage_fail("unknown command '{}' (commands: train, eval, layer, generate)", command);
   } catch (const mtp::UsageError& e) {
     return usage_error(e.what(), command);
   } catch (const po::error& e) {

@@ -314,6 +314,13 @@ nlohmann::json TextTask::describe() const {
           {"carry_state", carry_}};
 }
 
+index_t task_vocab(const TrainConfig& c) {
+  if (c.task == "lag-recall") return c.vocab + index_t(c.lags.size());
+  if (c.task == "selective-copy") return c.vocab + 2;
+  if (c.task == "text") return 256;
+  return c.vocab;
+}
+
 std::unique_ptr<Task> make_task(const TrainConfig& c) {
   if (c.task == "mqar")
     return std::make_unique<MqarTask>(c.vocab, c.pairs, c.seq_len, c.seed, c.val_batches, c.batch);

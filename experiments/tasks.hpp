@@ -156,4 +156,8 @@ class TextTask final : public Task {
 
 std::unique_ptr<Task> make_task(const TrainConfig& cfg);
 
+// The vocabulary make_task(cfg) would have, without building the task (which for text
+// reads the corpus).
+index_t task_vocab(const TrainConfig& cfg);
+
 }  // namespace mtp::exp

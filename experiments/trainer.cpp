@@ -226,23 +226,6 @@ nlohmann::json train(const TrainConfig& cfg) {
   return result;
 }
 
-template <class Mixer>
-nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, const SafeTensors& file,
-                                   const std::string& path) {
-  const std::unique_ptr<Task> task = make_task(cfg);
-  ModelFor<Mixer> model = build_model<Mixer>(cfg, task->vocab());
-  load_parameters(file, path, model.params());
-  const EvalResult r = evaluate(model, *task);
-  nlohmann::json j = {{"checkpoint", path},
-                      {"task", task->describe()},
-                      {"loss", r.loss},
-                      {"accuracy", r.accuracy},
-                      {"labelled", r.labelled}};
-  if (!r.groups.empty()) j["groups"] = groups_json(r.groups);
-  if (task->reports_bits_per_byte()) j["bits_per_byte"] = r.bits_per_byte();
-  return j;
-}
-
 }  // namespace
 
 nlohmann::json groups_json(const std::vector<GroupAccuracy>& groups) {
@@ -263,19 +246,31 @@ nlohmann::json run_training(const TrainConfig& cfg) {
                            [&]<class Mixer>() { return train<Mixer>(cfg); });
 }
 
+Checkpoint read_checkpoint(const std::string& path) {
+  Checkpoint ck{path, SafeTensors::load(path), {}};
+  ck.config = train_config_from_json(checkpoint_config(ck.file, path));
+  validate(ck.config);
+  return ck;
+}
+
 nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads) {
   set_threads(threads);
-  const SafeTensors file = SafeTensors::load(checkpoint);
-  TrainConfig cfg = train_config_from_json(checkpoint_config(file, checkpoint));
+  Checkpoint ck = read_checkpoint(checkpoint);
   if (!data.empty()) {
-    if (cfg.task != "text")
-      usage_fail("--data applies to text checkpoints; this one was trained on {}", cfg.task);
-    cfg.data = data;
+    if (ck.config.task != "text")
+      usage_fail("--data applies to text checkpoints; this one was trained on {}", ck.config.task);
+    ck.config.data = data;
   }
-  validate(cfg);
-  nlohmann::json j = with_mixer<float>(cfg.cell, cfg.aggregator, [&]<class Mixer>() {
-    return evaluate_checkpoint<Mixer>(cfg, file, checkpoint);
-  });
+  const std::unique_ptr<Task> task = make_task(ck.config);
+  const EvalResult r =
+      with_checkpoint_model(ck, [&](auto& model) { return evaluate(model, *task); });
+  nlohmann::json j = {{"checkpoint", checkpoint},
+                      {"task", task->describe()},
+                      {"loss", r.loss},
+                      {"accuracy", r.accuracy},
+                      {"labelled", r.labelled}};
+  if (!r.groups.empty()) j["groups"] = groups_json(r.groups);
+  if (task->reports_bits_per_byte()) j["bits_per_byte"] = r.bits_per_byte();
   return j;
 }
 

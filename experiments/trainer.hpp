@@ -11,6 +11,8 @@
 
 #include "mtp/core/model.hpp"
 #include "mtp/core/optim.hpp"
+#include "mtp/core/safetensors.hpp"
+#include "mtp/experiments/checkpoint.hpp"
 #include "mtp/experiments/config.hpp"
 #include "mtp/experiments/dispatch.hpp"
 #include "mtp/experiments/tasks.hpp"
@@ -98,6 +100,26 @@ struct ParamCounts {
 template <class S>
 ParamCounts count_params(const ParamStore<S>& p) {
   return {p.size(), p.count(ParamRole::base), p.count(ParamRole::perspective)};
+}
+
+// A checkpoint written by training: its tensors and the configuration it was trained with.
+struct Checkpoint {
+  std::string path;
+  SafeTensors file;
+  TrainConfig config;
+};
+Checkpoint read_checkpoint(const std::string& path);
+
+// Rebuilds the model a checkpoint was trained as, loads its parameters, and returns
+// f(model); the model type is chosen from the stored configuration.
+template <class F>
+decltype(auto) with_checkpoint_model(const Checkpoint& ck, F&& f) {
+  return with_mixer<float>(ck.config.cell, ck.config.aggregator,
+                           [&]<class Mixer>() -> decltype(auto) {
+                             auto model = build_model<Mixer>(ck.config, task_vocab(ck.config));
+                             load_parameters(ck.file, ck.path, model.params());
+                             return f(model);
+                           });
 }
 
 // `mtp-exp` (train): trains, evaluates, prints the summary and writes DIR/config.json,
