@@ -67,7 +67,8 @@ void expand_decay(const std::vector<float>& stored, index_t rows, View<float> de
 }  // namespace
 
 StateDictReport load_state_dict(const SafeTensors& file, const std::string& path,
-                                ParamStore<float>& params, double decay_spread) {
+                                ParamStore<float>& params, double decay_spread,
+                                bool fresh_perspectives) {
   // Shapes agree once leading 1s are dropped: RWKV-4 stores its time mixes as (1,1,C).
   auto squeezed = [](std::vector<index_t> d) {
     while (d.size() > 1 && d.front() == 1) d.erase(d.begin());
@@ -90,6 +91,8 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
       } else if (is_decay && t.shape.size() == 2 && t.shape[1] == D && t.shape[0] > 0) {
         expand_decay(t.to<float>(what), t.shape[0], dst, decay_spread);  // another K
         report.expanded.push_back(p.name);
+      } else if (fresh_perspectives && p.role == ParamRole::perspective) {
+        report.fresh.push_back(p.name);
       } else {
         fail("{}: tensor '{}' has shape {}, the model needs {}", path, p.name, shape_str(t.shape),
              p.shape.str());

@@ -28,6 +28,7 @@ struct StateDictReport {
   std::vector<std::string> loaded;    // model tensors filled from the file
   std::vector<std::string> expanded;  // perspective decays filled from another K or time_decay
   std::vector<std::string> missing;   // model tensors the file does not have (left as they were)
+  std::vector<std::string> fresh;     // perspective tensors of another shape (left as they were)
   std::vector<std::string> unused;    // file tensors the model has no place for
 };
 
@@ -37,8 +38,11 @@ struct StateDictReport {
 // A perspective decay `<p>decay` (K,D) is filled, in this order of preference, from a
 // stored `<p>decay` of the same shape; else from a stored `<p>decay` with K' rows or
 // from RWKV-4's `<p>time_decay` (D): row k = base + spread·(k − (K−1)/2), base the
-// loaded rows' mean. Shapes that do not fit are errors naming the file and tensor.
+// loaded rows' mean. Other perspective tensors (the selector) whose shape depends on K
+// and differs start fresh when `fresh_perspectives` is set (a K = 1 base grown to K = 3);
+// any other shape that does not fit is an error naming the file and tensor.
 StateDictReport load_state_dict(const SafeTensors& file, const std::string& path,
-                                ParamStore<float>& params, double decay_spread);
+                                ParamStore<float>& params, double decay_spread,
+                                bool fresh_perspectives = false);
 
 }  // namespace mtp::exp

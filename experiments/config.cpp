@@ -16,7 +16,7 @@ namespace mtp::exp {
 #define MTP_CONFIG_FIELDS(X)                                                                \
   X(cell) X(perspectives) X(aggregator) X(noise) X(noise_mode) X(top_k) X(fixed_weights)  \
   X(decay_spread)                                                                           \
-  X(layers) X(width) X(ffn)                                                                 \
+  X(layers) X(width) X(ffn) X(init_from) X(freeze)                                         \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
   X(task) X(data) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)                  \
   X(out) X(threads) X(eval_every) X(log_every)
@@ -63,6 +63,8 @@ void validate(const TrainConfig& c) {
   need(std::isfinite(c.noise) && c.noise >= 0, "noise",
        fmt::format("must be a finite value >= 0, got {}", c.noise));
   parse_noise_mode(c.noise_mode);
+  need(c.freeze.empty() || c.freeze == "base", "freeze",
+       fmt::format("'{}' is not a parameter group (known: base)", c.freeze));
   need(c.top_k >= 0, "top-k", fmt::format("must be >= 0 (0 keeps all), got {}", c.top_k));
   if (!c.fixed_weights.empty()) {
     need(c.aggregator == "fixed", "fixed-weights", "needs --aggregator fixed");

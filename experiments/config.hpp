@@ -23,6 +23,10 @@ struct TrainConfig {
   int layers = 2;
   int width = 64;
   bool ffn = true;  // the FFN after each mixer (MLP; RWKV: channel mix)
+  // The paper's protocol: start from a trained model (K may differ) and train only the
+  // perspective parameters.
+  std::string init_from;  // safetensors state dict (an mtp checkpoint, RWKV-4, ...)
+  std::string freeze;     // "" or "base"
   // Optimisation
   long long steps = 4000;
   int batch = 32;

@@ -105,7 +105,12 @@ int cmd_train(int argc, const char* const* argv) {
        "decay of perspective k = base + s·(k − (K−1)/2)")                              //
       ("layers", po::value(&c.layers)->default_value(c.layers), "number of blocks L")  //
       ("width", po::value(&c.width)->default_value(c.width),
-       "model width W (cell hidden H = W)")                                                       //
+       "model width W (cell hidden H = W)")  //
+      ("init-from", po::value(&c.init_from),
+       "start from a trained model (safetensors state dict; K may differ: decays grow from "
+       "its own)")  //
+      ("freeze", po::value(&c.freeze),
+       "freeze a parameter group: base (train only the perspectives, the paper's protocol)")      //
       ("no-ffn", po::bool_switch(&no_ffn), "blocks without the FFN (4x MLP; RWKV: channel mix)")  //
       ("steps", po::value(&c.steps)->default_value(c.steps, "task default"),
        "training steps (mqar 4000, lag-recall 1500, selective-copy 3000, text 2000)")  //

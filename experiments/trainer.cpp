@@ -43,6 +43,38 @@ std::string first_nonfinite_grad(const ParamStore<S>& p) {
   return "?";
 }
 
+// Frozen parameters keep their gradient at zero, so that the norm and clipping see only
+// what trains.
+void zero_frozen_grads(ParamStore<float>& p, const std::vector<bool>& trainable) {
+  for (size_t i = 0; i < p.infos().size(); ++i)
+    if (!trainable[i]) {
+      const ParamInfo& info = p.infos()[i];
+      std::fill_n(p.grads() + info.offset, info.shape.numel(), 0.0f);
+    }
+}
+
+// --init-from: every base tensor must come from the file; perspective decays grow from
+// its decays (or RWKV's time_decay), other perspective tensors of a new shape start fresh.
+std::string init_from_state_dict(const TrainConfig& cfg, ParamStore<float>& params) {
+  SafeTensors file;
+  try {
+    file = SafeTensors::load(cfg.init_from);
+  } catch (const Error& e) {
+    fail("--init-from {}", e.what());
+  }
+  const StateDictReport r =
+      load_state_dict(file, cfg.init_from, params, cfg.decay_spread, /*fresh_perspectives=*/true);
+  for (const std::string& name : r.missing) {
+    const ParamInfo& info = params.info(params.find(name));
+    MTP_CHECK(info.role == ParamRole::perspective,
+              "--init-from {}: no tensor '{}' (is it a model of the same cell, width and layers?)",
+              cfg.init_from, name);
+  }
+  return fmt::format("{}: {} tensors loaded, {} decays grown from it, {} new", cfg.init_from,
+                     r.loaded.size(), r.expanded.size(), r.missing.size() + r.fresh.size()) +
+         (r.unused.empty() ? "" : fmt::format(", {} unused", r.unused.size()));
+}
+
 std::string default_out_dir(const TrainConfig& c) {
   return fmt::format("runs/{}-{}-k{}-{}-s{}", c.task, c.cell, c.perspectives, c.aggregator, c.seed);
 }
@@ -85,17 +117,20 @@ nlohmann::json train(const TrainConfig& cfg) {
   using clock = std::chrono::steady_clock;
   const std::unique_ptr<Task> task = make_task(cfg);
   const std::filesystem::path out = cfg.out.empty() ? default_out_dir(cfg) : cfg.out;
-  std::error_code ec;
-  std::filesystem::create_directories(out, ec);
-  MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", out.string(), ec.message());
-
   ModelFor<Mixer> model = build_model<Mixer>(cfg, task->vocab());
   model.init(cfg.seed);
   ParamStore<float>& params = model.params();
-  const ParamCounts counts = count_params(params);
+  std::string init_summary;
+  if (!cfg.init_from.empty()) init_summary = init_from_state_dict(cfg, params);
+  const std::vector<bool> trainable = trainable_mask(params, cfg.freeze);
+  const ParamCounts counts = count_params(params, trainable);
   AdamW<float> opt(params, AdamWConfig{.weight_decay = cfg.weight_decay});
   const auto warmup = static_cast<long long>(cfg.warmup * double(cfg.steps));
 
+  // The output folder appears only once the run is known to start.
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", out.string(), ec.message());
   nlohmann::json config = to_json(cfg);
   config["out"] = out.string();
   nlohmann::json run_info = {{"config", config},
@@ -104,10 +139,17 @@ nlohmann::json train(const TrainConfig& cfg) {
                               {{"total", counts.total},
                                {"base", counts.base},
                                {"perspective", counts.perspective},
-                               {"perspective_percent", counts.perspective_percent()}}}};
+                               {"perspective_percent", counts.perspective_percent()},
+                               {"trained", counts.trained},
+                               {"trained_percent", counts.trained_percent()}}}};
   write_text(out / "config.json", run_info.dump(2) + "\n");
 
   print_header(cfg, counts);
+  if (!init_summary.empty()) fmt::print("init from    {}\n", init_summary);
+  if (!cfg.freeze.empty())
+    fmt::print("frozen       {}: training {} of {} parameters ({:.3f}%)\n", cfg.freeze,
+               counts.trained, counts.total, counts.trained_percent());
+  std::fflush(stdout);
 
   std::vector<MetricsRow> rows;
   Progress progress(cfg.steps, cfg.log_every);
@@ -149,12 +191,13 @@ nlohmann::json train(const TrainConfig& cfg) {
     const double loss = st.mean_loss();
     MTP_CHECK(std::isfinite(loss), "step {}: the loss is {}; stopping", step + 1, loss);
     model.backward();
+    zero_frozen_grads(params, trainable);
     const double norm = grad_global_norm(params);
     MTP_CHECK(std::isfinite(norm), "step {}: the gradient of '{}' is not finite; stopping",
               step + 1, first_nonfinite_grad(params));
     clip_grad_global_norm(params, norm, cfg.clip);
     const double lr = warmup_cosine_lr(step, cfg.steps, warmup, cfg.lr);
-    opt.step(params, lr, {});
+    opt.step(params, lr, trainable);
     const double dt = std::chrono::duration<double>(clock::now() - ts).count();
     train_seconds += dt;
 
@@ -208,8 +251,11 @@ nlohmann::json train(const TrainConfig& cfg) {
                           {"threads", omp_get_max_threads()}};
   write_text(out / "result.json", result.dump(2) + "\n");
 
-  fmt::print("parameters   {} total; perspectives add {} ({:.3f}% of the {} base)\n", counts.total,
-             counts.perspective, counts.perspective_percent(), counts.base);
+  fmt::print(
+      "parameters   {} total; perspectives add {} ({:.3f}% of the {} base); trained {} "
+      "({:.3f}%)\n",
+      counts.total, counts.perspective, counts.perspective_percent(), counts.base, counts.trained,
+      counts.trained_percent());
   const std::string unit = bpb ? "bits/byte" : "accuracy";
   const double train_metric =
       bpb ? train_loss_tail / double(tail_n) / std::log(2.0) : train_acc_tail / double(tail_n);

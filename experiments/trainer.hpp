@@ -90,16 +90,29 @@ EvalResult evaluate(M& model, const Task& task) {
 // [{"name": "lag 2", "accuracy": .., "labelled": ..}, ...] for result.json, in task order.
 nlohmann::json groups_json(const std::vector<GroupAccuracy>& groups);
 
-// Parameter counts: total, and those that exist only because of the perspectives.
+// Parameter counts: total, those that exist only because of the perspectives, and
+// those being trained (all, or only the perspectives with --freeze base).
 struct ParamCounts {
-  index_t total = 0, base = 0, perspective = 0;
+  index_t total = 0, base = 0, perspective = 0, trained = 0;
   double perspective_percent() const {
     return base ? 100.0 * double(perspective) / double(base) : 0;
   }
+  double trained_percent() const { return total ? 100.0 * double(trained) / double(total) : 0; }
 };
+// Which parameters train: all, or with freeze == "base" only the perspective ones.
 template <class S>
-ParamCounts count_params(const ParamStore<S>& p) {
-  return {p.size(), p.count(ParamRole::base), p.count(ParamRole::perspective)};
+std::vector<bool> trainable_mask(const ParamStore<S>& p, const std::string& freeze) {
+  std::vector<bool> mask;
+  for (const ParamInfo& info : p.infos())
+    mask.push_back(!(freeze == "base" && info.role == ParamRole::base));
+  return mask;
+}
+template <class S>
+ParamCounts count_params(const ParamStore<S>& p, const std::vector<bool>& trainable) {
+  ParamCounts c{p.size(), p.count(ParamRole::base), p.count(ParamRole::perspective), 0};
+  for (size_t i = 0; i < p.infos().size(); ++i)
+    if (trainable[i]) c.trained += p.infos()[i].shape.numel();
+  return c;
 }
 
 // A checkpoint written by training: its tensors and the configuration it was trained with.

@@ -1,0 +1,81 @@
+// The paper's protocol: a K = 1 base, then K = 3 initialised from it with the base
+// frozen. The base tensors must come through bit for bit, only the perspective tensors
+// train, and a base of another shape is refused.
+#include <gtest/gtest.h>
+
+#include "mtp/experiments/trainer.hpp"
+#include "temp_dir.hpp"
+
+namespace mtp::exp {
+namespace {
+
+TrainConfig small(const std::string& out, int K) {
+  TrainConfig c;
+  c.perspectives = K;
+  c.steps = 8;
+  c.batch = 4;
+  c.width = 12;
+  c.layers = 2;
+  c.val_batches = 1;
+  c.threads = 1;
+  c.out = out;
+  return c;
+}
+
+TEST(Protocol, FreezeBaseTrainsOnlyThePerspectives) {
+  test::TempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  run_training(small(base_dir, 1));
+  TrainConfig ft = small((dir.path() / "ft").string(), 3);
+  ft.init_from = base_dir + "/model.safetensors";
+  ft.freeze = "base";
+  const nlohmann::json result = run_training(ft);
+
+  const SafeTensors base = SafeTensors::load(base_dir + "/model.safetensors");
+  const SafeTensors tuned = SafeTensors::load(ft.out + "/model.safetensors");
+  index_t perspective = 0, total = 0;
+  for (const auto& [name, t] : tuned.tensors) {
+    total += t.numel();
+    const bool is_perspective =
+        name.find(".decay") != std::string::npos || name.find(".selector.") != std::string::npos;
+    if (is_perspective) {
+      perspective += t.numel();
+      continue;
+    }
+    ASSERT_TRUE(base.has(name)) << name;
+    EXPECT_EQ(t.bytes, base.at(name).bytes) << name << " is frozen";
+  }
+  // The decays grew from the base's single row and then trained.
+  const auto d0 = base.at("blocks.0.mixer.decay").to<double>("base decay");
+  const auto d3 = tuned.at("blocks.0.mixer.decay").to<double>("tuned decay");
+  ASSERT_EQ(d3.size(), 3 * d0.size());
+  double moved = 0;
+  for (size_t c = 0; c < d0.size(); ++c)
+    moved = std::max(moved, std::abs(d3[d0.size() + c] - d0[c]));
+  EXPECT_GT(moved, 0.0) << "the perspective decays train";
+  EXPECT_LT(moved, 0.1) << "and start from the base (middle row, spread offset 0)";
+  EXPECT_EQ(result["parameters"]["trained"].get<index_t>(), perspective);
+  EXPECT_EQ(result["parameters"]["total"].get<index_t>(), total);
+}
+
+TEST(Protocol, BaseOfAnotherShapeIsRefused) {
+  test::TempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  run_training(small(base_dir, 1));
+  TrainConfig ft = small((dir.path() / "ft").string(), 3);
+  ft.width = 16;
+  ft.init_from = base_dir + "/model.safetensors";
+  try {
+    run_training(ft);
+    ADD_FAILURE() << "a width-12 base was loaded into a width-16 model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(ft.init_from), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(ft.out)) << "a refused run leaves no output folder";
+  ft.width = 12;
+  ft.init_from = (dir.path() / "missing.safetensors").string();
+  EXPECT_THROW(run_training(ft), Error);
+}
+
+}  // namespace
+}  // namespace mtp::exp
