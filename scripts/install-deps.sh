@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config libgomp1
   libdnnl-dev ocl-icd-opencl-dev libeigen3-dev libboost-program-options-dev libfmt-dev
-  libgtest-dev libbenchmark-dev nlohmann-json3-dev
+  libgtest-dev libbenchmark-dev nlohmann-json3-dev gnuplot-nox
 )
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(python3 python3-numpy python3-torch)
