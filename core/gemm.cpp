@@ -39,6 +39,7 @@ struct Dnnl {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   using Key = std::tuple<index_t, index_t, index_t, bool, bool, bool, bool>;
+  static constexpr size_t kMaxPlans = 512;
   std::map<Key, MatmulPlan> plans;
   index_t created = 0;
 
@@ -46,6 +47,9 @@ struct Dnnl {
     const Key key{M, N, Kd, ta, tb, acc, has_bias};
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
+    // Variable-length inputs (evaluation contexts, prompts) bring new shapes without end;
+    // past this many the cache starts over rather than grow. Training uses a fixed set.
+    if (plans.size() >= kMaxPlans) plans.clear();
 
     using dt = dnnl::memory::data_type;
     using md = dnnl::memory::desc;

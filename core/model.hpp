@@ -172,9 +172,13 @@ class Model {
       for (index_t i = 0; i < TB; ++i)
         MTP_CHECK(targets[i] == kIgnoreTarget || (targets[i] >= 0 && targets[i] < V),
                   "target {} outside the vocabulary [0,{})", targets[i], V);
-    MTP_CHECK(!state || (state->mixer.size() == blocks_.size() &&
-                         (state->mixer.empty() || state->mixer[0].shape()[0] == B)),
-              "model state was made for another model or batch size (use initial_state(B))");
+    if (state) {
+      bool fits = state->mixer.size() == blocks_.size() && state->ffn.size() == blocks_.size();
+      for (size_t l = 0; fits && l < blocks_.size(); ++l)
+        fits = state->mixer[l].shape()[0] == B && state->ffn[l].shape()[0] == B;
+      MTP_CHECK(fits,
+                "model state was made for another model or batch size (use initial_state(B))");
+    }
     T_ = T;
     B_ = B;
     tokens_.assign(tokens, tokens + TB);

@@ -241,6 +241,7 @@ nlohmann::json train(const TrainConfig& cfg) {
                      {"steps_averaged", tail_n}};
   result["validation"] = {
       {"loss", val.loss}, {"accuracy", val.accuracy}, {"labelled", val.labelled}};
+  if (!val.groups.empty()) result["validation"]["groups"] = groups_json(val.groups);
   if (bpb) {
     result["train"]["bits_per_byte"] = train_loss_tail / double(tail_n) / std::log(2.0);
     result["validation"]["bits_per_byte"] = val.bits_per_byte();

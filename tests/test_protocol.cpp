@@ -77,5 +77,23 @@ TEST(Protocol, BaseOfAnotherShapeIsRefused) {
   EXPECT_THROW(run_training(ft), Error);
 }
 
+// A task with groups reports them per run, in task order (the report reads them).
+TEST(TrainingResult, LagRecallReportsAccuracyPerLag) {
+  test::TempDir dir;
+  TrainConfig c = small((dir.path() / "lag").string(), 2);
+  c.task = "lag-recall";
+  c.vocab = 8;
+  c.seq_len = 40;
+  c.lags = {1, 4, 16};
+  const nlohmann::json r = run_training(c);
+  const auto& groups = r.at("validation").at("groups");
+  ASSERT_EQ(groups.size(), 3u);
+  EXPECT_EQ(groups[0].at("name"), "lag 1");
+  EXPECT_EQ(groups[2].at("name"), "lag 16");
+  long long labelled = 0;
+  for (const auto& g : groups) labelled += g.at("labelled").get<long long>();
+  EXPECT_EQ(labelled, r.at("validation").at("labelled").get<long long>());
+}
+
 }  // namespace
 }  // namespace mtp::exp

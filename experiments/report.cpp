@@ -1,0 +1,482 @@
+#include "mtp/experiments/report.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "mtp/core/error.hpp"
+#include "mtp/core/safetensors.hpp"
+#include "mtp/experiments/stats.hpp"
+
+namespace mtp::exp {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Settings that never define a configuration: bookkeeping, and the replicate axis.
+const std::set<std::string> kNotSettings = {"out", "threads", "log_every", "eval_every", "seed"};
+// Settings that only perspectives have: a K = 1 baseline may differ in them.
+const std::set<std::string> kPerspectiveOnly = {"aggregator", "noise",        "noise_mode",
+                                                "top_k",      "decay_spread", "fixed_weights"};
+// The order in which settings are shown; the rest follow alphabetically.
+const std::vector<std::string> kSettingOrder = {
+    "task", "cell", "perspectives", "aggregator", "noise", "noise_mode", "top_k", "decay_spread"};
+
+struct Run {
+  std::string id;
+  nlohmann::json config;
+  std::uint64_t seed = 0;
+  bool text = false;  // the headline is bits per byte (lower is better), else accuracy
+  double loss = kNaN, accuracy = kNaN, bpb = kNaN;
+  std::vector<std::pair<std::string, double>> groups;
+  long long params_total = 0, params_perspective = 0, params_trained = 0;
+  double tokens_per_s = kNaN, train_seconds = kNaN;
+  std::vector<std::pair<long long, double>> train_curve;  // (step, mean train loss)
+  std::map<std::string, std::string> settings;            // the varying ones
+  std::string label;                                      // "cell=gru perspectives=3"
+  double headline() const { return text ? bpb : accuracy; }
+};
+
+struct Configuration {
+  std::string label;
+  std::map<std::string, std::string> settings;
+  std::vector<const Run*> runs;  // ordered by seed
+  bool text() const { return runs.front()->text; }
+  std::vector<double> headline() const {
+    std::vector<double> v;
+    for (const Run* r : runs) v.push_back(r->headline());
+    return v;
+  }
+};
+
+std::string value_text(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_array()) {
+    std::string s;
+    for (const auto& e : v) {
+      if (!s.empty()) s += ',';
+      s += value_text(e);
+    }
+    return s;
+  }
+  if (v.is_number_float()) return fmt::format("{:g}", v.get<double>());
+  return v.dump();
+}
+
+// Appends `sep` (unless `s` is empty and skip_first) and then `field`. (Plain appends:
+// GCC 12 misreports `"," + std::string` as an overlapping memcpy, -Wrestrict.)
+void append_field(std::string& s, const std::string& field, char sep = ',') {
+  s += sep;
+  s += field;
+}
+
+std::string num(double v, int digits = 4) {
+  return std::isnan(v) ? std::string() : fmt::format("{:.{}f}", v, digits);
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+void write_text(const fs::path& p, const std::string& s) {
+  write_file_atomic(p.string(), s.data(), s.size());
+}
+
+std::vector<std::pair<long long, double>> read_train_curve(const fs::path& metrics) {
+  std::vector<std::pair<long long, double>> curve;
+  std::ifstream in(metrics);
+  std::string line;
+  std::getline(in, line);  // header: step,split,loss,...
+  while (std::getline(in, line)) {
+    std::stringstream ss(line);
+    std::string step, split, loss;
+    std::getline(ss, step, ',');
+    std::getline(ss, split, ',');
+    std::getline(ss, loss, ',');
+    if (split == "train" && !loss.empty()) curve.emplace_back(std::stoll(step), std::stod(loss));
+  }
+  return curve;
+}
+
+Run read_run(const fs::path& dir) {
+  const fs::path result = dir / "result.json";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(std::ifstream(result));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", result.string(), e.what());
+  }
+  Run r;
+  r.id = dir.filename().string();
+  try {
+    r.config = j.at("config");
+    r.seed = r.config.at("seed").get<std::uint64_t>();
+    const auto& v = j.at("validation");
+    r.loss = v.at("loss").get<double>();
+    r.accuracy = v.at("accuracy").get<double>();
+    r.text = v.contains("bits_per_byte");
+    if (r.text) r.bpb = v.at("bits_per_byte").get<double>();
+    if (v.contains("groups"))
+      for (const auto& g : v.at("groups"))
+        r.groups.emplace_back(g.at("name").get<std::string>(), g.at("accuracy").get<double>());
+    const auto& p = j.at("parameters");
+    r.params_total = p.at("total").get<long long>();
+    r.params_perspective = p.at("perspective").get<long long>();
+    r.params_trained = p.value("trained", r.params_total);
+    r.tokens_per_s = j.at("throughput").at("train_tokens_per_s").get<double>();
+    r.train_seconds = j.at("throughput").at("train_seconds").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: missing or malformed field ({})", result.string(), e.what());
+  }
+  if (fs::exists(dir / "metrics.csv")) r.train_curve = read_train_curve(dir / "metrics.csv");
+  return r;
+}
+
+// The settings whose values differ across runs, in display order.
+std::vector<std::string> varying_settings(const std::vector<Run>& runs) {
+  std::map<std::string, std::set<std::string>> values;
+  for (const Run& r : runs)
+    for (const auto& [k, v] : r.config.items())
+      if (!kNotSettings.count(k)) values[k].insert(v.dump());
+  std::vector<std::string> keys;
+  for (const std::string& k : kSettingOrder)
+    if (values.count(k) && values[k].size() > 1) keys.push_back(k);
+  for (const auto& [k, vs] : values)
+    if (vs.size() > 1 && std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+  return keys;
+}
+
+std::string label_of(const std::map<std::string, std::string>& settings,
+                     const std::vector<std::string>& keys, const std::string& skip = "") {
+  std::string s;
+  for (const std::string& k : keys)
+    if (k != skip && settings.count(k)) {
+      if (!s.empty()) s += ' ';
+      s += fmt::format("{}={}", k, settings.at(k));
+    }
+  return s.empty() ? "all runs" : s;
+}
+
+// ------------------------------------------------------------------------- plots
+
+struct Series {
+  std::string title;
+  std::vector<std::array<double, 4>> points;  // x, y, y_lo, y_hi
+};
+
+std::string gnuplot_quote(std::string s) {
+  std::replace(s.begin(), s.end(), '\'', '"');
+  return fmt::format("'{}'", s);
+}
+
+// Writes <name>.dat and <name>.gp and renders <name>.svg and <name>.png. Returns whether
+// gnuplot succeeded.
+bool plot(const fs::path& dir, const std::string& name, const std::string& title,
+          const std::string& xlabel, const std::string& ylabel, const std::vector<Series>& series,
+          bool error_bars, const std::string& extra = "") {
+  std::string dat, cmds;
+  for (size_t i = 0; i < series.size(); ++i) {
+    dat += fmt::format("# {}\n", series[i].title);
+    for (const auto& p : series[i].points)
+      dat += fmt::format("{} {} {} {}\n", p[0], p[1], std::isnan(p[2]) ? p[1] : p[2],
+                         std::isnan(p[3]) ? p[1] : p[3]);
+    dat += "\n\n";
+    cmds += fmt::format("{}'{}.dat' index {} using 1:2{} with {} title {}", i ? ", " : "", name, i,
+                        error_bars ? ":3:4" : "", error_bars ? "yerrorlines" : "linespoints",
+                        gnuplot_quote(series[i].title));
+  }
+  const std::string gp = fmt::format(
+      "set title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key outside right\n{}"
+      "set terminal svg size 900,520 dynamic noenhanced font 'sans,11'\nset output '{}.svg'\n"
+      "plot {}\n"
+      "set terminal pngcairo size 900,520 noenhanced font 'sans,10'\nset output '{}.png'\n"
+      "replot\n",
+      gnuplot_quote(title), gnuplot_quote(xlabel), gnuplot_quote(ylabel), extra, name, cmds, name);
+  write_text(dir / (name + ".dat"), dat);
+  write_text(dir / (name + ".gp"), gp);
+  const std::string cmd =
+      fmt::format("cd '{}' && gnuplot '{}.gp' > '{}.log' 2>&1", dir.string(), name, name);
+  return std::system(cmd.c_str()) == 0;
+}
+
+std::string machine_description() {
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(cpu, line))
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
+  return fmt::format("{}, {} cores; report written {}", model, ::sysconf(_SC_NPROCESSORS_ONLN),
+                     date);
+}
+
+}  // namespace
+
+ReportSummary write_report(const std::string& dir_name) {
+  const fs::path dir(dir_name);
+  MTP_CHECK(fs::is_directory(dir), "{}: not a folder", dir_name);
+  const fs::path runs_dir = fs::is_directory(dir / "runs") ? dir / "runs" : dir;
+  std::vector<Run> runs;
+  std::vector<std::string> unfinished;
+  // A sweep folder lists its runs in sweep.json: folders of an earlier grid that share
+  // the folder are not part of this sweep. Without sweep.json, every run folder counts.
+  nlohmann::json sweep;
+  if (fs::exists(dir / "sweep.json")) {
+    try {
+      sweep = nlohmann::json::parse(std::ifstream(dir / "sweep.json"));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON ({})", (dir / "sweep.json").string(), e.what());
+    }
+  }
+  std::vector<fs::path> run_dirs;
+  if (sweep.contains("runs")) {
+    for (const auto& id : sweep["runs"]) run_dirs.push_back(runs_dir / id.get<std::string>());
+  } else {
+    for (const auto& e : fs::directory_iterator(runs_dir))
+      if (e.is_directory() && e.path().filename() != "plots") run_dirs.push_back(e.path());
+    std::sort(run_dirs.begin(), run_dirs.end());
+  }
+  for (const fs::path& d : run_dirs) {
+    if (fs::exists(d / "result.json"))
+      runs.push_back(read_run(d));
+    else
+      unfinished.push_back(d.filename().string());
+  }
+  MTP_CHECK(!runs.empty(), "{}: no finished runs (no */result.json)", dir_name);
+
+  // Configurations: the varying settings without the seed.
+  const std::vector<std::string> keys = varying_settings(runs);
+  for (Run& r : runs) {
+    for (const std::string& k : keys)
+      if (r.config.contains(k)) r.settings[k] = value_text(r.config[k]);
+    r.label = label_of(r.settings, keys);
+  }
+  std::vector<Configuration> configs;
+  std::map<std::string, size_t> by_label;
+  for (const Run& r : runs) {
+    auto [it, fresh] = by_label.emplace(r.label, configs.size());
+    if (fresh) configs.push_back({r.label, r.settings, {}});
+    configs[it->second].runs.push_back(&r);
+  }
+  for (Configuration& c : configs)
+    std::sort(c.runs.begin(), c.runs.end(),
+              [](const Run* a, const Run* b) { return a->seed < b->seed; });
+  std::vector<std::string> group_names;
+  for (const auto& g : runs.front().groups) group_names.push_back(g.first);
+
+  // results.csv: one row per run.
+  std::string csv = "run";
+  for (const std::string& k : keys) append_field(csv, k);
+  csv += ",seed,val_loss,val_accuracy,val_bpb";
+  for (const std::string& g : group_names) append_field(csv, csv_field("acc " + g));
+  csv += ",params_total,params_perspective,params_trained,train_tokens_per_s,train_seconds\n";
+  for (const Run& r : runs) {
+    csv += csv_field(r.id);
+    for (const std::string& k : keys)
+      append_field(csv, csv_field(r.settings.count(k) ? r.settings.at(k) : ""));
+    csv += fmt::format(",{},{},{},{}", r.seed, num(r.loss, 6), num(r.accuracy, 6), num(r.bpb, 6));
+    for (size_t g = 0; g < group_names.size(); ++g)
+      append_field(csv, g < r.groups.size() ? num(r.groups[g].second, 6) : "");
+    csv += fmt::format(",{},{},{},{:.0f},{:.2f}\n", r.params_total, r.params_perspective,
+                       r.params_trained, r.tokens_per_s, r.train_seconds);
+  }
+  write_text(dir / "results.csv", csv);
+
+  // summary.csv and the per-configuration table.
+  const bool any_text = std::any_of(runs.begin(), runs.end(), [](const Run& r) { return r.text; });
+  const std::string metric_name = any_text ? "bits per byte" : "accuracy";
+  std::string summary = "configuration";
+  for (const std::string& k : keys) append_field(summary, k);
+  summary += ",n,metric,mean,ci95_lo,ci95_hi";
+  for (const std::string& g : group_names) append_field(summary, csv_field("acc " + g));
+  summary += "\n";
+  std::string table = fmt::format("| configuration | n | {} | 95% CI |", metric_name);
+  for (const std::string& g : group_names) table += fmt::format(" {} |", g);
+  table += " added params | tokens/s |\n|---|---|---|---|";
+  for (size_t g = 0; g < group_names.size(); ++g) table += "---|";
+  table += "---|---|\n";
+  for (const Configuration& c : configs) {
+    const MeanCI ci = mean_ci(c.headline());
+    summary += csv_field(c.label);
+    for (const std::string& k : keys)
+      append_field(summary, csv_field(c.settings.count(k) ? c.settings.at(k) : ""));
+    summary += fmt::format(",{},{},{},{},{}", ci.n, c.text() ? "bits_per_byte" : "accuracy",
+                           num(ci.mean, 6), num(ci.lo, 6), num(ci.hi, 6));
+    std::vector<double> group_means;
+    for (size_t g = 0; g < group_names.size(); ++g) {
+      std::vector<double> v;
+      for (const Run* r : c.runs)
+        if (g < r->groups.size()) v.push_back(r->groups[g].second);
+      group_means.push_back(mean(v));
+      append_field(summary, num(group_means.back(), 6));
+    }
+    summary += "\n";
+    const Run& first = *c.runs.front();
+    double tps = 0;
+    for (const Run* r : c.runs) tps += r->tokens_per_s / double(c.runs.size());
+    table += fmt::format("| {} | {} | {} | {} |", c.label, ci.n, num(ci.mean),
+                         ci.n > 1 ? fmt::format("[{}, {}]", num(ci.lo), num(ci.hi)) : "–");
+    for (double m : group_means) table += fmt::format(" {} |", num(m));
+    table += fmt::format(" {} ({:.2f}%) | {:.0f} |\n", first.params_perspective,
+                         100.0 * double(first.params_perspective) /
+                             double(first.params_total - first.params_perspective),
+                         tps);
+  }
+  write_text(dir / "summary.csv", summary);
+
+  // Each perspective configuration against its K = 1 baseline, paired by seed.
+  auto baseline_of = [&](const Configuration& c) -> const Configuration* {
+    for (bool relaxed : {false, true})
+      for (const Configuration& b : configs) {
+        if (!b.settings.count("perspectives") || b.settings.at("perspectives") != "1") continue;
+        bool same = true;
+        for (const std::string& k : keys)
+          if (k != "perspectives" && !(relaxed && kPerspectiveOnly.count(k)) &&
+              c.settings.count(k) && b.settings.count(k) && c.settings.at(k) != b.settings.at(k))
+            same = false;
+        if (same) return &b;
+      }
+    return nullptr;
+  };
+  std::string paired =
+      "| configuration | baseline (K = 1) | pairs | difference | 95% CI | p (paired t) |\n"
+      "|---|---|---|---|---|---|\n";
+  int comparisons = 0;
+  for (const Configuration& c : configs) {
+    if (!c.settings.count("perspectives") || c.settings.at("perspectives") == "1") continue;
+    const Configuration* b = baseline_of(c);
+    if (!b) continue;
+    std::vector<double> base, with;
+    for (const Run* r : c.runs)
+      for (const Run* s : b->runs)
+        if (s->seed == r->seed) {
+          base.push_back(s->headline());
+          with.push_back(r->headline());
+        }
+    if (base.empty()) continue;
+    const PairedTest t = paired_t_test(base, with);
+    paired += fmt::format(
+        "| {} | {} | {} | {:+.4f} | {} | {} |\n", c.label, b->label, t.n, t.difference.mean,
+        t.n > 1 ? fmt::format("[{:+.4f}, {:+.4f}]", t.difference.lo, t.difference.hi) : "–",
+        std::isnan(t.p_value) ? "–" : fmt::format("{:.3g}", t.p_value));
+    ++comparisons;
+  }
+
+  // Plots.
+  const fs::path plots_dir = dir / "plots";
+  fs::create_directories(plots_dir);
+  std::vector<std::pair<std::string, std::string>> figures;  // (file stem, caption)
+  bool plots_ok = true;
+  auto series_over = [&](const std::string& axis) {
+    std::map<std::string, Series> lines;
+    for (const Configuration& c : configs) {
+      if (!c.settings.count(axis)) continue;
+      const MeanCI ci = mean_ci(c.headline());
+      Series& s = lines[label_of(c.settings, keys, axis)];
+      s.title = label_of(c.settings, keys, axis);
+      s.points.push_back({std::stod(c.settings.at(axis)), ci.mean, ci.lo, ci.hi});
+    }
+    std::vector<Series> out;
+    for (auto& [label, s] : lines) {
+      std::sort(s.points.begin(), s.points.end());
+      out.push_back(std::move(s));
+    }
+    return out;
+  };
+  const std::string ylabel = "validation " + metric_name;
+  if (std::find(keys.begin(), keys.end(), "perspectives") != keys.end()) {
+    plots_ok &= plot(plots_dir, "metric_vs_k", ylabel + " against the number of perspectives",
+                     "perspectives K", ylabel, series_over("perspectives"), true, "set xtics 1\n");
+    figures.emplace_back("metric_vs_k", ylabel + " against K (mean and 95% CI over seeds)");
+  }
+  if (std::find(keys.begin(), keys.end(), "noise") != keys.end()) {
+    plots_ok &= plot(plots_dir, "metric_vs_noise", ylabel + " against selector noise",
+                     "selector noise sigma", ylabel, series_over("noise"), true);
+    figures.emplace_back("metric_vs_noise", ylabel + " against the selector noise");
+  }
+  if (!group_names.empty()) {
+    std::vector<Series> lines;
+    std::string xtics = "set xtics (";
+    for (size_t g = 0; g < group_names.size(); ++g)
+      xtics += fmt::format("{}{} {}", g ? ", " : "", gnuplot_quote(group_names[g]), g);
+    xtics += ")\nset yrange [0:1]\n";
+    for (const Configuration& c : configs) {
+      Series s{c.label, {}};
+      for (size_t g = 0; g < group_names.size(); ++g) {
+        std::vector<double> v;
+        for (const Run* r : c.runs)
+          if (g < r->groups.size()) v.push_back(r->groups[g].second);
+        const MeanCI ci = mean_ci(v);
+        s.points.push_back({double(g), ci.mean, ci.lo, ci.hi});
+      }
+      lines.push_back(std::move(s));
+    }
+    plots_ok &= plot(plots_dir, "accuracy_per_group", "validation accuracy per query group", "",
+                     "accuracy", lines, true, xtics);
+    figures.emplace_back("accuracy_per_group", "accuracy per lag (mean and 95% CI over seeds)");
+  }
+  {
+    std::vector<Series> lines;
+    for (const Configuration& c : configs) {
+      std::map<long long, std::vector<double>> at;
+      for (const Run* r : c.runs)
+        for (const auto& [step, loss] : r->train_curve) at[step].push_back(loss);
+      Series s{c.label, {}};
+      for (const auto& [step, v] : at) s.points.push_back({double(step), mean(v), kNaN, kNaN});
+      if (!s.points.empty()) lines.push_back(std::move(s));
+    }
+    if (!lines.empty()) {
+      plots_ok &= plot(plots_dir, "training_curves", "training loss (mean over seeds)", "step",
+                       "training loss", lines, false);
+      figures.emplace_back("training_curves", "training loss, mean over seeds");
+    }
+  }
+
+  // REPORT.md
+  const std::string command = sweep.value("command", "");
+  std::string md = "# Sweep report\n\n";
+  if (!command.empty())
+    md += fmt::format("Produced by:\n\n```sh\n{}\nmtp-exp report {}\n```\n\n", command, dir_name);
+  md += fmt::format("{} finished runs in {} configurations{}; {}.\n\n", runs.size(), configs.size(),
+                    unfinished.empty() ? "" : fmt::format(" ({} unfinished)", unfinished.size()),
+                    machine_description());
+  md += any_text
+            ? "The metric is validation bits per byte: lower is better.\n\n"
+            : "The metric is validation accuracy at the labelled positions: higher is better.\n\n";
+  md += fmt::format(
+      "## Configurations\n\nMean over seeds, with a 95% Student-t confidence interval.\n\n{}\n",
+      table);
+  md +=
+      "## Perspectives against the K = 1 baseline\n\n"
+      "Each configuration with K > 1 against the K = 1 configuration with the same other "
+      "settings (aggregator settings aside when no K = 1 run has them), paired by seed: the "
+      "mean difference (K > 1 minus K = 1), its 95% confidence interval and the two-sided "
+      "p-value of a paired t-test.\n\n";
+  md += comparisons ? paired : "No K > 1 configuration has a K = 1 baseline in this sweep.\n";
+  md += "\n## Plots\n\n";
+  if (!plots_ok) md += "Some plots were not rendered: is gnuplot installed? (see plots/*.log)\n\n";
+  for (const auto& [stem, caption] : figures)
+    md += fmt::format("![{}](plots/{}.svg)\n\n*{}* ([PNG](plots/{}.png), [data](plots/{}.dat))\n\n",
+                      caption, stem, caption, stem, stem);
+  write_text(dir / "REPORT.md", md);
+  return {int(runs.size()), int(configs.size()), comparisons, int(figures.size()), !plots_ok};
+}
+
+}  // namespace mtp::exp

@@ -1,0 +1,178 @@
+// Sweeps and reports: grid parsing and expansion, and the real binary running a small
+// sweep that is killed and resumed, split in shards, and summarised by `report`.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "mtp/core/error.hpp"
+#include "mtp/experiments/sweep.hpp"
+#include "temp_dir.hpp"
+
+namespace mtp::exp {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Grid, ParsesAxesInOrderAndExpandsLastFastest) {
+  const auto axes = parse_grid("cell=gru,lstm; perspectives=1,3 ;seed=0");
+  ASSERT_EQ(axes.size(), 3u);
+  EXPECT_EQ(axes[0].flag, "cell");
+  EXPECT_EQ(axes[1].values, (std::vector<std::string>{"1", "3"}));
+  const auto runs = expand_grid(axes);
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(runs[0].id, "cell-gru_perspectives-1_seed-0");
+  EXPECT_EQ(runs[1].id, "cell-gru_perspectives-3_seed-0");
+  EXPECT_EQ(runs[3].id, "cell-lstm_perspectives-3_seed-0");
+  EXPECT_EQ(runs[2].index, 2);
+}
+
+TEST(Grid, RejectsWhatIsNotAGridOverTrainFlags) {
+  for (const char* bad : {"", "cell", "bogus=1", "out=a", "threads=2", "cell=gru;cell=lstm",
+                          "cell=gru,,lstm", "carry-state=maybe", "cell="})
+    EXPECT_THROW(parse_grid(bad), UsageError) << bad;
+}
+
+TEST(Grid, SwitchesBecomeBareFlags) {
+  const auto runs = expand_grid(parse_grid("carry-state=true,false;noise=0.1"));
+  const auto on = run_arguments(runs[0], {"--task", "text"}, "D", 2);
+  const auto off = run_arguments(runs[1], {"--task", "text"}, "D", 2);
+  EXPECT_EQ(on, (std::vector<std::string>{"--task", "text", "--carry-state", "--noise", "0.1",
+                                          "--out", "D", "--threads", "2"}));
+  EXPECT_EQ(off, (std::vector<std::string>{"--task", "text", "--noise", "0.1", "--out", "D",
+                                           "--threads", "2"}));
+}
+
+// Runs the binary; returns its exit status. Output goes to `log`.
+int run(const std::vector<std::string>& args, const fs::path& log) {
+  std::string cmd = MTP_EXP_PATH;
+  for (const std::string& a : args) cmd += " '" + a + "'";
+  cmd += " > '" + log.string() + "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+const std::vector<std::string> kTiny = {
+    "--task", "lag-recall", "--steps", "4", "--batch",  "2", "--seq-len",     "24",
+    "--lags", "1,4",        "--width", "8", "--layers", "1", "--val-batches", "1"};
+
+std::vector<std::string> sweep_args(const std::string& grid, const fs::path& out,
+                                    std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"sweep", "--grid", grid, "--out", out.string()};
+  a.insert(a.end(), kTiny.begin(), kTiny.end());
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+int finished_runs(const fs::path& out) {
+  int n = 0;
+  if (!fs::exists(out / "runs")) return 0;
+  for (const auto& e : fs::directory_iterator(out / "runs"))
+    n += fs::exists(e.path() / "result.json");
+  return n;
+}
+
+std::string read(const fs::path& p) {
+  std::ifstream in(p);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
+  test::TempDir dir;
+  const fs::path out = dir.path() / "sweep";
+  // Eight runs of 60 steps, one at a time; kill the sweep (SIGKILL) once two are done.
+  const std::string grid = "cell=gru,ssm;perspectives=1,3;seed=0,1";
+  auto slow = [&](std::vector<std::string> a) {
+    for (size_t i = 0; i + 1 < a.size(); ++i)
+      if (a[i] == "--steps") a[i + 1] = "60";
+    return a;
+  };
+  std::vector<std::string> args = slow(sweep_args(grid, out, {"--jobs", "1", "--threads", "1"}));
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::vector<char*> argv{const_cast<char*>(MTP_EXP_PATH)};
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, STDOUT_FILENO);
+    ::execv(MTP_EXP_PATH, argv.data());
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (finished_runs(out) < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const int done_before = finished_runs(out);
+  ASSERT_GE(done_before, 2);
+  ASSERT_LT(done_before, 8) << "the sweep finished before it could be killed";
+  // Its running child dies with it: nothing more finishes after the kill.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(finished_runs(out), done_before) << "a run outlived the killed sweep";
+
+  // Resuming with other shared flags is refused: it would mix settings.
+  EXPECT_EQ(run(sweep_args(grid, out, {"--jobs", "2"}), dir.path() / "other.log"), 2);
+  EXPECT_NE(read(dir.path() / "other.log").find("other shared flags"), std::string::npos);
+  ASSERT_EQ(run(slow(sweep_args(grid, out, {"--jobs", "2"})), dir.path() / "resume.log"), 0)
+      << read(dir.path() / "resume.log");
+  const std::string log = read(dir.path() / "resume.log");
+  EXPECT_NE(log.find(std::to_string(done_before) + " already finished"), std::string::npos) << log;
+  EXPECT_EQ(finished_runs(out), 8);
+
+  // The report over the finished sweep.
+  ASSERT_EQ(run({"report", out.string()}, dir.path() / "report.log"), 0)
+      << read(dir.path() / "report.log");
+  const std::string results = read(out / "results.csv");
+  EXPECT_EQ(std::count(results.begin(), results.end(), '\n'), 1 + 8);
+  EXPECT_NE(results.find("acc lag 4"), std::string::npos);
+  const std::string summary = read(out / "summary.csv");
+  EXPECT_EQ(std::count(summary.begin(), summary.end(), '\n'), 1 + 4) << "four configurations";
+  const std::string md = read(out / "REPORT.md");
+  EXPECT_NE(md.find("cell=gru perspectives=3 | cell=gru perspectives=1 | 2 |"), std::string::npos)
+      << "paired by seed against the K = 1 baseline\n"
+      << md;
+  EXPECT_NE(md.find("mtp-exp sweep --grid"), std::string::npos) << "the command is recorded";
+  for (const char* plot : {"metric_vs_k", "accuracy_per_group", "training_curves"}) {
+    EXPECT_TRUE(fs::exists(out / "plots" / (std::string(plot) + ".dat"))) << plot;
+    EXPECT_NE(md.find(std::string("plots/") + plot + ".svg"), std::string::npos) << plot;
+  }
+}
+
+TEST(Sweep, ShardsSplitTheRunsAndSlurmScriptRunsThem) {
+  test::TempDir dir;
+  const fs::path out = dir.path() / "sweep";
+  const std::string grid = "perspectives=1,2,3";
+  ASSERT_EQ(run(sweep_args(grid, out, {"--shard", "1/2"}), dir.path() / "a.log"), 0)
+      << read(dir.path() / "a.log");
+  EXPECT_EQ(finished_runs(out), 1) << "shard 1 of 2 holds run 1 only";
+  EXPECT_TRUE(fs::exists(out / "runs" / "perspectives-2" / "result.json"));
+  ASSERT_EQ(run(sweep_args(grid, out, {"--shard", "0/2"}), dir.path() / "b.log"), 0);
+  EXPECT_EQ(finished_runs(out), 3);
+
+  const fs::path script = dir.path() / "sweep.sbatch";
+  ASSERT_EQ(run(sweep_args(grid, dir.path() / "s2",
+                           {"--emit-slurm", script.string(), "--slurm-tasks", "2"}),
+                dir.path() / "c.log"),
+            0);
+  const std::string s = read(script);
+  EXPECT_NE(s.find("#SBATCH --array=0-1"), std::string::npos) << s;
+  EXPECT_NE(s.find("--shard \"${SLURM_ARRAY_TASK_ID}/2\""), std::string::npos) << s;
+  EXPECT_EQ(finished_runs(dir.path() / "s2"), 0) << "emitting runs nothing";
+
+  // Bad grids and flags are refused before any run starts.
+  EXPECT_EQ(run(sweep_args("cell=gru,nope", dir.path() / "s3"), dir.path() / "d.log"), 2);
+  EXPECT_FALSE(fs::exists(dir.path() / "s3"));
+  EXPECT_EQ(
+      run(sweep_args("cell=gru", dir.path() / "s4", {"--shard", "2/2"}), dir.path() / "e.log"), 2);
+}
+
+}  // namespace
+}  // namespace mtp::exp
