@@ -192,7 +192,7 @@ class RwkvTimeMix {
     p_.resize({B, K, C});
     load_initial_state(s0, B, K);
     const S* u = first_.value.data;
-#pragma omp parallel for if (B * K * C > 4096)
+#pragma omp parallel for if (B > 1 && T * K * C > 4096)
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < T; ++t) {
         const S* kt = kp + (t * B + b) * C;  // read once for all K perspectives
@@ -278,7 +278,7 @@ class RwkvTimeMix {
     adjoint_.zero();
     for (index_t i = 0; i < B * K * C; ++i) q_[i] = kWkvNoHistory;
     param_grads_.zero();
-#pragma omp parallel for if (B * K * C > 4096)
+#pragma omp parallel for if (B > 1 && T * K * C > 4096)
     for (index_t b = 0; b < B; ++b)
       for (index_t t = T - 1; t >= 0; --t) {
         const S* kt = kp + (t * B + b) * C;
