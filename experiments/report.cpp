@@ -199,7 +199,8 @@ bool plot(const fs::path& dir, const std::string& name, const std::string& title
                         gnuplot_quote(series[i].title));
   }
   const std::string gp = fmt::format(
-      "set title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key outside right\n{}"
+      "set title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key outside right\n"
+      "set offsets graph 0.04, graph 0.04, graph 0.02, graph 0.02\n{}"
       "set terminal svg size 900,520 dynamic noenhanced font 'sans,11'\nset output '{}.svg'\n"
       "plot {}\n"
       "set terminal pngcairo size 900,520 noenhanced font 'sans,10'\nset output '{}.png'\n"
@@ -209,7 +210,9 @@ bool plot(const fs::path& dir, const std::string& name, const std::string& title
   write_text(dir / (name + ".gp"), gp);
   const std::string cmd =
       fmt::format("cd '{}' && gnuplot '{}.gp' > '{}.log' 2>&1", dir.string(), name, name);
-  return std::system(cmd.c_str()) == 0;
+  if (std::system(cmd.c_str()) != 0) return false;  // the log says why
+  fs::remove(dir / (name + ".log"));
+  return true;
 }
 
 std::string machine_description() {
