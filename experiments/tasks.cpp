@@ -31,11 +31,36 @@ Batch empty_batch(index_t T, index_t B) {
 
 }  // namespace
 
+// --------------------------------------------------------------- generated tasks
+
+Batch GeneratedTask::generate(RngSequence& rng, index_t B) const {
+  Batch b = empty_batch(seq_len_, B);
+  if (grouped_) b.groups.assign(b.tokens.size(), -1);
+  for (index_t j = 0; j < B; ++j) fill_sequence(rng, b, j);
+  return b;
+}
+
+Batch GeneratedTask::train_batch(std::uint64_t step, index_t B) const {
+  RngSequence rng = train_rng(seed_, step);
+  return generate(rng, B);
+}
+
+void GeneratedTask::build_validation(int val_batches, int batch) {
+  RngSequence rng(kValidationSeed, rng_stream::kValidData);
+  for (int v = 0; v < val_batches; ++v) val_.push_back(generate(rng, batch));
+}
+
+index_t GeneratedTask::validation_sequences() const {
+  index_t n = 0;
+  for (const Batch& b : val_) n += b.B;
+  return n;
+}
+
 // ---------------------------------------------------------------------------- mqar
 
 MqarTask::MqarTask(int vocab, int pairs, int seq_len, std::uint64_t seed, int val_batches,
                    int batch)
-    : vocab_(vocab), pairs_(pairs), seq_len_(seq_len), seed_(seed) {
+    : GeneratedTask(seq_len, seed, false), vocab_(vocab), pairs_(pairs) {
   // Zoology: slots = (T − 2·pairs)/2 query slots after the context, slot i chosen with
   // probability ∝ a·i^(a−1), a = 0.01: short distances are more likely.
   const int slots = (seq_len - 2 * pairs) / 2;
@@ -43,13 +68,7 @@ MqarTask::MqarTask(int vocab, int pairs, int seq_len, std::uint64_t seed, int va
   double total = 0;
   for (int i = 1; i <= slots; ++i) gap_cdf_.push_back(total += a * std::pow(i, a - 1));
   for (double& c : gap_cdf_) c /= total;
-
-  RngSequence rng(kValidationSeed, rng_stream::kValidData);
-  for (int v = 0; v < val_batches; ++v) {
-    Batch b = empty_batch(seq_len, batch);
-    for (index_t j = 0; j < batch; ++j) fill_sequence(rng, b, j);
-    val_.push_back(std::move(b));
-  }
+  build_validation(val_batches, batch);
 }
 
 void MqarTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) const {
@@ -91,34 +110,21 @@ void MqarTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) const {
   }
 }
 
-Batch MqarTask::train_batch(std::uint64_t step, index_t B) const {
-  RngSequence rng = train_rng(seed_, step);
-  Batch b = empty_batch(seq_len_, B);
-  for (index_t j = 0; j < B; ++j) fill_sequence(rng, b, j);
-  return b;
-}
-
 nlohmann::json MqarTask::describe() const {
   return {{"task", "mqar"},
           {"vocab", vocab_},
           {"pairs", pairs_},
           {"seq_len", seq_len_},
-          {"validation_sequences", val_.size() * (val_.empty() ? 0 : val_[0].B)},
-          {"validation_queries", val_.size() * (val_.empty() ? 0 : val_[0].B) * pairs_}};
+          {"validation_sequences", validation_sequences()},
+          {"validation_queries", validation_sequences() * pairs_}};
 }
 
 // ---------------------------------------------------------------------- lag recall
 
 LagRecallTask::LagRecallTask(int vocab, std::vector<int> lags, int seq_len, std::uint64_t seed,
                              int val_batches, int batch)
-    : vocab_(vocab), lags_(std::move(lags)), seq_len_(seq_len), seed_(seed) {
-  RngSequence rng(kValidationSeed, rng_stream::kValidData);
-  for (int v = 0; v < val_batches; ++v) {
-    Batch b = empty_batch(seq_len, batch);
-    b.groups.assign(b.tokens.size(), -1);
-    for (index_t j = 0; j < batch; ++j) fill_sequence(rng, b, j);
-    val_.push_back(std::move(b));
-  }
+    : GeneratedTask(seq_len, seed, true), vocab_(vocab), lags_(std::move(lags)) {
+  build_validation(val_batches, batch);
 }
 
 void LagRecallTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) const {
@@ -142,14 +148,6 @@ void LagRecallTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) con
   }
 }
 
-Batch LagRecallTask::train_batch(std::uint64_t step, index_t B) const {
-  RngSequence rng = train_rng(seed_, step);
-  Batch b = empty_batch(seq_len_, B);
-  b.groups.assign(b.tokens.size(), -1);
-  for (index_t j = 0; j < B; ++j) fill_sequence(rng, b, j);
-  return b;
-}
-
 std::vector<std::string> LagRecallTask::group_names() const {
   std::vector<std::string> names;
   for (int d : lags_) names.push_back("lag " + std::to_string(d));
@@ -158,7 +156,7 @@ std::vector<std::string> LagRecallTask::group_names() const {
 
 nlohmann::json LagRecallTask::describe() const {
   index_t queries = 0;
-  for (const Batch& b : val_)
+  for (const Batch& b : validation())
     for (std::int32_t g : b.groups) queries += g >= 0;
   return {{"task", "lag-recall"},
           {"vocab", vocab_},
@@ -171,13 +169,8 @@ nlohmann::json LagRecallTask::describe() const {
 
 SelectiveCopyTask::SelectiveCopyTask(int vocab, int copies, int seq_len, std::uint64_t seed,
                                      int val_batches, int batch)
-    : vocab_(vocab), copies_(copies), seq_len_(seq_len), seed_(seed) {
-  RngSequence rng(kValidationSeed, rng_stream::kValidData);
-  for (int v = 0; v < val_batches; ++v) {
-    Batch b = empty_batch(seq_len, batch);
-    for (index_t j = 0; j < batch; ++j) fill_sequence(rng, b, j);
-    val_.push_back(std::move(b));
-  }
+    : GeneratedTask(seq_len, seed, false), vocab_(vocab), copies_(copies) {
+  build_validation(val_batches, batch);
 }
 
 void SelectiveCopyTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b) const {
@@ -199,19 +192,12 @@ void SelectiveCopyTask::fill_sequence(RngSequence& rng, Batch& batch, index_t b)
   }
 }
 
-Batch SelectiveCopyTask::train_batch(std::uint64_t step, index_t B) const {
-  RngSequence rng = train_rng(seed_, step);
-  Batch b = empty_batch(seq_len_, B);
-  for (index_t j = 0; j < B; ++j) fill_sequence(rng, b, j);
-  return b;
-}
-
 nlohmann::json SelectiveCopyTask::describe() const {
   return {{"task", "selective-copy"},
           {"vocab", vocab_},
           {"copy_tokens", copies_},
           {"seq_len", seq_len_},
-          {"validation_tokens", index_t(val_.size()) * (val_.empty() ? 0 : val_[0].B) * copies_}};
+          {"validation_tokens", validation_sequences() * copies_}};
 }
 
 // ---------------------------------------------------------------------------- text

@@ -47,28 +47,50 @@ class Task {
   virtual bool starts_streams(std::uint64_t step) const { return step == 0; }
 };
 
+// A task whose sequences are generated on the fly, one column of a (T,B) batch at a
+// time: training batch `step` from the run's seed, the validation set from a fixed
+// seed (so runs with different seeds are scored on the same data).
+class GeneratedTask : public Task {
+ public:
+  Batch train_batch(std::uint64_t step, index_t B) const override;
+  const std::vector<Batch>& validation() const override { return val_; }
+  bool reports_bits_per_byte() const override { return false; }
+  // One sequence into column b of batch (T,B), from the given random sequence.
+  virtual void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const = 0;
+
+ protected:
+  // `grouped`: batches carry Batch::groups (the task reports accuracy per group).
+  GeneratedTask(int seq_len, std::uint64_t seed, bool grouped)
+      : seq_len_(seq_len), seed_(seed), grouped_(grouped) {}
+  // Generates the validation set; a derived constructor calls it once it is complete.
+  void build_validation(int val_batches, int batch);
+  index_t validation_sequences() const;
+
+  int seq_len_;
+  std::uint64_t seed_;
+
+ private:
+  Batch generate(RngSequence& rng, index_t B) const;
+  bool grouped_;
+  std::vector<Batch> val_;
+};
+
 // Multi-query associative recall as in Zoology (Arora et al. 2023): the sequence
 // opens with `pairs` key-value pairs (keys from [1, V/2), values from [V/2, V), both
 // drawn without replacement); each key is queried once later, at a distance drawn
 // from Zoology's power law, and the target at the query is its value. Positions that
 // are not queries hold random tokens. Accuracy is measured at query positions.
-class MqarTask final : public Task {
+class MqarTask final : public GeneratedTask {
  public:
   MqarTask(int vocab, int pairs, int seq_len, std::uint64_t seed, int val_batches, int batch);
   std::string name() const override { return "mqar"; }
   index_t vocab() const override { return vocab_; }
-  Batch train_batch(std::uint64_t step, index_t B) const override;
-  const std::vector<Batch>& validation() const override { return val_; }
-  bool reports_bits_per_byte() const override { return false; }
   nlohmann::json describe() const override;
-  // One sequence into column b of batch (T,B), from the given random sequence.
-  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const;
+  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const override;
 
  private:
-  int vocab_, pairs_, seq_len_;
-  std::uint64_t seed_;
+  int vocab_, pairs_;
   std::vector<double> gap_cdf_;  // power-law distribution over query slots
-  std::vector<Batch> val_;
 };
 
 // Lag recall, the direct probe of time scales: a stream of random data tokens from
@@ -76,46 +98,35 @@ class MqarTask final : public Task {
 // target at a query for lag d is the data token d positions back. Queries are placed at
 // random (probability 1/4 at each position whose source lies in the sequence and is not
 // itself a query). Accuracy is reported per lag.
-class LagRecallTask final : public Task {
+class LagRecallTask final : public GeneratedTask {
  public:
   LagRecallTask(int vocab, std::vector<int> lags, int seq_len, std::uint64_t seed, int val_batches,
                 int batch);
   std::string name() const override { return "lag-recall"; }
   index_t vocab() const override { return vocab_ + index_t(lags_.size()); }
-  Batch train_batch(std::uint64_t step, index_t B) const override;
-  const std::vector<Batch>& validation() const override { return val_; }
-  bool reports_bits_per_byte() const override { return false; }
   nlohmann::json describe() const override;
   std::vector<std::string> group_names() const override;
+  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const override;
 
  private:
-  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const;
   int vocab_;
   std::vector<int> lags_;
-  int seq_len_;
-  std::uint64_t seed_;
-  std::vector<Batch> val_;
 };
 
 // Selective copy (Gu & Dao 2023): M data tokens from [2, V+2) scattered at random
 // among blanks (token 0) in the first T − M positions, then M recall markers (token 1);
 // at the markers the targets are the data tokens in order. Accuracy per copied token.
-class SelectiveCopyTask final : public Task {
+class SelectiveCopyTask final : public GeneratedTask {
  public:
   SelectiveCopyTask(int vocab, int copies, int seq_len, std::uint64_t seed, int val_batches,
                     int batch);
   std::string name() const override { return "selective-copy"; }
   index_t vocab() const override { return vocab_ + 2; }
-  Batch train_batch(std::uint64_t step, index_t B) const override;
-  const std::vector<Batch>& validation() const override { return val_; }
-  bool reports_bits_per_byte() const override { return false; }
   nlohmann::json describe() const override;
+  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const override;
 
  private:
-  void fill_sequence(RngSequence& rng, Batch& batch, index_t b) const;
-  int vocab_, copies_, seq_len_;
-  std::uint64_t seed_;
-  std::vector<Batch> val_;
+  int vocab_, copies_;
 };
 
 // Byte-level language modelling on a text file: bytes are tokens (V = 256), the first

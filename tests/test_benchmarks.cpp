@@ -13,6 +13,7 @@
 #include "mtp/experiments/benchmarks.hpp"
 #include "mtp/experiments/trainer.hpp"
 #include "temp_dir.hpp"
+#include "tiny_text_model.hpp"
 
 namespace mtp::exp {
 namespace {
@@ -263,22 +264,8 @@ class ModelScoring : public testing::TestWithParam<const char*> {};
 
 TEST_P(ModelScoring, StateReuseEqualsFullForwardFromScratch) {
   test::TempDir dir;
-  std::string text;
-  for (int i = 0; i < 300; ++i) text += "the cat sat on the mat. ";
-  TrainConfig c;
-  c.cell = GetParam();
-  c.task = "text";
-  c.data = dir.file("corpus.txt", text).string();
-  c.steps = 15;
-  c.batch = 4;
-  c.seq_len = 16;
-  c.width = 16;
-  c.layers = 2;
-  c.val_batches = 1;
-  c.threads = 1;
-  c.out = (dir.path() / "run").string();
-  run_training(c);
-  const Checkpoint ck = read_checkpoint(c.out + "/model.safetensors");
+  const std::string checkpoint = test::train_tiny_text_model(dir, GetParam(), 15);
+  const Checkpoint ck = read_checkpoint(checkpoint);
 
   const ByteTokenizer tok;
   const std::vector<std::vector<std::int32_t>> conts = {
@@ -288,7 +275,7 @@ TEST_P(ModelScoring, StateReuseEqualsFullForwardFromScratch) {
   for (const std::string& context_text : {std::string("the cat sat on"), std::string("t")}) {
     const std::vector<std::int32_t> context = tok.encode(context_text);
     // In double, so that the comparison sees the algorithm, not float rounding.
-    with_mixer<double>(c.cell, c.aggregator, [&]<class Mixer>() {
+    with_mixer<double>(ck.config.cell, ck.config.aggregator, [&]<class Mixer>() {
       auto model = build_model<Mixer>(ck.config, 256);
       for (const ParamInfo& info : model.params().infos()) {
         const std::vector<double> v = ck.file.at(info.name).to<double>(info.name);
@@ -336,7 +323,9 @@ struct Malformed {
   std::string problem;
 };
 
-void PrintTo(const Malformed& m, std::ostream* os) { *os << m.name; }
+void PrintTo(const Malformed& m, std::ostream* os) {
+  *os << m.name;
+}
 
 class BenchmarkParsing : public testing::TestWithParam<Malformed> {};
 

@@ -3,8 +3,10 @@
 // training run with its files, eval reproducing the run's validation result, text
 // runs, and the `layer` command checked against an independent GRU reference.
 #include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
+#include "temp_dir.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -31,11 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_text(const fs::path& p, const std::string& s) {
   std::ofstream out(p, std::ios::binary);
@@ -101,8 +98,8 @@ class Cli : public testing::Test {
     const int raw = std::system(cmd.c_str());
     Result r;
     r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = read_text(out);
-    r.err = read_text(err);
+    r.out = test::read_file(out);
+    r.err = test::read_file(err);
     fs::remove(out);
     fs::remove(err);
     return r;
@@ -332,7 +329,7 @@ void expect_run_files(const fs::path& dir) {
 
 // Checks metrics.csv: the header, then rows of 9 fields; returns the count per split.
 std::map<std::string, int> check_metrics(const fs::path& p, bool bpb) {
-  const std::vector<std::string> lines = lines_of(read_text(p));
+  const std::vector<std::string> lines = lines_of(test::read_file(p));
   std::map<std::string, int> rows;
   EXPECT_FALSE(lines.empty());
   if (lines.empty()) return rows;
@@ -365,14 +362,14 @@ TEST_F(Cli, TrainWritesRunFilesAndEvalReproducesValidation) {
   expect_run_files(out_dir());
   EXPECT_EQ(cwd_entries(), std::vector<std::string>{"out"}) << "nothing outside --out";
 
-  const json config = json::parse(read_text(out_dir() / "config.json"));
+  const json config = json::parse(test::read_file(out_dir() / "config.json"));
   EXPECT_EQ(config["config"]["perspectives"], 2);
   EXPECT_EQ(config["config"]["cell"], "gru");
   const std::map<std::string, int> rows = check_metrics(out_dir() / "metrics.csv", false);
   EXPECT_GE(rows.count("train") ? rows.at("train") : 0, 1);
   EXPECT_GE(rows.count("val") ? rows.at("val") : 0, 1);
 
-  const json result = json::parse(read_text(out_dir() / "result.json"));
+  const json result = json::parse(test::read_file(out_dir() / "result.json"));
   ASSERT_TRUE(result.contains("validation")) << result.dump(2);
   ASSERT_TRUE(result["validation"]["accuracy"].is_number());
   const double val_loss = result["validation"]["loss"].get<double>();
@@ -413,7 +410,7 @@ TEST_F(Cli, TrainWithFixedAggregatorWeights) {
   const Result r = run(tiny({"--perspectives", "3", "--aggregator", "fixed", "--fixed-weights",
                              "0.2,0.3,0.5", "--decay-spread", "0.5"}));
   ASSERT_EQ(r.status, 0) << r.describe();
-  const json result = json::parse(read_text(out_dir() / "result.json"));
+  const json result = json::parse(test::read_file(out_dir() / "result.json"));
   EXPECT_EQ(result["config"]["fixed_weights"], json::parse("[0.2, 0.3, 0.5]"));
   expect_run_files(out_dir());
 }
@@ -440,7 +437,7 @@ TEST_F(Cli, TextRunReportsBitsPerByteAndEvaluatesOtherData) {
   ASSERT_EQ(r.status, 0) << r.describe();
   EXPECT_NE(r.out.find("bits/byte"), std::string::npos) << r.out;
   expect_run_files(out_dir());
-  const json result = json::parse(read_text(out_dir() / "result.json"));
+  const json result = json::parse(test::read_file(out_dir() / "result.json"));
   ASSERT_TRUE(result["validation"].contains("bits_per_byte")) << result.dump(2);
   const double bpb = result["validation"]["bits_per_byte"].get<double>();
   const double loss = result["validation"]["loss"].get<double>();

@@ -23,11 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 struct Result {
   int status = -1;
   std::string out, err;
@@ -49,8 +44,8 @@ Result run(const test::TempDir& dir, const std::vector<std::string>& args) {
   const int raw = std::system(cmd.c_str());
   Result r;
   r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = read_text(out);
-  r.err = read_text(err);
+  r.out = test::read_file(out);
+  r.err = test::read_file(err);
   return r;
 }
 

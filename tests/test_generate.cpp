@@ -9,6 +9,7 @@
 #include "mtp/experiments/generate.hpp"
 #include "mtp/experiments/trainer.hpp"
 #include "temp_dir.hpp"
+#include "tiny_text_model.hpp"
 
 namespace mtp::exp {
 namespace {
@@ -27,24 +28,10 @@ class Generate : public testing::TestWithParam<const char*> {};
 
 TEST_P(Generate, GreedyStreamingMatchesFullForwardAndSamplingIsReproducible) {
   test::TempDir dir;
-  std::string text;
-  for (int i = 0; i < 400; ++i) text += "the cat sat on the mat. ";
-  TrainConfig c;
-  c.cell = GetParam();
-  c.task = "text";
-  c.data = dir.file("corpus.txt", text).string();
-  c.steps = 20;
-  c.batch = 4;
-  c.seq_len = 16;
-  c.width = 16;
-  c.layers = 2;
-  c.val_batches = 1;
-  c.threads = 1;
-  c.out = (dir.path() / "run").string();
-  run_training(c);
+  const std::string checkpoint = test::train_tiny_text_model(dir, GetParam(), 20);
 
   GenerateArgs g;
-  g.checkpoint = c.out + "/model.safetensors";
+  g.checkpoint = checkpoint;
   g.prompt = "the cat";
   g.tokens = 24;
   g.temperature = 0;

@@ -78,11 +78,6 @@ int finished_runs(const fs::path& out) {
   return n;
 }
 
-std::string read(const fs::path& p) {
-  std::ifstream in(p);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
   test::TempDir dir;
   const fs::path out = dir.path() / "sweep";
@@ -120,22 +115,23 @@ TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
 
   // Resuming with other shared flags is refused: it would mix settings.
   EXPECT_EQ(run(sweep_args(grid, out, {"--jobs", "2"}), dir.path() / "other.log"), 2);
-  EXPECT_NE(read(dir.path() / "other.log").find("other shared flags"), std::string::npos);
+  EXPECT_NE(test::read_file(dir.path() / "other.log").find("other shared flags"),
+            std::string::npos);
   ASSERT_EQ(run(slow(sweep_args(grid, out, {"--jobs", "2"})), dir.path() / "resume.log"), 0)
-      << read(dir.path() / "resume.log");
-  const std::string log = read(dir.path() / "resume.log");
+      << test::read_file(dir.path() / "resume.log");
+  const std::string log = test::read_file(dir.path() / "resume.log");
   EXPECT_NE(log.find(std::to_string(done_before) + " already finished"), std::string::npos) << log;
   EXPECT_EQ(finished_runs(out), 8);
 
   // The report over the finished sweep.
   ASSERT_EQ(run({"report", out.string()}, dir.path() / "report.log"), 0)
-      << read(dir.path() / "report.log");
-  const std::string results = read(out / "results.csv");
+      << test::read_file(dir.path() / "report.log");
+  const std::string results = test::read_file(out / "results.csv");
   EXPECT_EQ(std::count(results.begin(), results.end(), '\n'), 1 + 8);
   EXPECT_NE(results.find("acc lag 4"), std::string::npos);
-  const std::string summary = read(out / "summary.csv");
+  const std::string summary = test::read_file(out / "summary.csv");
   EXPECT_EQ(std::count(summary.begin(), summary.end(), '\n'), 1 + 4) << "four configurations";
-  const std::string md = read(out / "REPORT.md");
+  const std::string md = test::read_file(out / "REPORT.md");
   EXPECT_NE(md.find("cell=gru perspectives=3 | cell=gru perspectives=1 | 2 |"), std::string::npos)
       << "paired by seed against the K = 1 baseline\n"
       << md;
@@ -151,7 +147,7 @@ TEST(Sweep, ShardsSplitTheRunsAndSlurmScriptRunsThem) {
   const fs::path out = dir.path() / "sweep";
   const std::string grid = "perspectives=1,2,3";
   ASSERT_EQ(run(sweep_args(grid, out, {"--shard", "1/2"}), dir.path() / "a.log"), 0)
-      << read(dir.path() / "a.log");
+      << test::read_file(dir.path() / "a.log");
   EXPECT_EQ(finished_runs(out), 1) << "shard 1 of 2 holds run 1 only";
   EXPECT_TRUE(fs::exists(out / "runs" / "perspectives-2" / "result.json"));
   ASSERT_EQ(run(sweep_args(grid, out, {"--shard", "0/2"}), dir.path() / "b.log"), 0);
@@ -162,7 +158,7 @@ TEST(Sweep, ShardsSplitTheRunsAndSlurmScriptRunsThem) {
                            {"--emit-slurm", script.string(), "--slurm-tasks", "2"}),
                 dir.path() / "c.log"),
             0);
-  const std::string s = read(script);
+  const std::string s = test::read_file(script);
   EXPECT_NE(s.find("#SBATCH --array=0-1"), std::string::npos) << s;
   EXPECT_NE(s.find("--shard \"${SLURM_ARRAY_TASK_ID}/2\""), std::string::npos) << s;
   EXPECT_EQ(finished_runs(dir.path() / "s2"), 0) << "emitting runs nothing";
