@@ -173,7 +173,10 @@ int cmd_sweep(int argc, const char* const* argv) {
     mtp::usage_fail("--shard '{}' is not i/n", shard);
   }
   o.command_line = "mtp-exp sweep";
-  for (int i = 1; i < argc; ++i) o.command_line += std::string(" ") + argv[i];
+  for (int i = 1; i < argc; ++i) {
+    o.command_line += ' ';
+    o.command_line += mtp::exp::shell_word(argv[i]);
+  }
   return mtp::exp::run_sweep(o) == 0 ? 0 : 1;
 }
 

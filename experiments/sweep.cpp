@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <fmt/ranges.h>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -91,12 +93,6 @@ std::string self_executable() {
   return p.string();
 }
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
   const int tasks = opt.slurm_tasks > 0 ? opt.slurm_tasks : int(runs.size());
   std::string cmd =
@@ -129,6 +125,19 @@ void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
 }
 
 }  // namespace
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string shell_word(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_-./=,:+@%", c) != nullptr;
+  });
+  return plain ? s : shell_quote(s);
+}
 
 std::vector<GridAxis> parse_grid(const std::string& grid) {
   std::vector<GridAxis> axes;

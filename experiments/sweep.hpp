@@ -51,6 +51,11 @@ struct SweepOptions {
   std::string command_line;  // recorded in sweep.json
 };
 
+// `s` in single quotes, safe to paste into a POSIX shell.
+std::string shell_quote(const std::string& s);
+// `s` as is when the shell would read it unchanged, else shell_quote(s).
+std::string shell_word(const std::string& s);
+
 // Runs (or, with emit_slurm, schedules) the sweep. Returns the number of failed runs.
 int run_sweep(const SweepOptions& opt);
 

@@ -135,7 +135,9 @@ TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
   EXPECT_NE(md.find("cell=gru perspectives=3 | cell=gru perspectives=1 | 2 |"), std::string::npos)
       << "paired by seed against the K = 1 baseline\n"
       << md;
-  EXPECT_NE(md.find("mtp-exp sweep --grid"), std::string::npos) << "the command is recorded";
+  EXPECT_NE(md.find("mtp-exp sweep --grid '" + grid + "'"), std::string::npos)
+      << "the command is recorded, quoted for a shell\n"
+      << md;
   for (const char* plot : {"metric_vs_k", "accuracy_per_group", "training_curves"}) {
     EXPECT_TRUE(fs::exists(out / "plots" / (std::string(plot) + ".dat"))) << plot;
     EXPECT_NE(md.find(std::string("plots/") + plot + ".svg"), std::string::npos) << plot;

@@ -2,8 +2,8 @@
 # The paper's protocol on tinyshakespeare, end to end, from the repository root:
 #   bash experiments/results/protocol/run.sh
 # 1. a K = 1 base GRU language model; 2. K = 3 perspectives added to it and fine-tuned
-# with the base frozen; 3. the same K = 3 model trained with nothing frozen, as a
-# control with the same budget; 4. every model scored on the validation bytes and on
+# with the base frozen; 3. the K = 1 model fine-tuned the same way (only its decay
+# trains), a control with the same budget and learning rate; 4. every model scored on the validation bytes and on
 # the four benchmarks. Writes experiments/results/protocol/out/.
 set -euo pipefail
 exe=build/bin/mtp-exp
