@@ -7,14 +7,22 @@
 // and their backward: dx and dW_ih from dgi, the per-step dh ← dgh W_hh, and dW_hh as
 // one GEMM over all steps at the end. Params: weight_ih (G·H,I), weight_hh (G·H,H),
 // bias_ih (G·H), bias_hh (G·H), PyTorch's names and layout.
+//
+// The fast path: at K = 1 in float, a perspective layer is exactly the vendor's cell
+// once the decay is folded into its gate's bias, so fused_forward/fused_backward run
+// oneDNN's fused LSTM / LBR-GRU primitive (core/fused_rnn.hpp) in place of pre + recur.
+// The plain path above stays the reference it is tested against (Config::fused = false).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "mtp/core/cell.hpp"
+#include "mtp/core/fused_rnn.hpp"
 #include "mtp/core/gemm.hpp"
 #include "mtp/core/ops/linear.hpp"
 
@@ -27,16 +35,17 @@ class GatedMatrixCell {
   struct Config {
     index_t input = 0;   // I
     index_t hidden = 0;  // H
+    bool fused = true;   // use oneDNN's fused primitive where it applies (K = 1, float)
   };
   // The mixer of a model of width W (DESIGN §2): H = W.
-  static Config model_config(index_t width) { return {width, width}; }
+  static Config model_config(index_t width) { return {width, width, true}; }
   // I and H from the shapes of a parameter file: weight_ih is (G·H, I).
   template <class ShapeOf>
   static Config infer_config(ShapeOf&& shape_of) {
     const std::vector<index_t> w = shape_of("weight_ih");
     MTP_CHECK(w.size() == 2 && w[0] % G == 0 && w[0] > 0 && w[1] > 0,
               "weight_ih has shape {}, expected ({}H,I)", shape_str(w), G);
-    return {w[1], w[0] / G};
+    return {w[1], w[0] / G, true};
   }
 
   index_t input_width() const { return I_; }
@@ -73,6 +82,66 @@ class GatedMatrixCell {
     std::copy(dy.begin(), dy.end(), dA.data);
   }
 
+  // The fast path in place of pre + recur: x (T,B,I), decay (1,H), s0 (B,1,Sw) or empty
+  // → Yk (T,B,1,H), sT (B,1,Sw) or empty (may alias s0). Returns false, doing nothing,
+  // where it does not apply: K > 1, double, single steps (streaming, where the plain
+  // path has less overhead) or Config::fused off.
+  bool fused_forward(CView<S> x, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+    if constexpr (!std::is_same_v<S, float>) {
+      return false;
+    } else {
+      const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, Sw = state_width_();
+      if (!fused_enabled_ || K != 1 || T < 2) return false;
+      if (!fused_) fused_ = std::make_unique<FusedRnn>(kFusedKind);
+      // The fused cell's one bias per gate: b_ih + b_hh, with the decay on its gate.
+      fused_bias_.resize({4 * H});
+      fused_bias_.zero();
+      for (int g = 0; g < G; ++g)
+        for (index_t j = 0; j < H; ++j) {
+          fused_bias_[kIhBiasGate[g] * H + j] += bias_ih_.value[g * H + j];
+          fused_bias_[kHhBiasGate[g] * H + j] += bias_hh_.value[g * H + j];
+        }
+      for (index_t j = 0; j < H; ++j) fused_bias_[kDecayBiasGate * H + j] += decay[j];
+      const bool with_c = kFusedKind == FusedRnnKind::lstm;
+      if (!s0.empty()) {
+        fused_h0_.resize({B, H});
+        fused_c0_.resize({B, H});
+        for (index_t b = 0; b < B; ++b) {
+          std::copy_n(s0.data + b * Sw, H, fused_h0_.data() + b * H);
+          if (with_c) std::copy_n(s0.data + b * Sw + H, H, fused_c0_.data() + b * H);
+        }
+      }
+      fused_hT_.resize({B, H});
+      fused_cT_.resize({B, H});
+      fused_->forward(x.data, weight_ih_.value.data, weight_hh_.value.data, fused_bias_.data(),
+                      s0.empty() ? nullptr : fused_h0_.data(),
+                      s0.empty() || !with_c ? nullptr : fused_c0_.data(), Yk.data, fused_hT_.data(),
+                      with_c ? fused_cT_.data() : nullptr, T, B, I_, H);
+      if (!sT.empty())
+        for (index_t b = 0; b < B; ++b) {
+          std::copy_n(fused_hT_.data() + b * H, H, sT.data + b * Sw);
+          if (with_c) std::copy_n(fused_cT_.data() + b * H, H, sT.data + b * Sw + H);
+        }
+      return true;
+    }
+  }
+  // After fused_forward: dYk (T,B,1,H) → dx (T,B,I) +=, ddecay (1,H) += and every
+  // weight and bias gradient +=. Saved from forward: x, Yk and the folded bias, in place.
+  void fused_backward(CView<S> dYk, View<S> dx, View<S> ddecay) {
+    if constexpr (std::is_same_v<S, float>) {
+      const index_t H = H_;
+      fused_dbias_.resize({4 * H});
+      fused_->backward(dYk.data, dx.data, weight_ih_.grad.data, weight_hh_.grad.data,
+                       fused_dbias_.data());
+      for (int g = 0; g < G; ++g)
+        for (index_t j = 0; j < H; ++j) {
+          bias_ih_.grad[g * H + j] += fused_dbias_[kIhBiasGate[g] * H + j];
+          bias_hh_.grad[g * H + j] += fused_dbias_[kHhBiasGate[g] * H + j];
+        }
+      for (index_t j = 0; j < H; ++j) ddecay[j] += fused_dbias_[kDecayBiasGate * H + j];
+    }
+  }
+
   // Saved from forward: x. dP = dgi (T,B,G·H) → dx +=, dW_ih +=, db_ih +=.
   void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
     const index_t R = x.numel() / I_;
@@ -82,7 +151,8 @@ class GatedMatrixCell {
   }
 
  protected:
-  explicit GatedMatrixCell(const Config& cfg) : I_(cfg.input), H_(cfg.hidden) {
+  explicit GatedMatrixCell(const Config& cfg)
+      : I_(cfg.input), H_(cfg.hidden), fused_enabled_(cfg.fused) {
     MTP_CHECK(I_ > 0 && H_ > 0, "cell needs input and hidden widths > 0, got I={} H={}", I_, H_);
   }
 
@@ -118,6 +188,21 @@ class GatedMatrixCell {
 
   index_t I_, H_;
   Param<S> weight_ih_, weight_hh_, bias_ih_, bias_hh_;
+
+ private:
+  // Where PyTorch's gate blocks go in the fused cell's bias (oneDNN's order: LSTM i f g o;
+  // LBR-GRU u r o u', with u = z and u' the b_hh of n that r multiplies), and which
+  // fused gate carries the decay (LSTM f, GRU z).
+  static constexpr FusedRnnKind kFusedKind = G == 4 ? FusedRnnKind::lstm : FusedRnnKind::lbr_gru;
+  static constexpr int kIhBiasGate[4] = {G == 4 ? 0 : 1, G == 4 ? 1 : 0, 2, 3};
+  static constexpr int kHhBiasGate[4] = {G == 4 ? 0 : 1, G == 4 ? 1 : 0, G == 4 ? 2 : 3, 3};
+  static constexpr int kDecayBiasGate = G == 4 ? 1 : 0;
+  index_t state_width_() const { return G == 4 ? 2 * H_ : H_; }
+
+  bool fused_enabled_;
+  std::unique_ptr<FusedRnn> fused_;
+  Tensor<S> fused_bias_, fused_dbias_;                   // (4H) in the fused cell's gate order
+  Tensor<S> fused_h0_, fused_c0_, fused_hT_, fused_cT_;  // (B,H)
 };
 
 }  // namespace mtp

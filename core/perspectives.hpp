@@ -17,6 +17,15 @@
 
 namespace mtp {
 
+// A cell may offer a fast path that replaces pre + recur for some configurations
+// (the matrix cells at K = 1: oneDNN's fused RNN). fused_forward returns whether it
+// ran; fused_backward then replaces recur_backward + pre_backward.
+template <class C>
+concept FusedCell = requires(C c, CView<typename C::Scalar> in, View<typename C::Scalar> out) {
+  { c.fused_forward(in, in, in, out, out) } -> std::same_as<bool>;  // x, decay, s0 → Yk, sT
+  c.fused_backward(in, out, out);                                   // dYk → dx+, ddecay+
+};
+
 template <Cell C, Aggregator Agg>
 class Perspectives {
  public:
@@ -85,8 +94,13 @@ class Perspectives {
     P_.resize({T, B, cell_.pre_width()});
     Yk_.resize({T, B, K_, cell_.recur_width()});
     A_.resize({T, B, cell_.recur_width()});
-    cell_.pre_forward(x, state, P_);
-    cell_.recur_forward(x, P_.view(), decay_.value, state, Yk_.view(), state);
+    fused_ = false;
+    if constexpr (FusedCell<C>)
+      fused_ = cell_.fused_forward(x, decay_.value, state, Yk_.view(), state);
+    if (!fused_) {
+      cell_.pre_forward(x, state, P_);
+      cell_.recur_forward(x, P_.view(), decay_.value, state, Yk_.view(), state);
+    }
     agg_.forward(Yk_.view(), x, A_.view(), ctx, rng_stream::kSelectorNoise + cfg_.position.index);
     cell_.post_forward(A_.view(), P_.view(), x, y);
   }
@@ -106,9 +120,18 @@ class Perspectives {
     std::fill(dx.begin(), dx.end(), S(0));
     cell_.post_backward(dy, A_.view(), P_.view(), x, dA_.view(), dP_.view(), dx);
     agg_.backward(dA_.view(), Yk_.view(), x, dYk_.view(), dx);
+    if constexpr (FusedCell<C>) {
+      if (fused_) {
+        cell_.fused_backward(dYk_.view(), dx, decay_.grad);
+        return;
+      }
+    }
     cell_.recur_backward(dYk_.view(), P_.view(), decay_.value, Yk_.view(), dP_.view(), decay_.grad);
     cell_.pre_backward(dP_.view(), x, dx);
   }
+
+  // Whether the last forward ran the cell's fast path (FusedCell) instead of pre + recur.
+  bool used_fast_path() const { return fused_; }
 
   // The per-perspective outputs of the last forward, (T,B,K,Dy): for analysis.
   CView<S> perspective_outputs() const { return Yk_.view(); }
@@ -120,6 +143,7 @@ class Perspectives {
   int K_;
   Param<S> decay_;
   Tensor<S> P_, Yk_, A_;     // forward activations
+  bool fused_ = false;       // the last forward ran the cell's fast path
   Tensor<S> dP_, dYk_, dA_;  // backward scratch
 };
 
