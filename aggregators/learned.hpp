@@ -77,6 +77,13 @@ class LearnedAggregator {
                std::uint64_t noise_stream) {
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B;
     alpha_.resize({T, B, K});
+    if (K == 1) {
+      // A softmax over one logit is 1 whatever the logit and its noise: A = Yk, and the
+      // selector gets exactly zero gradient. Skipping its GEMMs keeps K = 1 the plain cell.
+      std::fill_n(alpha_.data(), TB, S(1));
+      std::copy(Yk.begin(), Yk.end(), A.data);
+      return;
+    }
     linear_forward<S>(x, weight_.value, bias_.value.data, alpha_.view());  // logits in place
     noisy_ = ctx.training && (learned_noise() || opt_.noise > 0);
     noise_key_ = {ctx.seed, noise_stream, ctx.step};
@@ -108,6 +115,10 @@ class LearnedAggregator {
   // receive no gradient.
   void backward(CView<S> dA, CView<S> Yk, CView<S> x, View<S> dYk, View<S> dx) {
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B;
+    if (K == 1) {  // see forward
+      std::copy(dA.begin(), dA.end(), dYk.data);
+      return;
+    }
     dlogits_.resize({T, B, K});
 #pragma omp parallel for if (TB * K * D > (1 << 16))
     for (index_t r = 0; r < TB; ++r) {

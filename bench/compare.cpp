@@ -150,6 +150,7 @@ struct Options {
   int threads = 0;
   index_t T = 256, B = 32, H = 256;
   bool torch = true;
+  std::string filter;  // time only the workloads whose name contains it
 };
 
 Options parse(int argc, char** argv) {
@@ -175,9 +176,12 @@ Options parse(int argc, char** argv) {
       o.H = value();
     else if (a == "--no-torch")
       o.torch = false;
+    else if (a == "--filter" && i + 1 < argc)
+      o.filter = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: compare [--rounds N] [--threads N] [--T T --B B --H H] [--no-torch]\n");
+                   "usage: compare [--rounds N] [--threads N] [--T T --B B --H H] [--no-torch] "
+                   "[--filter TEXT]\n");
       std::exit(a == "--help" ? 0 : 2);
     }
   }
@@ -216,7 +220,7 @@ std::vector<nlohmann::json> torch_peers(const Options& o, int threads) {
 int main(int argc, char** argv) {
   using namespace mtp;
   using namespace mtp::bench;
-  const Options o = parse(argc, argv);
+  Options o = parse(argc, argv);
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const int threads = omp_get_max_threads();
   const index_t T = o.T, B = o.B, H = o.H;
@@ -260,6 +264,10 @@ int main(int argc, char** argv) {
   add_model("mtp RWKV model K=1", 1);
   add_model("mtp RWKV model K=3", 3);
 
+  if (!o.filter.empty()) {
+    std::erase_if(w, [&](const Workload& x) { return x.name.find(o.filter) == std::string::npos; });
+    o.torch = false;
+  }
   std::fprintf(stderr, "compare: %zu workloads x %d rounds, %d threads\n", w.size(), o.rounds,
                threads);
   for (Workload& x : w) x.step();  // warm-up: allocation, primitive creation
@@ -306,6 +314,7 @@ int main(int argc, char** argv) {
   if (o.torch && torch.empty())
     std::printf("\n(PyTorch peer skipped: /usr/bin/python3 with torch not found)\n");
 
+  if (!o.filter.empty()) return 0;  // the targets need every workload
   std::printf("\n| target | measured | goal |\n|---|---|---|\n");
   auto row = [](const std::string& what, double v, const char* goal, bool ok) {
     std::printf("| %s | %.2f | %s %s |\n", what.c_str(), v, goal, ok ? "✓" : "✗");

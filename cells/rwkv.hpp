@@ -44,6 +44,28 @@ namespace mtp {
 // The exponent that stands for "no history yet": exp(kNoHistory − finite) is 0.
 inline constexpr double kWkvNoHistory = -1e38;
 
+// By value, unlike std::max, whose references to temporaries keep GCC from
+// vectorising the scans.
+inline double max_of(double a, double b) {
+  return a > b ? a : b;
+}
+
+// Two terms with exponents e_old and e_fresh brought to their maximum m: the factors
+// e^{e_old − m} and e^{e_fresh − m}. One of them is 1, so one exp serves both.
+template <class S>
+struct ScalePair {
+  S old, fresh;
+};
+template <class S>
+inline ScalePair<S> rescale(double e_old, double e_fresh) {
+  // The difference in double (the exponents can be large), the rest in S: a double
+  // comparison selecting float lanes would keep GCC from vectorising.
+  const S d = S(e_old - e_fresh);
+  const bool old_wins = d > 0;
+  const S e = exp_fast(old_wins ? -d : d);
+  return {old_wins ? S(1) : e, old_wins ? e : S(1)};
+}
+
 // ------------------------------------------------------------------ token shift
 
 // xm (T,B,C) = μ ⊙ x + (1 − μ) ⊙ x̄, with x̄_t = x_{t−1} and x̄_0 = x_prev (B,C), or 0
@@ -209,16 +231,13 @@ class RwkvTimeMix {
 #pragma omp simd
           for (index_t c = 0; c < C; ++c) {
             const double uk = double(u[c]) + double(kt[c]);
-            double p = std::max(pp[c], uk);
-            S e1 = exp_fast(S(pp[c] - p)), e2 = exp_fast(S(uk - p));
-            y[c] = (e1 * aa[c] + e2 * vt[c]) / (e1 * bb[c] + e2);
+            const ScalePair<S> s_out = rescale<S>(pp[c], uk);
+            y[c] = (s_out.old * aa[c] + s_out.fresh * vt[c]) / (s_out.old * bb[c] + s_out.fresh);
             const double wp = wk[c] + pp[c];
-            p = std::max(wp, double(kt[c]));
-            e1 = exp_fast(S(wp - p));
-            e2 = exp_fast(S(double(kt[c]) - p));
-            aa[c] = e1 * aa[c] + e2 * vt[c];
-            bb[c] = e1 * bb[c] + e2;
-            pp[c] = p;
+            const ScalePair<S> s_state = rescale<S>(wp, double(kt[c]));
+            aa[c] = s_state.old * aa[c] + s_state.fresh * vt[c];
+            bb[c] = s_state.old * bb[c] + s_state.fresh;
+            pp[c] = max_of(wp, double(kt[c]));
           }
         }
       }
@@ -301,10 +320,10 @@ class RwkvTimeMix {
 #pragma omp simd
           for (index_t c = 0; c < C; ++c) {
             const double uk = double(u[c]) + double(kt[c]);
-            const double p = std::max(pp[c], uk);
-            const S e1 = exp_fast(S(pp[c] - p)), e2 = exp_fast(S(uk - p));
-            const S inv_d = S(1) / (e1 * bb[c] + e2);  // D_t = e^p / inv_d
-            const S direct = gy[c] * e2 * inv_d;       // gy_t e^{u+k_t} / D_t
+            const double p = max_of(pp[c], uk);
+            const ScalePair<S> s_out = rescale<S>(pp[c], uk);
+            const S inv_d = S(1) / (s_out.old * bb[c] + s_out.fresh);  // D_t = e^p / inv_d
+            const S direct = gy[c] * s_out.fresh * inv_d;              // gy_t e^{u+k_t} / D_t
             // gA_{t+1} e^{k_t} and gB_{t+1} e^{k_t}: the state update's share.
             const S ek = exp_fast(S(q[c] + double(kt[c])));
             const S gak = ga[c] * ek, gbk = gb[c] * ek;
@@ -313,12 +332,12 @@ class RwkvTimeMix {
             gu[c] += direct * (vt[c] - y[c]);
             gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * exp_fast(S(wk[c] + q[c] + pp[c]));
             // gA_t = (gy/d)·e^{−p} + e^w gA_{t+1}, rescaled to the larger exponent.
-            const double q_new = std::max(-p, wk[c] + q[c]);
-            const S f_out = gy[c] * inv_d * exp_fast(S(-p - q_new));
-            const S f_carry = exp_fast(S(wk[c] + q[c] - q_new));
-            ga[c] = f_out + ga[c] * f_carry;
-            gb[c] = -f_out * y[c] + gb[c] * f_carry;
-            q[c] = q_new;
+            const double wq = wk[c] + q[c];
+            const ScalePair<S> s_adj = rescale<S>(wq, -p);
+            const S f_out = gy[c] * inv_d * s_adj.fresh;
+            ga[c] = f_out + ga[c] * s_adj.old;
+            gb[c] = -f_out * y[c] + gb[c] * s_adj.old;
+            q[c] = max_of(wq, -p);
           }
         }
       }
@@ -490,9 +509,9 @@ class RwkvChannelMix {
   index_t C_;
   LayerPosition pos_;
   Param<S> mix_k_, mix_r_, key_, receptance_, value_;
-  Tensor<S> xk_, xr_, sr_, kv_;   // (T,B,C)
-  Tensor<S> kh_, k2_;             // (T,B,4C) W_k xk and relu(W_k xk)²
-  Tensor<S> x_prev_;              // (B,C) the carried last x of the previous chunk
+  Tensor<S> xk_, xr_, sr_, kv_;  // (T,B,C)
+  Tensor<S> kh_, k2_;            // (T,B,4C) W_k xk and relu(W_k xk)²
+  Tensor<S> x_prev_;             // (B,C) the carried last x of the previous chunk
   bool has_x_prev_ = false;
   Tensor<S> dact_, dxm_, dwide_;  // scratch
 };

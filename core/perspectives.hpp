@@ -115,10 +115,16 @@ class Perspectives {
     check_shape(dx.shape, x.shape, "perspective layer dx");
     dA_.resize(A_.shape());
     dYk_.resize(Yk_.shape());
-    dP_.resize(P_.shape());
-    dP_.zero();
+    // After the fast path nothing reads or writes dP (its cells' post is the identity):
+    // post_backward gets an empty view, and the (T,B,Dp) buffer is not cleared.
+    View<S> dP;
+    if (!fused_) {
+      dP_.resize(P_.shape());
+      dP_.zero();
+      dP = dP_.view();
+    }
     std::fill(dx.begin(), dx.end(), S(0));
-    cell_.post_backward(dy, A_.view(), P_.view(), x, dA_.view(), dP_.view(), dx);
+    cell_.post_backward(dy, A_.view(), P_.view(), x, dA_.view(), dP, dx);
     agg_.backward(dA_.view(), Yk_.view(), x, dYk_.view(), dx);
     if constexpr (FusedCell<C>) {
       if (fused_) {
@@ -126,8 +132,8 @@ class Perspectives {
         return;
       }
     }
-    cell_.recur_backward(dYk_.view(), P_.view(), decay_.value, Yk_.view(), dP_.view(), decay_.grad);
-    cell_.pre_backward(dP_.view(), x, dx);
+    cell_.recur_backward(dYk_.view(), P_.view(), decay_.value, Yk_.view(), dP, decay_.grad);
+    cell_.pre_backward(dP, x, dx);
   }
 
   // Whether the last forward ran the cell's fast path (FusedCell) instead of pre + recur.
