@@ -47,10 +47,11 @@ class Gru : public GatedMatrixCell<S, 3> {
     gates_.resize({T, B, K, 4 * H});
     gh_.resize({BK, 3 * H});
 
+    this->pack_recurrent_forward(BK);
     for (index_t t = 0; t < T; ++t) {
       const S* hprev = t == 0 ? s0_.data() : Yk.data + (t - 1) * BK * H;
       S* hnext = Yk.data + t * BK * H;
-      this->recurrent_projection(hprev, gh_.data(), BK);
+      this->recurrent_projection(hprev, gh_.data());
       const S* gi_t = P.data + t * B * 3 * H;
       S* gate_t = gates_.data() + t * BK * 4 * H;
 #pragma omp parallel for if (BK * H > 8192)
@@ -85,7 +86,9 @@ class Gru : public GatedMatrixCell<S, 3> {
     dgh_.resize({T, B, K, 3 * H});
     carry_.resize({BK, H});
     carry_.zero();
+    this->begin_grad_partials(B, K);
 
+    this->pack_recurrent_backward(BK);
     for (index_t t = T - 1; t >= 0; --t) {
       const S* hprev = t == 0 ? s0_.data() : Yk.data + (t - 1) * BK * H;
       const S* gate_t = gates_.data() + t * BK * 4 * H;
@@ -95,12 +98,14 @@ class Gru : public GatedMatrixCell<S, 3> {
 #pragma omp parallel for if (BK * H > 8192)
       for (index_t b = 0; b < B; ++b) {
         S* dgi = dP_t + b * 3 * H;  // the K perspectives of sequence b share gi
+        S* dbias = this->bias_partial(b);
         for (index_t k = 0; k < K; ++k) {
           const index_t row = b * K + k;
           const S* g = gate_t + row * 4 * H;
           const S* hp = hprev + row * H;
           S* dh_carry = carry_.data() + row * H;
           S* dgh = dgh_t + row * 3 * H;
+          S* ddecay_k = this->decay_partial(b, k);
 #pragma omp simd
           for (index_t j = 0; j < H; ++j) {
             const S r = g[j], z = g[H + j], n = g[2 * H + j], ghn = g[3 * H + j];
@@ -114,15 +119,19 @@ class Gru : public GatedMatrixCell<S, 3> {
             dgi[j] += dr_pre;
             dgi[H + j] += dz_pre;
             dgi[2 * H + j] += dn_pre;
-            dh_carry[j] = dh * z;  // the direct path h' ← z ⊙ h
+            dbias[j] += dr_pre;
+            dbias[H + j] += dz_pre;
+            dbias[2 * H + j] += dn_pre * r;
+            ddecay_k[j] += dz_pre;  // the decay shifts z
+            dh_carry[j] = dh * z;   // the direct path h' ← z ⊙ h
           }
         }
       }
       // dh_{t−1} += dgh_t · W_hh; the initial state needs no gradient.
-      if (t > 0) this->recurrent_projection_backward(dgh_t, carry_.data(), BK);
+      if (t > 0) this->recurrent_projection_backward(dgh_t, carry_.data());
     }
     this->recurrent_weight_grads(dgh_.data(), s0_.data(), Yk.data, T, BK);
-    this->decay_grads(dgh_.data(), /*gate z*/ 1, T * B, K, ddecay);
+    this->finish_grad_partials(B, K, ddecay);
   }
 
  private:

@@ -54,10 +54,11 @@ class Lstm : public GatedMatrixCell<S, 4> {
     tanh_c_.resize({T, B, K, H});
     gh_.resize({BK, 4 * H});
 
+    this->pack_recurrent_forward(BK);
     for (index_t t = 0; t < T; ++t) {
       const S* hprev = t == 0 ? h0_.data() : Yk.data + (t - 1) * BK * H;
       const S* cprev = t == 0 ? c0_.data() : c_.data() + (t - 1) * BK * H;
-      this->recurrent_projection(hprev, gh_.data(), BK);
+      this->recurrent_projection(hprev, gh_.data());
       const S* gi_t = P.data + t * B * 4 * H;
       S* gate_t = gates_.data() + t * BK * 4 * H;
       S* c_t = c_.data() + t * BK * H;
@@ -105,7 +106,9 @@ class Lstm : public GatedMatrixCell<S, 4> {
     carry_c_.resize({BK, H});
     carry_h_.zero();
     carry_c_.zero();
+    this->begin_grad_partials(B, K);
 
+    this->pack_recurrent_backward(BK);
     for (index_t t = T - 1; t >= 0; --t) {
       const S* cprev = t == 0 ? c0_.data() : c_.data() + (t - 1) * BK * H;
       const S* gate_t = gates_.data() + t * BK * 4 * H;
@@ -116,7 +119,9 @@ class Lstm : public GatedMatrixCell<S, 4> {
 #pragma omp parallel for if (BK * H > 8192)
       for (index_t b = 0; b < B; ++b) {
         S* dgi = dP_t + b * 4 * H;  // the K perspectives of sequence b share gi
+        S* dbias = this->bias_partial(b);
         for (index_t k = 0; k < K; ++k) {
+          S* ddecay_k = this->decay_partial(b, k);
           const index_t row = b * K + k;
           const S* g = gate_t + row * 4 * H;
           const S* cp = cprev + row * H;
@@ -141,15 +146,20 @@ class Lstm : public GatedMatrixCell<S, 4> {
             dgi[H + j] += df;
             dgi[2 * H + j] += dg;
             dgi[3 * H + j] += dout;
+            dbias[j] += di;
+            dbias[H + j] += df;
+            dbias[2 * H + j] += dg;
+            dbias[3 * H + j] += dout;
+            ddecay_k[j] += df;  // the decay shifts f
             dc_carry[j] = dc * fg;
             dh_carry[j] = 0;  // h reaches the next step only through W_hh, added below
           }
         }
       }
-      if (t > 0) this->recurrent_projection_backward(dgh_t, carry_h_.data(), BK);
+      if (t > 0) this->recurrent_projection_backward(dgh_t, carry_h_.data());
     }
     this->recurrent_weight_grads(dgh_.data(), h0_.data(), Yk.data, T, BK);
-    this->decay_grads(dgh_.data(), /*gate f*/ 1, T * B, K, ddecay);
+    this->finish_grad_partials(B, K, ddecay);
   }
 
  private:

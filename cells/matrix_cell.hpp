@@ -156,34 +156,47 @@ class GatedMatrixCell {
     MTP_CHECK(I_ > 0 && H_ > 0, "cell needs input and hidden widths > 0, got I={} H={}", I_, H_);
   }
 
-  // gh (BK,G·H) = h (BK,H) · W_hh^T + b_hh.
-  void recurrent_projection(const S* h, S* gh, index_t BK) const {
-    matmul(h, false, weight_hh_.value.data, true, gh, BK, G * H_, H_, false, bias_hh_.value.data);
+  // The T per-step products with W_hh of a forward or a backward over BK rows: W_hh is
+  // packed once per pass (PackedMatmul), not once per step.
+  //   forward   gh (BK,G·H) = h (BK,H) · W_hh^T + b_hh
+  //   backward  dh (BK,H) += dgh (BK,G·H) · W_hh
+  void pack_recurrent_forward(index_t BK) {
+    recurrent_fwd_.pack(weight_hh_.value.data, true, bias_hh_.value.data, BK, G * H_, H_, false);
   }
-  // dh (BK,H) += dgh (BK,G·H) · W_hh.
-  void recurrent_projection_backward(const S* dgh, S* dh, index_t BK) const {
-    matmul(dgh, false, weight_hh_.value.data, false, dh, BK, H_, G * H_, true);
+  void pack_recurrent_backward(index_t BK) {
+    recurrent_bwd_.pack(weight_hh_.value.data, false, nullptr, BK, H_, G * H_, true);
   }
-  // dW_hh (G·H,H) += Σ_t dgh_t^T h_{t−1}, db_hh += Σ dgh, for dgh (T,B,K,G·H): one GEMM
-  // on the initial states h0 (BK,H), one over all later steps, whose h_{t−1} rows are
-  // the outputs Yk[0..T−2] (contiguous).
+  void recurrent_projection(const S* h, S* gh) const { recurrent_fwd_.run(h, gh); }
+  void recurrent_projection_backward(const S* dgh, S* dh) const { recurrent_bwd_.run(dgh, dh); }
+  // dW_hh (G·H,H) += Σ_t dgh_t^T h_{t−1} for dgh (T,B,K,G·H): one GEMM on the initial
+  // states h0 (BK,H), one over all later steps, whose h_{t−1} rows are the outputs
+  // Yk[0..T−2] (contiguous).
   void recurrent_weight_grads(const S* dgh, const S* h0, const S* Yk, index_t T, index_t BK) const {
     const index_t GH = G * H_;
     matmul(dgh, true, h0, false, weight_hh_.grad.data, GH, H_, BK, true);
     if (T > 1)
       matmul(dgh + BK * GH, true, Yk, false, weight_hh_.grad.data, GH, H_, (T - 1) * BK, true);
-    sum_rows_accumulate(dgh, T * BK, GH, bias_hh_.grad.data);
   }
-  // ddecay[k] (K,H) += Σ_{t,b} dgh[t,b,k, gate block]: the decay enters that gate's
-  // pre-activation exactly as b_hh does.
-  void decay_grads(const S* dgh, int gate, index_t TB, index_t K, View<S> ddecay) const {
+
+  // db_hh = Σ dgh and ddecay[k] = Σ_{t,b} dgh[·,·,k, decay gate] (the decay enters that
+  // gate's pre-activation exactly as b_hh does) are summed inside the backward's
+  // elementwise loop, which runs parallel over b, into per-sequence partials, and
+  // reduced once at the end: re-reading the (T,B,K,G·H) dgh for them would cost two
+  // more passes over the largest tensor of the backward.
+  //   partials (B, G·H + K·H): [db_hh | ddecay[0] | … | ddecay[K−1]] per sequence b.
+  void begin_grad_partials(index_t B, index_t K) {
+    grad_partials_.resize({B, (G + K) * H_});
+    grad_partials_.zero();
+  }
+  S* bias_partial(index_t b) { return grad_partials_.data() + b * grad_partials_.shape()[1]; }
+  S* decay_partial(index_t b, index_t k) { return bias_partial(b) + (G + k) * H_; }
+  void finish_grad_partials(index_t B, index_t K, View<S> ddecay) {
     const index_t GH = G * H_;
-    for (index_t tb = 0; tb < TB; ++tb)
-      for (index_t k = 0; k < K; ++k) {
-        const S* d = dgh + (tb * K + k) * GH + gate * H_;
-        S* dd = ddecay.data + k * H_;
-        for (index_t j = 0; j < H_; ++j) dd[j] += d[j];
-      }
+    for (index_t b = 0; b < B; ++b) {
+      const S* part = bias_partial(b);
+      for (index_t i = 0; i < GH; ++i) bias_hh_.grad[i] += part[i];
+      for (index_t i = 0; i < K * H_; ++i) ddecay[i] += part[GH + i];
+    }
   }
 
   index_t I_, H_;
@@ -203,6 +216,8 @@ class GatedMatrixCell {
   std::unique_ptr<FusedRnn> fused_;
   Tensor<S> fused_bias_, fused_dbias_;                   // (4H) in the fused cell's gate order
   Tensor<S> fused_h0_, fused_c0_, fused_hT_, fused_cT_;  // (B,H)
+  Tensor<S> grad_partials_;                              // (B, G·H + K·H)
+  PackedMatmul<S> recurrent_fwd_, recurrent_bwd_;
 };
 
 }  // namespace mtp

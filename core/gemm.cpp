@@ -7,6 +7,8 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "mtp/core/error.hpp"
+
 namespace mtp {
 namespace {
 
@@ -119,6 +121,74 @@ void matmul_reference(const float* A, bool trans_a, const float* B, bool trans_b
 
 index_t matmul_primitives_created() {
   return dnnl_state().created;
+}
+
+struct PackedMatmul<float>::Impl {
+  using Key = std::tuple<index_t, index_t, index_t, bool, bool, bool>;
+  Key key{-1, -1, -1, false, false, false};
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  mutable dnnl::stream stream{engine};
+  dnnl::matmul prim;
+  dnnl::memory user_b, packed_b, a, c, bias;
+  std::unordered_map<int, dnnl::memory> args;
+  bool has_bias = false;
+  index_t M = 0, N = 0, Kd = 0;
+};
+
+PackedMatmul<float>::PackedMatmul() : impl_(std::make_unique<Impl>()) {}
+PackedMatmul<float>::~PackedMatmul() = default;
+PackedMatmul<float>::PackedMatmul(PackedMatmul&&) noexcept = default;
+PackedMatmul<float>& PackedMatmul<float>::operator=(PackedMatmul&&) noexcept = default;
+
+void PackedMatmul<float>::pack(const float* B, bool trans_b, const float* bias, index_t M,
+                               index_t N, index_t Kd, bool accumulate) {
+  MTP_CHECK(M > 0 && N > 0 && Kd > 0, "packed matmul needs positive sizes, got {}x{}x{}", M, N, Kd);
+  Impl& p = *impl_;
+  p.M = M, p.N = N, p.Kd = Kd;
+  const Impl::Key key{M, N, Kd, trans_b, accumulate, bias != nullptr};
+  if (key != p.key) {
+    using dt = dnnl::memory::data_type;
+    using md = dnnl::memory::desc;
+    const md a_md({M, Kd}, dt::f32, dnnl::memory::dims{Kd, 1});
+    const md b_user({Kd, N}, dt::f32,
+                    trans_b ? dnnl::memory::dims{1, Kd} : dnnl::memory::dims{N, 1});
+    const md b_any({Kd, N}, dt::f32, dnnl::memory::format_tag::any);
+    const md c_md({M, N}, dt::f32, dnnl::memory::dims{N, 1});
+    const md bias_md({1, N}, dt::f32, dnnl::memory::dims{N, 1});
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.f);
+      attr.set_post_ops(po);
+    }
+    const auto desc = bias ? dnnl::matmul::desc(a_md, b_any, bias_md, c_md)
+                           : dnnl::matmul::desc(a_md, b_any, c_md);
+    const dnnl::matmul::primitive_desc pd(desc, attr, p.engine);
+    p.prim = dnnl::matmul(pd);
+    p.user_b = dnnl::memory(b_user, p.engine, DNNL_MEMORY_NONE);
+    p.packed_b = dnnl::memory(pd.weights_desc(), p.engine);
+    p.a = dnnl::memory(a_md, p.engine, DNNL_MEMORY_NONE);
+    p.c = dnnl::memory(c_md, p.engine, DNNL_MEMORY_NONE);
+    p.args = {{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.packed_b}, {DNNL_ARG_DST, p.c}};
+    p.has_bias = bias != nullptr;
+    if (bias) {
+      p.bias = dnnl::memory(bias_md, p.engine, DNNL_MEMORY_NONE);
+      p.args.emplace(DNNL_ARG_BIAS, p.bias);
+    }
+    p.key = key;
+  }
+  p.user_b.set_data_handle(const_cast<float*>(B));
+  dnnl::reorder(p.user_b, p.packed_b).execute(p.stream, p.user_b, p.packed_b);
+  p.stream.wait();
+  if (bias) p.bias.set_data_handle(const_cast<float*>(bias));
+}
+
+void PackedMatmul<float>::run(const float* A, float* C) const {
+  const Impl& p = *impl_;
+  p.a.set_data_handle(const_cast<float*>(A));
+  p.c.set_data_handle(C);
+  p.prim.execute(p.stream, p.args);
+  p.stream.wait();
 }
 
 }  // namespace mtp
