@@ -225,6 +225,36 @@ TEST(Gemm, PrimitivesAreCreatedOncePerShape) {
   EXPECT_EQ(C[0], 8.f);
 }
 
+// The packed-weights product against the Eigen reference: both transposes of B, with
+// and without bias and accumulation, several products per packing, and a re-pack after
+// B changes in place (as W_hh does after every optimiser step).
+TEST(Gemm, PackedMatmulMatchesEigenReference) {
+  constexpr index_t M = 12, N = 40, Kd = 24;
+  for (int mode = 0; mode < 8; ++mode) {
+    const bool tb = mode & 1, acc = mode & 2, bias = mode & 4;
+    std::vector<float> B(Kd * N), bv(N);
+    test::fill_normal(B, 20 + mode);
+    test::fill_normal(bv, 30 + mode);
+    PackedMatmul<float> packed;
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1)
+        for (float& b : B) b *= -0.5f;  // changed in place: pack again
+      packed.pack(B.data(), tb, bias ? bv.data() : nullptr, M, N, Kd, acc);
+      for (int product = 0; product < 3; ++product) {
+        std::vector<float> A(M * Kd), C0(M * N);
+        test::fill_normal(A, 40 + 10 * pass + product);
+        test::fill_normal(C0, 50 + 10 * pass + product);
+        std::vector<float> c_packed = C0, c_ref = C0;
+        packed.run(A.data(), c_packed.data());
+        matmul_reference(A.data(), false, B.data(), tb, c_ref.data(), M, N, Kd, acc,
+                         bias ? bv.data() : nullptr);
+        for (index_t i = 0; i < M * N; ++i)
+          ASSERT_NEAR(c_packed[i], c_ref[i], 1e-4) << "mode " << mode << " pass " << pass;
+      }
+    }
+  }
+}
+
 TEST(Gemm, EmptyReductionGivesZeroOrBias) {
   std::vector<float> C(6, 5.f), bias = {1.f, 2.f, 3.f};
   matmul(static_cast<const float*>(nullptr), false, nullptr, false, C.data(), 2, 3, 0, false,
