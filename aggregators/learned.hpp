@@ -114,7 +114,7 @@ class LearnedAggregator {
   // dx (T,B,I) +=, selector gradients +=. Logits dropped by top-k have α = 0 and so
   // receive no gradient.
   void backward(CView<S> dA, CView<S> Yk, CView<S> x, View<S> dYk, View<S> dx) {
-    const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B;
+    const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B, I = I_;
     if (K == 1) {  // see forward
       std::copy(dA.begin(), dA.end(), dYk.data);
       return;
@@ -136,9 +136,16 @@ class LearnedAggregator {
         dal[k] = dot;
       }
       softmax_row_backward(al, dal, dal, K);
+      // dx_r += Σ_k dℓ_rk W_s[k]: K axpys while the row is in cache, cheaper than a
+      // GEMM with a reduction of only K.
+      S* dxr = dx.data + r * I;
+      for (index_t k = 0; k < K; ++k) {
+        const S g = dal[k];
+        const S* wk = weight_.value.data + k * I;
+#pragma omp simd
+        for (index_t i = 0; i < I; ++i) dxr[i] += g * wk[i];
+      }
     }
-    const index_t I = I_;
-    matmul(dlogits_.data(), false, weight_.value.data, false, dx.data, TB, I, K, true);
     matmul(dlogits_.data(), true, x.data, false, weight_.grad.data, K, I, TB, true);
     sum_rows_accumulate(dlogits_.data(), TB, K, bias_.grad.data);
     if (noisy_ && learned_noise()) {
