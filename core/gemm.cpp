@@ -29,6 +29,32 @@ void matmul_eigen(const S* A, bool trans_a, const S* B, bool trans_b, S* C, inde
   if (trans_a && trans_b) c.noalias() += a.transpose() * b.transpose();
 }
 
+// The operands of C (M,N) = op(A) (M,Kd) · op(B) (Kd,N) [+ bias], row-major, in f32.
+// Transposes are expressed as strides, so no operand is ever copied.
+struct MatmulDescs {
+  using md = dnnl::memory::desc;
+  using dims = dnnl::memory::dims;
+  md a, b, c, bias;
+  MatmulDescs(index_t M, index_t N, index_t Kd, bool ta, bool tb)
+      : a({M, Kd}, dnnl::memory::data_type::f32, ta ? dims{1, M} : dims{Kd, 1}),
+        b({Kd, N}, dnnl::memory::data_type::f32, tb ? dims{1, Kd} : dims{N, 1}),
+        c({M, N}, dnnl::memory::data_type::f32, dims{N, 1}),
+        bias({1, N}, dnnl::memory::data_type::f32, dims{N, 1}) {}
+  // With `accumulate` a sum post-op adds the product to C; b_layout is b or `any`.
+  dnnl::matmul::primitive_desc primitive(const md& b_layout, bool accumulate, bool has_bias,
+                                         const dnnl::engine& engine) const {
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.f);
+      attr.set_post_ops(po);
+    }
+    const auto desc =
+        has_bias ? dnnl::matmul::desc(a, b_layout, bias, c) : dnnl::matmul::desc(a, b_layout, c);
+    return {desc, attr, engine};
+  }
+};
+
 // One created matmul primitive with memory objects whose data handles are swapped on
 // every call: executing it allocates nothing.
 struct MatmulPlan {
@@ -53,29 +79,15 @@ struct Dnnl {
     // past this many the cache starts over rather than grow. Training uses a fixed set.
     if (plans.size() >= kMaxPlans) plans.clear();
 
-    using dt = dnnl::memory::data_type;
-    using md = dnnl::memory::desc;
-    // Transposes are expressed as strides, so no operand is ever copied.
-    const md a_md({M, Kd}, dt::f32, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{Kd, 1});
-    const md b_md({Kd, N}, dt::f32, tb ? dnnl::memory::dims{1, Kd} : dnnl::memory::dims{N, 1});
-    const md c_md({M, N}, dt::f32, dnnl::memory::dims{N, 1});
-    const md bias_md({1, N}, dt::f32, dnnl::memory::dims{N, 1});
-    dnnl::primitive_attr attr;
-    if (acc) {
-      dnnl::post_ops po;
-      po.append_sum(1.f);
-      attr.set_post_ops(po);
-    }
-    const auto desc = has_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
-                               : dnnl::matmul::desc(a_md, b_md, c_md);
+    const MatmulDescs md(M, N, Kd, ta, tb);
     MatmulPlan p;
-    p.prim = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine));
-    p.a = dnnl::memory(a_md, engine, DNNL_MEMORY_NONE);
-    p.b = dnnl::memory(b_md, engine, DNNL_MEMORY_NONE);
-    p.c = dnnl::memory(c_md, engine, DNNL_MEMORY_NONE);
+    p.prim = dnnl::matmul(md.primitive(md.b, acc, has_bias, engine));
+    p.a = dnnl::memory(md.a, engine, DNNL_MEMORY_NONE);
+    p.b = dnnl::memory(md.b, engine, DNNL_MEMORY_NONE);
+    p.c = dnnl::memory(md.c, engine, DNNL_MEMORY_NONE);
     p.args = {{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.b}, {DNNL_ARG_DST, p.c}};
     if (has_bias) {
-      p.bias = dnnl::memory(bias_md, engine, DNNL_MEMORY_NONE);
+      p.bias = dnnl::memory(md.bias, engine, DNNL_MEMORY_NONE);
       p.args.emplace(DNNL_ARG_BIAS, p.bias);
     }
     ++created;
@@ -147,32 +159,20 @@ void PackedMatmul<float>::pack(const float* B, bool trans_b, const float* bias, 
   p.M = M, p.N = N, p.Kd = Kd;
   const Impl::Key key{M, N, Kd, trans_b, accumulate, bias != nullptr};
   if (key != p.key) {
-    using dt = dnnl::memory::data_type;
-    using md = dnnl::memory::desc;
-    const md a_md({M, Kd}, dt::f32, dnnl::memory::dims{Kd, 1});
-    const md b_user({Kd, N}, dt::f32,
-                    trans_b ? dnnl::memory::dims{1, Kd} : dnnl::memory::dims{N, 1});
-    const md b_any({Kd, N}, dt::f32, dnnl::memory::format_tag::any);
-    const md c_md({M, N}, dt::f32, dnnl::memory::dims{N, 1});
-    const md bias_md({1, N}, dt::f32, dnnl::memory::dims{N, 1});
-    dnnl::primitive_attr attr;
-    if (accumulate) {
-      dnnl::post_ops po;
-      po.append_sum(1.f);
-      attr.set_post_ops(po);
-    }
-    const auto desc = bias ? dnnl::matmul::desc(a_md, b_any, bias_md, c_md)
-                           : dnnl::matmul::desc(a_md, b_any, c_md);
-    const dnnl::matmul::primitive_desc pd(desc, attr, p.engine);
+    const MatmulDescs md(M, N, Kd, false, trans_b);
+    // B's layout is oneDNN's choice: the blocked one its kernel reads.
+    const dnnl::memory::desc b_any({Kd, N}, dnnl::memory::data_type::f32,
+                                   dnnl::memory::format_tag::any);
+    const dnnl::matmul::primitive_desc pd = md.primitive(b_any, accumulate, bias, p.engine);
     p.prim = dnnl::matmul(pd);
-    p.user_b = dnnl::memory(b_user, p.engine, DNNL_MEMORY_NONE);
+    p.user_b = dnnl::memory(md.b, p.engine, DNNL_MEMORY_NONE);
     p.packed_b = dnnl::memory(pd.weights_desc(), p.engine);
-    p.a = dnnl::memory(a_md, p.engine, DNNL_MEMORY_NONE);
-    p.c = dnnl::memory(c_md, p.engine, DNNL_MEMORY_NONE);
+    p.a = dnnl::memory(md.a, p.engine, DNNL_MEMORY_NONE);
+    p.c = dnnl::memory(md.c, p.engine, DNNL_MEMORY_NONE);
     p.args = {{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.packed_b}, {DNNL_ARG_DST, p.c}};
     p.has_bias = bias != nullptr;
     if (bias) {
-      p.bias = dnnl::memory(bias_md, p.engine, DNNL_MEMORY_NONE);
+      p.bias = dnnl::memory(md.bias, p.engine, DNNL_MEMORY_NONE);
       p.args.emplace(DNNL_ARG_BIAS, p.bias);
     }
     p.key = key;
