@@ -92,7 +92,13 @@ TrainFlags::TrainFlags() {
       ("eval-every", po::value(&c_.eval_every)->default_value(c_.eval_every),
        "validate every N steps (0: only at the end)")  //
       ("log-every", po::value(&c_.log_every)->default_value(c_.log_every),
-       "log line every N steps when not on a terminal (0: ~20 lines)");
+       "log line every N steps when not on a terminal (0: ~20 lines)")  //
+      ("checkpoint-every", po::value(&c_.checkpoint_every)->default_value(c_.checkpoint_every),
+       "write the training state (model, optimizer, progress) every N steps and at the end, "
+       "for --resume (0: never)")  //
+      ("resume", po::value(&resume_),
+       "continue the run in this folder from its last training state, with its own settings "
+       "(only --threads may be given with it)");
 }
 
 bool TrainFlags::parse(int argc, const char* const* argv, const char* help_header) {
@@ -103,6 +109,13 @@ bool TrainFlags::parse(int argc, const char* const* argv, const char* help_heade
 }
 
 void TrainFlags::finish(const po::variables_map& vm) {
+  if (!resume_.empty())
+    for (const auto& [name, value] : vm)
+      if (!value.defaulted() && name != "resume" && name != "threads")
+        usage_fail(
+            "--resume continues a run with the settings it was started with; --{} cannot "
+            "be given with it",
+            name);
   if (seed_ < 0) usage_fail("--seed must be >= 0, got {}", seed_);
   c_.seed = static_cast<std::uint64_t>(seed_);
   c_.ffn = !no_ffn_;

@@ -62,6 +62,8 @@ class TrainFlags {
   bool parse(int argc, const char* const* argv, const char* help_header);
   // The parsed configuration, with the task's defaults for the sizes not given.
   const TrainConfig& config() const { return c_; }
+  // The run folder given with --resume, or empty.
+  const std::string& resume() const { return resume_; }
   // Whether `name` is a train flag, and whether it is an on/off switch.
   bool has(const std::string& name) const;
   bool is_switch(const std::string& name) const;
@@ -69,7 +71,7 @@ class TrainFlags {
  private:
   void finish(const po::variables_map& vm);
   TrainConfig c_;
-  std::string weights_, lags_;
+  std::string weights_, lags_, resume_;
   long long seed_ = 0;
   bool no_ffn_ = false;
   po::options_description d_{"train flags (default command)"};

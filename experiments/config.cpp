@@ -19,7 +19,7 @@ namespace mtp::exp {
   X(layers) X(width) X(ffn) X(init_from) X(freeze)                                         \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
   X(task) X(data) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)                  \
-  X(out) X(threads) X(eval_every) X(log_every)
+  X(out) X(threads) X(eval_every) X(log_every) X(checkpoint_every)
 // clang-format on
 
 TaskDefaults task_defaults(const std::string& task) {
@@ -117,6 +117,7 @@ void validate(const TrainConfig& c) {
   need(c.threads >= 0 && c.threads <= 1024, "threads", "must be in [0, 1024]");
   need(c.eval_every >= 0, "eval-every", "must be >= 0");
   need(c.log_every >= 0, "log-every", "must be >= 0");
+  need(c.checkpoint_every >= 0, "checkpoint-every", "must be >= 0");
 }
 
 }  // namespace mtp::exp

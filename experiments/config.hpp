@@ -47,9 +47,10 @@ struct TrainConfig {
   int val_batches = 16;
   // Run
   std::string out;
-  int threads = 0;           // 0: all cores
-  long long eval_every = 0;  // 0: only at the end
-  long long log_every = 0;   // 0: about 20 lines per run
+  int threads = 0;                 // 0: all cores
+  long long eval_every = 0;        // 0: only at the end
+  long long log_every = 0;         // 0: about 20 lines per run
+  long long checkpoint_every = 0;  // training state every N steps and at the end (0: none)
 };
 
 inline constexpr const char* kTaskNames = "mqar, lag-recall, selective-copy, text";

@@ -44,7 +44,10 @@ constexpr const char* kUsage =
 int cmd_train(int argc, const char* const* argv) {
   mtp::exp::cli::TrainFlags flags;
   if (!flags.parse(argc, argv, kUsage)) return 0;
-  mtp::exp::run_training(flags.config());
+  if (!flags.resume().empty())
+    mtp::exp::resume_training(flags.resume(), flags.config().threads);
+  else
+    mtp::exp::run_training(flags.config());
   return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "mtp/core/file_io.hpp"
 #include "mtp/core/safetensors.hpp"
 #include "mtp/experiments/checkpoint.hpp"
 #include "mtp/experiments/progress.hpp"
@@ -19,6 +20,144 @@ struct MetricsRow {
   std::string split;
   double loss, accuracy, bpb, lr, grad_norm, tokens_per_s, elapsed_s;
 };
+
+// A double for JSON, which has no NaN: null stands for it.
+nlohmann::json number_or_null(double v) {
+  return std::isnan(v) ? nlohmann::json() : nlohmann::json(v);
+}
+double number_or_nan(const nlohmann::json& j) {
+  return j.is_null() ? NAN : j.get<double>();
+}
+
+// Everything a run has counted so far besides the tensors: the metrics rows and the
+// running sums behind the next ones. With the parameters, the optimiser moments and the
+// carried state it is all a resumed run needs to continue as if never stopped: the
+// batches and the selector noise are pure functions of (seed, step).
+struct TrainTally {
+  long long step = 0;  // steps done
+  std::vector<MetricsRow> rows;
+  double smoothed_tps = 0, interval_loss = 0, interval_acc = 0, last_norm = 0;
+  long long interval_n = 0;
+  double train_loss_tail = 0, train_acc_tail = 0;
+  long long tail_n = 0;
+  double train_seconds = 0, elapsed_seconds = 0;
+
+  nlohmann::json to_json() const {
+    nlohmann::json r = nlohmann::json::array();
+    for (const MetricsRow& m : rows)
+      r.push_back({m.step, m.split, number_or_null(m.loss), number_or_null(m.accuracy),
+                   number_or_null(m.bpb), number_or_null(m.lr), number_or_null(m.grad_norm),
+                   number_or_null(m.tokens_per_s), number_or_null(m.elapsed_s)});
+    return {{"step", step},
+            {"rows", r},
+            {"smoothed_tps", smoothed_tps},
+            {"interval_loss", interval_loss},
+            {"interval_acc", interval_acc},
+            {"last_norm", last_norm},
+            {"interval_n", interval_n},
+            {"train_loss_tail", train_loss_tail},
+            {"train_acc_tail", train_acc_tail},
+            {"tail_n", tail_n},
+            {"train_seconds", train_seconds},
+            {"elapsed_seconds", elapsed_seconds}};
+  }
+  static TrainTally from_json(const nlohmann::json& j) {
+    TrainTally t;
+    t.step = j.at("step").get<long long>();
+    for (const nlohmann::json& m : j.at("rows"))
+      t.rows.push_back({m.at(0).get<long long>(), m.at(1).get<std::string>(),
+                        number_or_nan(m.at(2)), number_or_nan(m.at(3)), number_or_nan(m.at(4)),
+                        number_or_nan(m.at(5)), number_or_nan(m.at(6)), number_or_nan(m.at(7)),
+                        number_or_nan(m.at(8))});
+    t.smoothed_tps = j.at("smoothed_tps").get<double>();
+    t.interval_loss = j.at("interval_loss").get<double>();
+    t.interval_acc = j.at("interval_acc").get<double>();
+    t.last_norm = j.at("last_norm").get<double>();
+    t.interval_n = j.at("interval_n").get<long long>();
+    t.train_loss_tail = j.at("train_loss_tail").get<double>();
+    t.train_acc_tail = j.at("train_acc_tail").get<double>();
+    t.tail_n = j.at("tail_n").get<long long>();
+    t.train_seconds = j.at("train_seconds").get<double>();
+    t.elapsed_seconds = j.at("elapsed_seconds").get<double>();
+    return t;
+  }
+};
+
+inline constexpr const char* kTrainingStateFormat = "mtp-training-state-1";
+inline constexpr const char* kTrainingStateFile = "training-state.safetensors";
+
+// The training state: parameters under their names, the AdamW moments under
+// optimizer.m.<name> / optimizer.v.<name>, the carried stream state under
+// stream.<group>.<i>, and the configuration and tally in the metadata. Written
+// atomically (temporary file, fsync, rename): a kill leaves the previous one intact.
+void save_training_state(const std::filesystem::path& path, const ParamStore<float>& params,
+                         AdamW<float>& opt, const ModelState<float>& state,
+                         const nlohmann::json& config, const TrainTally& tally) {
+  SafeTensors out;
+  for (const ParamInfo& p : params.infos()) {
+    out.put(p.name, p.shape.dims(), params.values() + p.offset);
+    out.put("optimizer.m." + p.name, p.shape.dims(), opt.first_moment().data() + p.offset);
+    out.put("optimizer.v." + p.name, p.shape.dims(), opt.second_moment().data() + p.offset);
+  }
+  for (const auto& [group, tensors] : {std::pair{"mixer", &state.mixer}, {"ffn", &state.ffn}})
+    for (size_t i = 0; i < tensors->size(); ++i)
+      if ((*tensors)[i].numel() > 0)
+        out.put(fmt::format("stream.{}.{}", group, i), (*tensors)[i].shape().dims(),
+                (*tensors)[i].data());
+  out.metadata["format"] = kTrainingStateFormat;
+  out.metadata["config"] = config.dump();
+  out.metadata["optimizer_steps"] = std::to_string(opt.steps_taken());
+  out.metadata["tally"] = tally.to_json().dump();
+  out.save(path.string());
+}
+
+// Restores what save_training_state wrote into a model built from the same
+// configuration; anything missing or of another shape is an error naming the file.
+TrainTally load_training_state(const std::filesystem::path& path, ParamStore<float>& params,
+                               AdamW<float>& opt, ModelState<float>& state,
+                               const nlohmann::json& config) {
+  const std::string where = path.string();
+  const SafeTensors file = SafeTensors::load(where);
+  auto meta = [&](const char* key) {
+    auto it = file.metadata.find(key);
+    MTP_CHECK(it != file.metadata.end(), "{}: no '{}' in its metadata", where, key);
+    return it->second;
+  };
+  MTP_CHECK(meta("format") == kTrainingStateFormat, "{}: not an mtp training state", where);
+  // The settings must be the run's; the thread count and the folder may differ.
+  auto settings = [](nlohmann::json c) {
+    if (c.is_object()) c.erase("threads"), c.erase("out");
+    return c;
+  };
+  MTP_CHECK(settings(nlohmann::json::parse(meta("config"), nullptr, false)) == settings(config),
+            "{}: written by a run with other settings than {}", where,
+            (path.parent_path() / "config.json").string());
+  auto restore = [&](const std::string& name, const Shape& shape, float* to) {
+    MTP_CHECK(file.has(name), "{}: missing tensor '{}'", where, name);
+    const StoredTensor& t = file.at(name);
+    MTP_CHECK(t.shape == shape.dims(), "{}: tensor '{}' has shape {}, expected {}", where, name,
+              shape_str(t.shape), shape.str());
+    MTP_CHECK(t.dtype == DType::F32, "{}: tensor '{}' is {}, expected F32", where, name,
+              dtype_name(t.dtype));
+    const std::vector<float> v = t.to<float>(where + ": " + name);
+    std::copy(v.begin(), v.end(), to);
+  };
+  for (const ParamInfo& p : params.infos()) {
+    restore(p.name, p.shape, params.values() + p.offset);
+    restore("optimizer.m." + p.name, p.shape, opt.first_moment().data() + p.offset);
+    restore("optimizer.v." + p.name, p.shape, opt.second_moment().data() + p.offset);
+  }
+  for (const auto& [group, tensors] : {std::pair{"mixer", &state.mixer}, {"ffn", &state.ffn}})
+    for (size_t i = 0; i < tensors->size(); ++i)
+      if ((*tensors)[i].numel() > 0)
+        restore(fmt::format("stream.{}.{}", group, i), (*tensors)[i].shape(), (*tensors)[i].data());
+  try {
+    opt.set_steps_taken(std::stoll(meta("optimizer_steps")));
+    return TrainTally::from_json(nlohmann::json::parse(meta("tally")));
+  } catch (const std::exception& e) {
+    fail("{}: malformed training progress in its metadata ({})", where, e.what());
+  }
+}
 
 std::string metrics_csv(const std::vector<MetricsRow>& rows) {
   std::string s = "step,split,loss,accuracy,bpb,lr,grad_norm,tokens_per_s,elapsed_s\n";
@@ -113,7 +252,7 @@ void print_header(const TrainConfig& c, const ParamCounts& counts) {
 }
 
 template <class Mixer>
-nlohmann::json train(const TrainConfig& cfg) {
+nlohmann::json train(const TrainConfig& cfg, bool resume) {
   using clock = std::chrono::steady_clock;
   const std::unique_ptr<Task> task = make_task(cfg);
   const std::filesystem::path out = cfg.out.empty() ? default_out_dir(cfg) : cfg.out;
@@ -142,7 +281,13 @@ nlohmann::json train(const TrainConfig& cfg) {
                                {"perspective_percent", counts.perspective_percent()},
                                {"trained", counts.trained},
                                {"trained_percent", counts.trained_percent()}}}};
-  write_text(out / "config.json", run_info.dump(2) + "\n");
+  if (!resume) write_text(out / "config.json", run_info.dump(2) + "\n");
+
+  // Truncated BPTT: the state flows from each step's chunk into the next. A resumed run
+  // restores it with the rest before printing anything, so a bad state fails alone.
+  auto state = model.initial_state(cfg.batch);
+  TrainTally tally;
+  if (resume) tally = load_training_state(out / kTrainingStateFile, params, opt, state, config);
 
   print_header(cfg, counts);
   if (!init_summary.empty()) fmt::print("init from    {}\n", init_summary);
@@ -151,17 +296,22 @@ nlohmann::json train(const TrainConfig& cfg) {
                counts.trained, counts.total, counts.trained_percent());
   std::fflush(stdout);
 
-  std::vector<MetricsRow> rows;
+  if (resume) {
+    fmt::print("resumed      from step {} of {} ({})\n", tally.step, cfg.steps,
+               (out / kTrainingStateFile).string());
+    std::fflush(stdout);
+  }
+  std::vector<MetricsRow>& rows = tally.rows;
   Progress progress(cfg.steps, cfg.log_every);
   const long long log_every = cfg.log_every > 0 ? cfg.log_every : std::max(1LL, cfg.steps / 20);
   const double tokens_per_step = double(cfg.batch) * double(cfg.seq_len);
-  const auto t0 = clock::now();
-  double smoothed_tps = 0, interval_loss = 0, interval_acc = 0, last_norm = 0;
-  long long interval_n = 0;
-  double train_loss_tail = 0, train_acc_tail = 0;
-  long long tail_n = 0;
+  const auto t0 = clock::now() - std::chrono::duration_cast<clock::duration>(
+                                     std::chrono::duration<double>(tally.elapsed_seconds));
   const long long tail_from = cfg.steps - std::max(1LL, cfg.steps / 10);
-  double train_seconds = 0;
+  auto checkpoint = [&] {
+    tally.elapsed_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    save_training_state(out / kTrainingStateFile, params, opt, state, config, tally);
+  };
 
   auto eval_row = [&](long long step) {
     const EvalResult r = evaluate(model, *task);
@@ -177,9 +327,7 @@ nlohmann::json train(const TrainConfig& cfg) {
     return r;
   };
 
-  // Truncated BPTT: the state flows from each step's chunk into the next.
-  auto state = model.initial_state(cfg.batch);
-  for (long long step = 0; step < cfg.steps; ++step) {
+  for (long long step = tally.step; step < cfg.steps; ++step) {
     const auto ts = clock::now();
     const Batch batch = task->train_batch(static_cast<std::uint64_t>(step), cfg.batch);
     params.zero_grad();
@@ -199,43 +347,50 @@ nlohmann::json train(const TrainConfig& cfg) {
     const double lr = warmup_cosine_lr(step, cfg.steps, warmup, cfg.lr);
     opt.step(params, lr, trainable);
     const double dt = std::chrono::duration<double>(clock::now() - ts).count();
-    train_seconds += dt;
+    TrainTally& t = tally;
+    t.train_seconds += dt;
 
     const double tps = tokens_per_step / std::max(dt, 1e-9);
-    smoothed_tps = step == 0 ? tps : 0.9 * smoothed_tps + 0.1 * tps;
-    interval_loss += loss;
-    interval_acc += st.accuracy();
-    ++interval_n;
-    last_norm = norm;
+    t.smoothed_tps = step == 0 ? tps : 0.9 * t.smoothed_tps + 0.1 * tps;
+    t.interval_loss += loss;
+    t.interval_acc += st.accuracy();
+    ++t.interval_n;
+    t.last_norm = norm;
     if (step >= tail_from) {
-      train_loss_tail += loss;
-      train_acc_tail += st.accuracy();
-      ++tail_n;
+      t.train_loss_tail += loss;
+      t.train_acc_tail += st.accuracy();
+      ++t.tail_n;
     }
-    progress.update(step, loss, smoothed_tps);
+    progress.update(step, loss, t.smoothed_tps);
     if ((step + 1) % log_every == 0 || step + 1 == cfg.steps) {
       const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
-      const double mean_loss = interval_loss / double(interval_n);
-      rows.push_back({step + 1, "train", mean_loss, interval_acc / double(interval_n),
+      const double mean_loss = t.interval_loss / double(t.interval_n);
+      rows.push_back({step + 1, "train", mean_loss, t.interval_acc / double(t.interval_n),
                       task->reports_bits_per_byte() ? mean_loss / std::log(2.0) : NAN, lr,
-                      last_norm, smoothed_tps, elapsed});
-      interval_loss = interval_acc = 0;
-      interval_n = 0;
+                      t.last_norm, t.smoothed_tps, elapsed});
+      t.interval_loss = t.interval_acc = 0;
+      t.interval_n = 0;
     }
     if (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0 && step + 1 < cfg.steps)
       eval_row(step + 1);
+    t.step = step + 1;
+    if (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) checkpoint();
   }
+  if (cfg.checkpoint_every > 0 && tally.step % cfg.checkpoint_every != 0)
+    checkpoint();  // the end of training, whatever the interval
   progress.finish();
   const EvalResult val = eval_row(cfg.steps);
   progress.finish();
   const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
-  const double train_tps = tokens_per_step * double(cfg.steps) / train_seconds;
+  const double train_tps = tokens_per_step * double(cfg.steps) / tally.train_seconds;
 
   save_checkpoint((out / "model.safetensors").string(), params, config, cfg.steps);
   write_text(out / "metrics.csv", metrics_csv(rows));
 
   const bool bpb = task->reports_bits_per_byte();
   nlohmann::json result = run_info;
+  const double train_loss_tail = tally.train_loss_tail, train_acc_tail = tally.train_acc_tail;
+  const long long tail_n = tally.tail_n;
   result["train"] = {{"loss", train_loss_tail / double(tail_n)},
                      {"accuracy", train_acc_tail / double(tail_n)},
                      {"steps_averaged", tail_n}};
@@ -247,7 +402,7 @@ nlohmann::json train(const TrainConfig& cfg) {
     result["validation"]["bits_per_byte"] = val.bits_per_byte();
   }
   result["throughput"] = {{"train_tokens_per_s", train_tps},
-                          {"train_seconds", train_seconds},
+                          {"train_seconds", tally.train_seconds},
                           {"elapsed_seconds", elapsed},
                           {"threads", omp_get_max_threads()}};
   write_text(out / "result.json", result.dump(2) + "\n");
@@ -267,7 +422,7 @@ nlohmann::json train(const TrainConfig& cfg) {
   for (const GroupAccuracy& g : val.groups)
     fmt::print("  {:<10} accuracy {:.4f}  ({} queries)\n", g.name, g.accuracy(), g.labelled);
   fmt::print("throughput   {:.0f} tokens/s training ({} steps in {}, {} total)\n", train_tps,
-             cfg.steps, format_duration(train_seconds), format_duration(elapsed));
+             cfg.steps, format_duration(tally.train_seconds), format_duration(elapsed));
   fmt::print("wrote        {}/{{config.json, metrics.csv, model.safetensors, result.json}}\n",
              out.string());
   return result;
@@ -290,7 +445,32 @@ nlohmann::json run_training(const TrainConfig& cfg) {
   validate(cfg);
   set_threads(cfg.threads);
   return with_mixer<float>(cfg.cell, cfg.aggregator,
-                           [&]<class Mixer>() { return train<Mixer>(cfg); });
+                           [&]<class Mixer>() { return train<Mixer>(cfg, false); });
+}
+
+nlohmann::json resume_training(const std::string& dir, int threads) {
+  const std::filesystem::path config_path = std::filesystem::path(dir) / "config.json";
+  const std::vector<std::uint8_t> bytes = read_file_bytes(config_path.string());
+  const nlohmann::json j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+  MTP_CHECK(!j.is_discarded() && j.contains("config"), "{}: not a run's config.json",
+            config_path.string());
+  TrainConfig cfg;
+  try {
+    cfg = train_config_from_json(j["config"]);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed run configuration ({})", config_path.string(), e.what());
+  }
+  // Every setting is the run's own; threads change speed, and the summation order, so
+  // the same count as before reproduces the uninterrupted run bit for bit.
+  if (threads > 0) cfg.threads = threads;
+  cfg.out = dir;
+  MTP_CHECK(std::filesystem::exists(std::filesystem::path(dir) / kTrainingStateFile),
+            "{}: no {} to resume from (was the run started with --checkpoint-every?)", dir,
+            kTrainingStateFile);
+  validate(cfg);
+  set_threads(cfg.threads);
+  return with_mixer<float>(cfg.cell, cfg.aggregator,
+                           [&]<class Mixer>() { return train<Mixer>(cfg, true); });
 }
 
 Checkpoint read_checkpoint(const std::string& path) {

@@ -138,6 +138,10 @@ decltype(auto) with_checkpoint_model(const Checkpoint& ck, F&& f) {
 // `mtp-exp` (train): trains, evaluates, prints the summary and writes DIR/config.json,
 // DIR/metrics.csv, DIR/model.safetensors and DIR/result.json. Returns the result JSON.
 nlohmann::json run_training(const TrainConfig& cfg);
+// Continues the run in `dir` (written with --checkpoint-every) from its last training
+// state, with the settings in dir/config.json; threads > 0 overrides the thread count.
+// The metrics equal an uninterrupted run's when the thread count is the same.
+nlohmann::json resume_training(const std::string& dir, int threads);
 
 // `mtp-exp eval`: re-evaluates a checkpoint on its task, or on `data` for text.
 nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads);

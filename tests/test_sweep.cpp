@@ -13,6 +13,7 @@
 
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/sweep.hpp"
+#include "run_binary.hpp"
 #include "temp_dir.hpp"
 
 namespace mtp::exp {
@@ -49,14 +50,8 @@ TEST(Grid, SwitchesBecomeBareFlags) {
                                            "--threads", "2"}));
 }
 
-// Runs the binary; returns its exit status. Output goes to `log`.
-int run(const std::vector<std::string>& args, const fs::path& log) {
-  std::string cmd = MTP_EXP_PATH;
-  for (const std::string& a : args) cmd += " '" + a + "'";
-  cmd += " > '" + log.string() + "' 2>&1";
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using test::run_mtp_exp;
+const auto run = run_mtp_exp;
 
 const std::vector<std::string> kTiny = {
     "--task", "lag-recall", "--steps", "4", "--batch",  "2", "--seq-len",     "24",
