@@ -66,14 +66,15 @@ void write_text(const fs::path& p, const std::string& s) {
 
 // Children die with the sweep (SIGKILL included), so a killed sweep leaves no run
 // writing into a folder that the next sweep will redo.
-pid_t spawn_run(const std::string& exe, const std::vector<std::string>& args, const fs::path& log) {
+pid_t spawn_run(const std::string& exe, const std::vector<std::string>& args, const fs::path& log,
+                bool append_log) {
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   MTP_CHECK(pid >= 0, "sweep: fork failed ({})", std::strerror(errno));
   if (pid > 0) return pid;
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) ::_exit(1);  // the sweep died before prctl
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | (append_log ? O_APPEND : O_TRUNC), 0644);
   if (fd >= 0) {
     ::dup2(fd, STDOUT_FILENO);
     ::dup2(fd, STDERR_FILENO);
@@ -297,8 +298,14 @@ int run_sweep(const SweepOptions& opt) {
       const fs::path dir = root / "runs" / r->id;
       fs::create_directories(dir, ec);
       MTP_CHECK(!ec, "{}: cannot create the folder ({})", dir.string(), ec.message());
-      const pid_t pid =
-          spawn_run(exe, run_arguments(*r, opt.base_args, dir.string(), threads), dir / "log.txt");
+      // A run killed after writing a training state (--checkpoint-every) continues from
+      // it rather than starting over.
+      const bool resume = fs::exists(dir / "training-state.safetensors");
+      const std::vector<std::string> args =
+          resume ? std::vector<std::string>{"--resume", dir.string(), "--threads",
+                                            std::to_string(threads)}
+                 : run_arguments(*r, opt.base_args, dir.string(), threads);
+      const pid_t pid = spawn_run(exe, args, dir / "log.txt", resume);
       running[pid] = {r, clock::now()};
     }
     int status = 0;

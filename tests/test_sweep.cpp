@@ -167,5 +167,29 @@ TEST(Sweep, ShardsSplitTheRunsAndSlurmScriptRunsThem) {
       run(sweep_args("cell=gru", dir.path() / "s4", {"--shard", "2/2"}), dir.path() / "e.log"), 2);
 }
 
+// A run that was killed after writing its training state continues from it when the
+// sweep is run again, instead of starting over (here: killed after its last checkpoint,
+// before its result), and ends with the same result.
+TEST(Sweep, UnfinishedRunWithATrainingStateResumes) {
+  test::TempDir dir;
+  const fs::path out = dir.path() / "sweep";
+  const std::vector<std::string> ckpt = {"--checkpoint-every", "2"};
+  ASSERT_EQ(run(sweep_args("perspectives=1,2", out, ckpt), dir.path() / "a.log"), 0)
+      << test::read_file(dir.path() / "a.log");
+  const fs::path run_dir = out / "runs" / "perspectives-2";
+  const std::string result = test::read_file(run_dir / "result.json");
+  ASSERT_TRUE(fs::exists(run_dir / "training-state.safetensors"));
+  fs::remove(run_dir / "result.json");
+  ASSERT_EQ(run(sweep_args("perspectives=1,2", out, ckpt), dir.path() / "b.log"), 0)
+      << test::read_file(dir.path() / "b.log");
+  EXPECT_NE(test::read_file(run_dir / "log.txt").find("resumed      from step 4 of 4"),
+            std::string::npos)
+      << test::read_file(run_dir / "log.txt");
+  const auto before = nlohmann::json::parse(result);
+  const auto after = nlohmann::json::parse(test::read_file(run_dir / "result.json"));
+  EXPECT_EQ(before["validation"], after["validation"]);
+  EXPECT_EQ(before["train"], after["train"]);
+}
+
 }  // namespace
 }  // namespace mtp::exp
