@@ -12,6 +12,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/benchmarks.hpp"
@@ -39,7 +40,8 @@ constexpr const char* kUsage =
     "       mtp-exp sweep --grid \"flag=a,b;...\" [train flags] --out DIR [--jobs N]\n"
     "                                               a grid of runs, resumable, shardable\n"
     "       mtp-exp report DIR                      tables, statistics and plots of a sweep\n"
-    "       mtp-exp COMMAND --help                  the flags of a command\n";
+    "       mtp-exp COMMAND --help                  the flags of a command\n"
+    "       mtp-exp --version                       the version\n";
 
 int cmd_train(int argc, const char* const* argv) {
   mtp::exp::cli::TrainFlags flags;
@@ -252,6 +254,10 @@ int main(int argc, char** argv) {
   if (argc > 1 && argv[1][0] != '-') {
     command = argv[1];
     skip = 1;
+  }
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    fmt::print("mtp-exp {}\n", MTP_VERSION);
+    return 0;
   }
   // argv[skip] becomes the program name seen by the command's parser.
   const int cargc = argc - skip;

@@ -3,7 +3,8 @@
 # root or as a user with sudo.
 #   bash scripts/install-deps.sh          build + run dependencies
 #   bash scripts/install-deps.sh --test   also what the test suite uses (python3-torch
-#                                         for the independent float64 reference)
+#                                         for the independent float64 reference, clang
+#                                         for the fuzz targets)
 set -euo pipefail
 
 packages=(
@@ -12,7 +13,9 @@ packages=(
   libgtest-dev libbenchmark-dev nlohmann-json3-dev gnuplot-nox
 )
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(python3 python3-numpy python3-torch)
+  # python3-torch: the independent float64 references; clang and its runtime
+  # libraries: the libFuzzer targets (scripts/test-all.sh).
+  packages+=(python3 python3-numpy python3-torch clang libclang-rt-14-dev)
 fi
 
 sudo_cmd=()

@@ -243,6 +243,7 @@ TEST_F(Cli, BadFlagsExitTwoWithOneLine) {
       {tiny({"--width", "0"}), {"--width"}},
       {tiny({"--lr", "0"}), {"--lr"}},
       {tiny({"--seed", "-1"}), {"--seed"}},
+      {tiny({"--checkpoint-every", "-1"}), {"--checkpoint-every"}},
       {tiny({"--task", "text"}), {"--data"}},
       {tiny({"stray"}), {"positional"}},
       {{"train", "stray", "--out", out_dir().string()}, {"positional"}},

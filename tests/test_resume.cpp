@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -110,6 +111,32 @@ TEST(Resume, KilledTextRunWithCarriedStateReproducesTheUninterruptedRun) {
   killed_and_resumed_equals_uninterrupted(
       {"--task", "text", "--data", corpus.string(), "--carry-state", "--cell", "rwkv", "--steps",
        "30", "--batch", "4", "--seq-len", "16", "--width", "16", "--val-batches", "2"});
+}
+
+// A learning rate that blows the weights up: the first non-finite loss or gradient stops
+// the run with one line naming the step (and the tensor, for a gradient), exit 1; the
+// training state on disk is the last good one, all finite, and no result is written.
+TEST(Resume, NonFiniteTrainingStopsAndKeepsTheLastGoodState) {
+  test::TempDir dir;
+  const fs::path out = dir.path() / "run";
+  ASSERT_EQ(run_mtp_exp({"--task", "mqar", "--steps", "50", "--batch", "2", "--width", "8",
+                         "--val-batches", "1", "--lr", "1e30", "--warmup", "0",
+                         "--checkpoint-every", "1", "--out", out.string()},
+                        dir.path() / "nan.log"),
+            1);
+  const std::string log = test::read_file(dir.path() / "nan.log");
+  const size_t at = log.find("mtp-exp: error: step ");
+  ASSERT_NE(at, std::string::npos) << log;
+  EXPECT_NE(log.find("stopping", at), std::string::npos) << log;
+  const long long failed_step = std::stoll(log.substr(at + 21));
+  EXPECT_FALSE(fs::exists(out / "result.json"));
+  EXPECT_FALSE(fs::exists(out / "model.safetensors"));
+
+  const SafeTensors state = SafeTensors::load((out / "training-state.safetensors").string());
+  const auto tally = nlohmann::json::parse(state.metadata.at("tally"));
+  EXPECT_EQ(tally["step"].get<long long>(), failed_step - 1) << "the last step that completed";
+  for (const auto& [name, t] : state.tensors)
+    for (float v : t.to<float>(name)) ASSERT_TRUE(std::isfinite(v)) << name;
 }
 
 TEST(Resume, RefusesOtherSettingsAndMissingOrBrokenState) {

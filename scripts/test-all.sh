@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run), from the repository root:
+#   bash scripts/test-all.sh
+# 1. installs the dependencies (Debian packages only; with the test extras);
+# 2. the release build and every ctest (build/);
+# 3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
+#    (build-sanitize/): any report fails the test that triggered it;
+# 4. the libFuzzer targets built with clang (build-fuzz/), each run for
+#    MTP_FUZZ_SECONDS (default 45) from its committed corpus; a crash fails the run and
+#    leaves the input in build-fuzz/crashes/ (commit it under tests/fuzz/corpus/<target>/
+#    once fixed: the replay tests then keep it as a regression).
+# MTP_TEST_STAGES (default "release sanitize fuzz") selects the stages after install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stages=${MTP_TEST_STAGES:-release sanitize fuzz}
+jobs=$(nproc)
+bash scripts/install-deps.sh --test
+
+for stage in $stages; do
+  start=$SECONDS
+  case $stage in
+    release)
+      cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+      cmake --build build -j"$jobs"
+      ctest --test-dir build --output-on-failure -j"$jobs"
+      ;;
+    sanitize)
+      # -O1 -g: readable reports at a bearable speed. The benchmarks are not tests.
+      cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMTP_SANITIZE=ON \
+        -DMTP_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g"
+      cmake --build build-sanitize -j"$jobs"
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
+      ;;
+    fuzz)
+      cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+        -DMTP_FUZZ=ON -DMTP_BUILD_BENCH=OFF
+      cmake --build build-fuzz -j"$jobs" --target fuzz_safetensors fuzz_loaders
+      mkdir -p build-fuzz/crashes
+      for target in fuzz_safetensors fuzz_loaders; do
+        # A scratch copy of the corpus grows; the committed one stays as it is.
+        rm -rf "build-fuzz/corpus-$target" && cp -r "tests/fuzz/corpus/$target" "build-fuzz/corpus-$target"
+        "build-fuzz/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-45}" -max_len=4096 \
+          -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+          -artifact_prefix="build-fuzz/crashes/$target-" "build-fuzz/corpus-$target"
+      done
+      ;;
+    *) echo "test-all.sh: unknown stage '$stage'" >&2; exit 2 ;;
+  esac
+  echo "test-all.sh: stage $stage passed in $((SECONDS - start)) s"
+done
