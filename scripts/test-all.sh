@@ -3,16 +3,16 @@
 #   bash scripts/test-all.sh
 # 1. installs the dependencies (Debian packages only; with the test extras);
 # 2. the release build and every ctest (build/);
-# 3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
-#    (build-sanitize/): any report fails the test that triggered it;
-# 4. the libFuzzer targets built with clang (build-fuzz/), each run for
-#    MTP_FUZZ_SECONDS (default 45) from its committed corpus; a crash fails the run and
-#    leaves the input in build-fuzz/crashes/ (commit it under tests/fuzz/corpus/<target>/
-#    once fixed: the replay tests then keep it as a regression).
-# MTP_TEST_STAGES (default "release sanitize fuzz") selects the stages after install.
+# 3. the same suite built with clang, AddressSanitizer + UndefinedBehaviorSanitizer and
+#    libFuzzer's instrumentation (build-sanitize/): any report fails the test that
+#    triggered it; then each fuzz target runs for MTP_FUZZ_SECONDS (default 45) from its
+#    committed corpus. A crash fails the stage and leaves the input in
+#    build-sanitize/crashes/ (commit it under tests/fuzz/corpus/<target>/ once fixed:
+#    the replay tests then keep it as a regression). One sanitized build serves both.
+# MTP_TEST_STAGES (default "release sanitize") selects the stages after install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stages=${MTP_TEST_STAGES:-release sanitize fuzz}
+stages=${MTP_TEST_STAGES:-release sanitize}
 jobs=$(nproc)
 bash scripts/install-deps.sh --test
 
@@ -26,23 +26,19 @@ for stage in $stages; do
       ;;
     sanitize)
       # -O1 -g: readable reports at a bearable speed. The benchmarks are not tests.
-      cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMTP_SANITIZE=ON \
-        -DMTP_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g"
+      cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+        -DMTP_FUZZ=ON -DMTP_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g"
       cmake --build build-sanitize -j"$jobs"
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
-      ;;
-    fuzz)
-      cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-        -DMTP_FUZZ=ON -DMTP_BUILD_BENCH=OFF
-      cmake --build build-fuzz -j"$jobs" --target fuzz_safetensors fuzz_loaders
-      mkdir -p build-fuzz/crashes
+      mkdir -p build-sanitize/crashes
       for target in fuzz_safetensors fuzz_loaders; do
         # A scratch copy of the corpus grows; the committed one stays as it is.
-        rm -rf "build-fuzz/corpus-$target" && cp -r "tests/fuzz/corpus/$target" "build-fuzz/corpus-$target"
-        "build-fuzz/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-45}" -max_len=4096 \
+        rm -rf "build-sanitize/corpus-$target"
+        cp -r "tests/fuzz/corpus/$target" "build-sanitize/corpus-$target"
+        "build-sanitize/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-45}" -max_len=4096 \
           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-          -artifact_prefix="build-fuzz/crashes/$target-" "build-fuzz/corpus-$target"
+          -artifact_prefix="build-sanitize/crashes/$target-" "build-sanitize/corpus-$target"
       done
       ;;
     *) echo "test-all.sh: unknown stage '$stage'" >&2; exit 2 ;;

@@ -2,6 +2,8 @@
 // its Eigen reference in float.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "gradcheck.hpp"
 #include "mtp/core/gemm.hpp"
 #include "mtp/core/ops/activations.hpp"
@@ -168,6 +170,12 @@ TEST(Ops, FastFloatExpSigmoidTanhAreAccurate) {
   EXPECT_EQ(exp_fast(-1e38f), 0.0f) << "stable scans start from exp(-1e38)";
   EXPECT_EQ(exp_fast(-88.0f), 0.0f);
   EXPECT_GT(exp_fast(-87.0f), 0.0f);
+  // A NaN comes out as NaN (training then stops naming the step), through well-defined
+  // code: UBSan once caught its float-to-int conversion here.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(exp_fast(nan)));
+  EXPECT_TRUE(std::isnan(sigmoid(nan)));
+  EXPECT_TRUE(std::isnan(tanh_fast(nan)));
 }
 
 TEST(Ops, SoftmaxRowGradients) {

@@ -38,7 +38,10 @@ inline float exp_fast(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const auto bits = static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23;
+  // A NaN input makes n NaN, whose conversion to int is undefined: convert 0 instead;
+  // p is NaN then, so the NaN still comes out.
+  const float n_int = n == n ? n : 0.0f;
+  const auto bits = static_cast<std::uint32_t>(static_cast<std::int32_t>(n_int) + 127) << 23;
   return underflow ? 0.0f : p * std::bit_cast<float>(bits);
 }
 inline double exp_fast(double x) {
