@@ -84,14 +84,17 @@ class GatedMatrixCell {
 
   // The fast path in place of pre + recur: x (T,B,I), decay (1,H), s0 (B,1,Sw) or empty
   // → Yk (T,B,1,H), sT (B,1,Sw) or empty (may alias s0). Returns false, doing nothing,
-  // where it does not apply: K > 1, double, single steps (streaming, where the plain
-  // path has less overhead) or Config::fused off.
-  bool fused_forward(CView<S> x, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+  // where it does not apply: K > 1, double, Config::fused off, or outside training.
+  // Training has a few fixed shapes; evaluation and scoring bring a new T with almost
+  // every sequence, and each would build a primitive pair, so they take the plain path
+  // (as do single steps, for streaming).
+  bool fused_forward(CView<S> x, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT,
+                     bool training) {
     if constexpr (!std::is_same_v<S, float>) {
       return false;
     } else {
       const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, Sw = state_width_();
-      if (!fused_enabled_ || K != 1 || T < 2) return false;
+      if (!fused_enabled_ || !training || K != 1 || T < 2) return false;
       if (!fused_) fused_ = std::make_unique<FusedRnn>(kFusedKind);
       // The fused cell's one bias per gate: b_ih + b_hh, with the decay on its gate.
       fused_bias_.resize({4 * H});

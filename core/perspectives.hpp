@@ -21,9 +21,11 @@ namespace mtp {
 // (the matrix cells at K = 1: oneDNN's fused RNN). fused_forward returns whether it
 // ran; fused_backward then replaces recur_backward + pre_backward.
 template <class C>
-concept FusedCell = requires(C c, CView<typename C::Scalar> in, View<typename C::Scalar> out) {
-  { c.fused_forward(in, in, in, out, out) } -> std::same_as<bool>;  // x, decay, s0 → Yk, sT
-  c.fused_backward(in, out, out);                                   // dYk → dx+, ddecay+
+concept FusedCell = requires(C c, CView<typename C::Scalar> in, View<typename C::Scalar> out,
+                             bool training) {
+  // x, decay, s0 → Yk, sT
+  { c.fused_forward(in, in, in, out, out, training) } -> std::same_as<bool>;
+  c.fused_backward(in, out, out);  // dYk → dx+, ddecay+
 };
 
 template <Cell C, Aggregator Agg>
@@ -96,7 +98,7 @@ class Perspectives {
     A_.resize({T, B, cell_.recur_width()});
     fused_ = false;
     if constexpr (FusedCell<C>)
-      fused_ = cell_.fused_forward(x, decay_.value, state, Yk_.view(), state);
+      fused_ = cell_.fused_forward(x, decay_.value, state, Yk_.view(), state, ctx.training);
     if (!fused_) {
       cell_.pre_forward(x, state, P_);
       cell_.recur_forward(x, P_.view(), decay_.value, state, Yk_.view(), state);

@@ -151,12 +151,20 @@ TrainTally load_training_state(const std::filesystem::path& path, ParamStore<flo
     for (size_t i = 0; i < tensors->size(); ++i)
       if ((*tensors)[i].numel() > 0)
         restore(fmt::format("stream.{}.{}", group, i), (*tensors)[i].shape(), (*tensors)[i].data());
+  TrainTally tally;
+  long long optimizer_steps = 0;
   try {
-    opt.set_steps_taken(std::stoll(meta("optimizer_steps")));
-    return TrainTally::from_json(nlohmann::json::parse(meta("tally")));
+    optimizer_steps = std::stoll(meta("optimizer_steps"));
+    tally = TrainTally::from_json(nlohmann::json::parse(meta("tally")));
   } catch (const std::exception& e) {
     fail("{}: malformed training progress in its metadata ({})", where, e.what());
   }
+  const long long steps = config.at("steps").get<long long>();
+  MTP_CHECK(tally.step >= 1 && tally.step <= steps && optimizer_steps == tally.step,
+            "{}: inconsistent progress (step {}, {} optimizer steps, of {})", where, tally.step,
+            optimizer_steps, steps);
+  opt.set_steps_taken(optimizer_steps);
+  return tally;
 }
 
 std::string metrics_csv(const std::vector<MetricsRow>& rows) {

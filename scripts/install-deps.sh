@@ -13,9 +13,10 @@ packages=(
   libgtest-dev libbenchmark-dev nlohmann-json3-dev gnuplot-nox
 )
 if [[ "${1:-}" == "--test" ]]; then
-  # python3-torch: the independent float64 references; clang and its runtime
-  # libraries: the libFuzzer targets (scripts/test-all.sh).
-  packages+=(python3 python3-numpy python3-torch clang libclang-rt-14-dev)
+  # python3-torch: the independent float64 references; clang with its sanitizer and
+  # fuzzer runtimes and its OpenMP: the sanitized suite and the fuzz targets
+  # (scripts/test-all.sh).
+  packages+=(python3 python3-numpy python3-torch clang libclang-rt-14-dev libomp-14-dev)
 fi
 
 sudo_cmd=()

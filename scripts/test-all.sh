@@ -36,7 +36,7 @@ for stage in $stages; do
         # A scratch copy of the corpus grows; the committed one stays as it is.
         rm -rf "build-sanitize/corpus-$target"
         cp -r "tests/fuzz/corpus/$target" "build-sanitize/corpus-$target"
-        "build-sanitize/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-45}" -max_len=4096 \
+        "build-sanitize/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-45}" -max_len=16384 \
           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
           -artifact_prefix="build-sanitize/crashes/$target-" "build-sanitize/corpus-$target"
       done

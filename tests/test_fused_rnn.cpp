@@ -128,13 +128,14 @@ void chunks_equal_whole_run() {
   std::vector<float> x(T * B * I);
   test::fill_normal(x, 6);
   Tensor<float> whole({T, B, H});
-  l.layer.forward(CView<float>(x.data(), {T, B, I}), whole.view(), StepContext{});
+  const StepContext training{true, 0, 0};
+  l.layer.forward(CView<float>(x.data(), {T, B, I}), whole.view(), training);
   Tensor<float> state({B, 1, l.layer.state_width()});
   state.zero();
   index_t done = 0;
   for (index_t len : {index_t(3), index_t(8), index_t(1)}) {
     Tensor<float> part({len, B, H});
-    l.layer.forward(CView<float>(x.data() + done * B * I, {len, B, I}), part.view(), StepContext{},
+    l.layer.forward(CView<float>(x.data() + done * B * I, {len, B, I}), part.view(), training,
                     state.view());
     EXPECT_EQ(l.layer.used_fast_path(), len > 1);
     for (index_t i = 0; i < part.numel(); ++i)
@@ -158,6 +159,18 @@ TEST(FusedRnn, OnlyAtOnePerspective) {
   x.zero();
   l.layer.forward(x.view(), y.view(), StepContext{});
   EXPECT_FALSE(l.layer.used_fast_path()) << "K = 3 needs the per-perspective decays";
+}
+
+TEST(FusedRnn, OnlyInTraining) {
+  Layer<Lstm, float> l(4, 6, 1, true);
+  RngSequence rng(0, 1);
+  l.layer.init(rng);
+  Tensor<float> x({5, 2, 4}), y({5, 2, 6});
+  x.zero();
+  l.layer.forward(x.view(), y.view(), StepContext{true, 0, 0});
+  EXPECT_TRUE(l.layer.used_fast_path());
+  l.layer.forward(x.view(), y.view(), StepContext{});
+  EXPECT_FALSE(l.layer.used_fast_path()) << "evaluation brings a new T per sequence";
 }
 
 // Primitives are created once per shape: a training loop creates none after its first

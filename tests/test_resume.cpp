@@ -77,7 +77,12 @@ void killed_and_resumed_equals_uninterrupted(std::vector<std::string> args) {
             0)
       << test::read_file(dir.path() / "resume.log");
   const std::string log = test::read_file(dir.path() / "resume.log");
-  EXPECT_NE(log.find("resumed      from step"), std::string::npos) << log;
+  // The kill came mid-run: the resumed part has steps left to do.
+  const size_t at = log.find("resumed      from step ");
+  ASSERT_NE(at, std::string::npos) << log;
+  const long long from = std::stoll(log.substr(at + 23));
+  const long long of = std::stoll(log.substr(log.find(" of ", at) + 4));
+  EXPECT_LT(from, of) << "killed after the last step: nothing resumed";
 
   EXPECT_EQ(deterministic_columns(part / "metrics.csv"),
             deterministic_columns(full / "metrics.csv"));
@@ -156,10 +161,26 @@ TEST(Resume, RefusesOtherSettingsAndMissingOrBrokenState) {
   EXPECT_EQ(run_mtp_exp({"--resume", (dir.path() / "nowhere").string()}, dir.path() / "gone.log"),
             1);
 
-  // A truncated training state is refused with one line naming the file.
+  // A training state whose run had other settings than config.json is refused.
   std::vector<std::string> with_ckpt = run;
   with_ckpt.insert(with_ckpt.end(), {"--checkpoint-every", "2"});
   ASSERT_EQ(run_mtp_exp(with_ckpt, dir.path() / "ckpt.log"), 0);
+  const std::string config = test::read_file(out / "config.json");
+  const std::string lr_text = "\"lr\": 0.003";
+  const size_t lr = config.find(lr_text);
+  ASSERT_NE(lr, std::string::npos) << config;
+  std::string edited = config;
+  edited.replace(lr, lr_text.size(), "\"lr\": 0.004");
+  test::TempDir edit;
+  fs::copy_file(edit.file("config.json", edited), out / "config.json",
+                fs::copy_options::overwrite_existing);
+  EXPECT_EQ(run_mtp_exp({"--resume", out.string()}, dir.path() / "other.log"), 1);
+  EXPECT_NE(test::read_file(dir.path() / "other.log").find("other settings"), std::string::npos)
+      << test::read_file(dir.path() / "other.log");
+  fs::copy_file(edit.file("config.json", config), out / "config.json",
+                fs::copy_options::overwrite_existing);
+
+  // A truncated training state is refused with one line naming the file.
   const fs::path state = out / "training-state.safetensors";
   ASSERT_TRUE(fs::exists(state));
   fs::resize_file(state, fs::file_size(state) / 2);

@@ -182,9 +182,9 @@ TEST(Sweep, UnfinishedRunWithATrainingStateResumes) {
   fs::remove(run_dir / "result.json");
   ASSERT_EQ(run(sweep_args("perspectives=1,2", out, ckpt), dir.path() / "b.log"), 0)
       << test::read_file(dir.path() / "b.log");
-  EXPECT_NE(test::read_file(run_dir / "log.txt").find("resumed      from step 4 of 4"),
-            std::string::npos)
-      << test::read_file(run_dir / "log.txt");
+  const std::string log = test::read_file(run_dir / "log.txt");
+  EXPECT_NE(log.find("resumed      from step 4 of 4"), std::string::npos) << log;
+  EXPECT_LT(log.find("wrote"), log.find("resumed")) << "the first attempt's log is kept\n" << log;
   const auto before = nlohmann::json::parse(result);
   const auto after = nlohmann::json::parse(test::read_file(run_dir / "result.json"));
   EXPECT_EQ(before["validation"], after["validation"]);

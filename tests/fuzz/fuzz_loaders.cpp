@@ -20,14 +20,24 @@
 
 namespace {
 
-// One scratch folder per process; the files are rewritten for every input.
+// One scratch folder per process, removed at exit; the files are rewritten for every
+// input. The path lives on the heap so that it outlives static destruction, when the
+// exit handler runs.
+const std::filesystem::path* scratch_dir = nullptr;
+
+void remove_scratch() {
+  std::error_code ec;
+  std::filesystem::remove_all(*scratch_dir, ec);
+}
+
 const std::filesystem::path& scratch() {
-  static const std::filesystem::path dir = [] {
+  if (scratch_dir == nullptr) {
     std::string tmpl = (std::filesystem::temp_directory_path() / "mtp-fuzz-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    return std::filesystem::path(tmpl);
-  }();
-  return dir;
+    scratch_dir = new std::filesystem::path(tmpl);
+    std::atexit(remove_scratch);
+  }
+  return *scratch_dir;
 }
 
 std::string write(const char* name, const std::uint8_t* data, std::size_t size) {
