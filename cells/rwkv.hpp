@@ -224,12 +224,16 @@ class RwkvTimeMix {
           S* aa = ab_.data() + (b * K + k) * 2 * C;
           S* bb = aa + C;
           double* pp = p_.data() + (b * K + k) * C;
-          std::copy_n(aa, 2 * C, saved_ab_.data() + row * 2 * C);
-          std::copy_n(pp, C, saved_p_.data() + row * C);
+          S* sa = saved_ab_.data() + row * 2 * C;
+          S* sb = sa + C;
+          double* sp = saved_p_.data() + row * C;
           const double* wk = w_.data() + k * C;
           S* y = Yk.data + row * C;
 #pragma omp simd
           for (index_t c = 0; c < C; ++c) {
+            sa[c] = aa[c];  // the state entering step t, for backward
+            sb[c] = bb[c];
+            sp[c] = pp[c];
             const double uk = double(u[c]) + double(kt[c]);
             const ScalePair<S> s_out = rescale<S>(pp[c], uk);
             y[c] = (s_out.old * aa[c] + s_out.fresh * vt[c]) / (s_out.old * bb[c] + s_out.fresh);
