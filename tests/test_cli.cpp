@@ -6,6 +6,7 @@
 
 #include <sys/wait.h>
 #include <unistd.h>
+#include "run_binary.hpp"
 #include "temp_dir.hpp"
 
 #include <algorithm>
@@ -24,10 +25,6 @@
 
 #include "mtp/core/safetensors.hpp"
 
-#ifndef MTP_EXP_PATH
-#error "MTP_EXP_PATH must name the mtp-exp binary"
-#endif
-
 namespace mtp {
 namespace {
 
@@ -39,19 +36,6 @@ void write_text(const fs::path& p, const std::string& s) {
   out << s;
 }
 
-// Appends ` 'word'` to a shell command, quoting any single quotes in the word.
-void append_word(std::string& cmd, const std::string& word) {
-  cmd += " '";
-  for (char c : word) {
-    if (c == '\'') {
-      cmd += "'\\''";
-    } else {
-      cmd += c;
-    }
-  }
-  cmd += '\'';
-}
-
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> lines;
   std::istringstream in(s);
@@ -59,13 +43,7 @@ std::vector<std::string> lines_of(const std::string& s) {
   return lines;
 }
 
-struct Result {
-  int status = -1;  // exit status, or -1 if it did not exit normally
-  std::string out, err;
-  std::string describe() const {
-    return "exit " + std::to_string(status) + "\n--- stdout\n" + out + "--- stderr\n" + err;
-  }
-};
+using test::Result;
 
 // Every test works in a fresh temp folder `root`. The binary runs with `cwd` (an
 // empty folder inside it) as its working directory, so a test can check that a failed
@@ -85,24 +63,7 @@ class Cli : public testing::Test {
   }
 
   Result run(const std::vector<std::string>& args) {
-    const fs::path out = root_ / "stdout.txt", err = root_ / "stderr.txt";
-    std::string cmd = "cd";
-    append_word(cmd, cwd_.string());
-    cmd += " && exec";
-    append_word(cmd, MTP_EXP_PATH);
-    for (const std::string& a : args) append_word(cmd, a);
-    cmd += " </dev/null >";
-    append_word(cmd, out.string());
-    cmd += " 2>";
-    append_word(cmd, err.string());
-    const int raw = std::system(cmd.c_str());
-    Result r;
-    r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = test::read_file(out);
-    r.err = test::read_file(err);
-    fs::remove(out);
-    fs::remove(err);
-    return r;
+    return test::run_mtp_exp_captured(args, root_, cwd_);
   }
 
   std::vector<std::string> cwd_entries() const {

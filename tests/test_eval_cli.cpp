@@ -11,11 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "run_binary.hpp"
 #include "temp_dir.hpp"
-
-#ifndef MTP_EXP_PATH
-#error "MTP_EXP_PATH must name the mtp-exp binary"
-#endif
 
 namespace mtp {
 namespace {
@@ -23,30 +20,10 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-  std::string describe() const {
-    return "exit " + std::to_string(status) + "\n--- stdout\n" + out + "--- stderr\n" + err;
-  }
-};
+using test::Result;
 
-// Runs mtp-exp with `args` (single-quoted for the shell), capturing its output.
 Result run(const test::TempDir& dir, const std::vector<std::string>& args) {
-  std::string cmd = "'" MTP_EXP_PATH "'";
-  for (const std::string& a : args) {
-    cmd += " '";
-    for (char c : a) cmd += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    cmd += "'";
-  }
-  const fs::path out = dir.path() / "stdout.txt", err = dir.path() / "stderr.txt";
-  cmd += " </dev/null >'" + out.string() + "' 2>'" + err.string() + "'";
-  const int raw = std::system(cmd.c_str());
-  Result r;
-  r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = test::read_file(out);
-  r.err = test::read_file(err);
-  return r;
+  return test::run_mtp_exp_captured(args, dir.path());
 }
 
 // One tiny text checkpoint and one mqar checkpoint, trained once for all tests.
