@@ -30,6 +30,10 @@ struct Plan {
   dnnl::memory h0, c0, hT, cT, dh0, dc0, dhT, dcT;  // (B,H) states and their (zero) diffs
   std::vector<float> dx_scratch;                    // (T,B,I): dx is accumulated, not written
   std::vector<float> dw_ih_plain, dw_hh_plain;      // (G·H,I), (G·H,H) in ldgoi
+  // Weight layout changes: the caller's into the forward's and backward's, the gradients
+  // back into the caller's.
+  dnnl::reorder to_fwd_ih, to_fwd_hh, to_bwd_ih, to_bwd_hh, from_dw_ih, from_dw_hh;
+  std::unordered_map<int, dnnl::memory> fwd_args, bwd_args;
 };
 
 }  // namespace
@@ -117,6 +121,39 @@ struct FusedRnn::Impl {
     for (dnnl::memory* m : {&p.h0, &p.c0, &p.hT, &p.cT, &p.dh0, &p.dc0, &p.dhT, &p.dcT})
       *m = dnnl::memory(state_md, engine);
     for (dnnl::memory* m : {&p.dhT, &p.dcT}) zero(*m);  // no gradient arrives through sT
+    p.to_fwd_ih = dnnl::reorder(p.user_w_ih, p.fwd_w_ih);
+    p.to_fwd_hh = dnnl::reorder(p.user_w_hh, p.fwd_w_hh);
+    p.to_bwd_ih = dnnl::reorder(p.user_w_ih, p.bwd_w_ih);
+    p.to_bwd_hh = dnnl::reorder(p.user_w_hh, p.bwd_w_hh);
+    p.from_dw_ih = dnnl::reorder(p.dw_ih, p.user_dw_ih);
+    p.from_dw_hh = dnnl::reorder(p.dw_hh, p.user_dw_hh);
+    p.fwd_args = {{DNNL_ARG_SRC_LAYER, p.x},
+                  {DNNL_ARG_SRC_ITER, p.h0},
+                  {DNNL_ARG_WEIGHTS_LAYER, p.fwd_w_ih},
+                  {DNNL_ARG_WEIGHTS_ITER, p.fwd_w_hh},
+                  {DNNL_ARG_BIAS, p.bias},
+                  {DNNL_ARG_DST_LAYER, p.y},
+                  {DNNL_ARG_DST_ITER, p.hT},
+                  {DNNL_ARG_WORKSPACE, p.workspace}};
+    if (kind == FusedRnnKind::lstm) {
+      p.fwd_args.emplace(DNNL_ARG_SRC_ITER_C, p.c0);
+      p.fwd_args.emplace(DNNL_ARG_DST_ITER_C, p.cT);
+    }
+    // Backward reads what forward did (in the backward's weight layout) and its diffs.
+    p.bwd_args = p.fwd_args;
+    p.bwd_args[DNNL_ARG_WEIGHTS_LAYER] = p.bwd_w_ih;
+    p.bwd_args[DNNL_ARG_WEIGHTS_ITER] = p.bwd_w_hh;
+    p.bwd_args.insert({{DNNL_ARG_DIFF_SRC_LAYER, p.dx},
+                       {DNNL_ARG_DIFF_SRC_ITER, p.dh0},
+                       {DNNL_ARG_DIFF_WEIGHTS_LAYER, p.dw_ih},
+                       {DNNL_ARG_DIFF_WEIGHTS_ITER, p.dw_hh},
+                       {DNNL_ARG_DIFF_BIAS, p.dbias},
+                       {DNNL_ARG_DIFF_DST_LAYER, p.dy},
+                       {DNNL_ARG_DIFF_DST_ITER, p.dhT}});
+    if (kind == FusedRnnKind::lstm) {
+      p.bwd_args.emplace(DNNL_ARG_DIFF_SRC_ITER_C, p.dc0);
+      p.bwd_args.emplace(DNNL_ARG_DIFF_DST_ITER_C, p.dcT);
+    }
     return p;
   }
 
@@ -125,8 +162,8 @@ struct FusedRnn::Impl {
   }
   static float* data(dnnl::memory& m) { return static_cast<float*>(m.get_data_handle()); }
 
-  void reorder(dnnl::memory& from, dnnl::memory& to) {
-    dnnl::reorder(from, to).execute(stream, from, to);
+  void reorder(const dnnl::reorder& r, const dnnl::memory& from, const dnnl::memory& to) {
+    r.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
   }
 
   // PyTorch's GRU blocks (r, z, n) → oneDNN's (u = z, r, o = n); LSTM orders agree.
@@ -155,8 +192,6 @@ struct FusedRnn::Impl {
 
   // Saved by forward for backward.
   index_t T = 0, B = 0, I = 0, H = 0;
-  const float* w_ih_torch = nullptr;
-  const float* w_hh_torch = nullptr;
 };
 
 FusedRnn::FusedRnn(FusedRnnKind kind) : impl_(std::make_unique<Impl>()) {
@@ -181,13 +216,11 @@ void FusedRnn::forward(const float* x, const float* w_ih, const float* w_hh, con
   Plan& p = m.plan(T, B, I, H);
   m.last = &p;
   m.T = T, m.B = B, m.I = I, m.H = H;
-  m.w_ih_torch = w_ih;
-  m.w_hh_torch = w_hh;
 
   p.user_w_ih.set_data_handle(const_cast<float*>(m.in_onednn_order(w_ih, H, I, m.permuted_ih)));
   p.user_w_hh.set_data_handle(const_cast<float*>(m.in_onednn_order(w_hh, H, H, m.permuted_hh)));
-  m.reorder(p.user_w_ih, p.fwd_w_ih);
-  m.reorder(p.user_w_hh, p.fwd_w_hh);
+  m.reorder(p.to_fwd_ih, p.user_w_ih, p.fwd_w_ih);
+  m.reorder(p.to_fwd_hh, p.user_w_hh, p.fwd_w_hh);
   const index_t BH = B * H;
   if (h0)
     std::copy_n(h0, BH, Impl::data(p.h0));
@@ -201,19 +234,7 @@ void FusedRnn::forward(const float* x, const float* w_ih, const float* w_hh, con
   p.y.set_data_handle(y);
   p.bias.set_data_handle(const_cast<float*>(bias));
 
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC_LAYER, p.x},
-                                             {DNNL_ARG_SRC_ITER, p.h0},
-                                             {DNNL_ARG_WEIGHTS_LAYER, p.fwd_w_ih},
-                                             {DNNL_ARG_WEIGHTS_ITER, p.fwd_w_hh},
-                                             {DNNL_ARG_BIAS, p.bias},
-                                             {DNNL_ARG_DST_LAYER, p.y},
-                                             {DNNL_ARG_DST_ITER, p.hT},
-                                             {DNNL_ARG_WORKSPACE, p.workspace}};
-  if (m.kind == FusedRnnKind::lstm) {
-    args.emplace(DNNL_ARG_SRC_ITER_C, p.c0);
-    args.emplace(DNNL_ARG_DST_ITER_C, p.cT);
-  }
-  p.fwd.execute(m.stream, args);
+  p.fwd.execute(m.stream, p.fwd_args);
   m.stream.wait();
   if (hT) std::copy_n(Impl::data(p.hT), BH, hT);
   if (cT) std::copy_n(Impl::data(p.cT), BH, cT);
@@ -223,12 +244,9 @@ void FusedRnn::backward(const float* dy, float* dx, float* dw_ih, float* dw_hh, 
   Impl& m = *impl_;
   MTP_CHECK(m.last != nullptr, "fused RNN backward before any forward");
   Plan& p = *m.last;
-  p.user_w_ih.set_data_handle(
-      const_cast<float*>(m.in_onednn_order(m.w_ih_torch, m.H, m.I, m.permuted_ih)));
-  p.user_w_hh.set_data_handle(
-      const_cast<float*>(m.in_onednn_order(m.w_hh_torch, m.H, m.H, m.permuted_hh)));
-  m.reorder(p.user_w_ih, p.bwd_w_ih);
-  m.reorder(p.user_w_hh, p.bwd_w_hh);
+  // The caller's weights as forward put them in oneDNN's gate order (unchanged since).
+  m.reorder(p.to_bwd_ih, p.user_w_ih, p.bwd_w_ih);
+  m.reorder(p.to_bwd_hh, p.user_w_hh, p.bwd_w_hh);
   // The primitive accumulates weight and bias gradients; it starts from zero here and
   // the sum is added to the caller's gradients after the layout change.
   Impl::zero(p.dw_ih);
@@ -237,30 +255,9 @@ void FusedRnn::backward(const float* dy, float* dx, float* dw_ih, float* dw_hh, 
   p.dy.set_data_handle(const_cast<float*>(dy));
   p.dbias.set_data_handle(dbias);
 
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC_LAYER, p.x},
-                                             {DNNL_ARG_SRC_ITER, p.h0},
-                                             {DNNL_ARG_WEIGHTS_LAYER, p.bwd_w_ih},
-                                             {DNNL_ARG_WEIGHTS_ITER, p.bwd_w_hh},
-                                             {DNNL_ARG_BIAS, p.bias},
-                                             {DNNL_ARG_DST_LAYER, p.y},
-                                             {DNNL_ARG_DST_ITER, p.hT},
-                                             {DNNL_ARG_WORKSPACE, p.workspace},
-                                             {DNNL_ARG_DIFF_SRC_LAYER, p.dx},
-                                             {DNNL_ARG_DIFF_SRC_ITER, p.dh0},
-                                             {DNNL_ARG_DIFF_WEIGHTS_LAYER, p.dw_ih},
-                                             {DNNL_ARG_DIFF_WEIGHTS_ITER, p.dw_hh},
-                                             {DNNL_ARG_DIFF_BIAS, p.dbias},
-                                             {DNNL_ARG_DIFF_DST_LAYER, p.dy},
-                                             {DNNL_ARG_DIFF_DST_ITER, p.dhT}};
-  if (m.kind == FusedRnnKind::lstm) {
-    args.emplace(DNNL_ARG_SRC_ITER_C, p.c0);
-    args.emplace(DNNL_ARG_DST_ITER_C, p.cT);
-    args.emplace(DNNL_ARG_DIFF_SRC_ITER_C, p.dc0);
-    args.emplace(DNNL_ARG_DIFF_DST_ITER_C, p.dcT);
-  }
-  p.bwd.execute(m.stream, args);
-  m.reorder(p.dw_ih, p.user_dw_ih);
-  m.reorder(p.dw_hh, p.user_dw_hh);
+  p.bwd.execute(m.stream, p.bwd_args);
+  m.reorder(p.from_dw_ih, p.dw_ih, p.user_dw_ih);
+  m.reorder(p.from_dw_hh, p.dw_hh, p.user_dw_hh);
   m.stream.wait();
   m.accumulate_in_torch_order(p.dw_ih_plain.data(), m.H, m.I, dw_ih);
   m.accumulate_in_torch_order(p.dw_hh_plain.data(), m.H, m.H, dw_hh);

@@ -116,6 +116,39 @@ TEST(FusedRnn, GruMatchesAtAWideShape) {
   fused_matches_plain<Gru>(32, 8, 64, 96, 0.1);
 }
 
+// Training: the weights change between steps, so each forward must lay them out anew
+// (the GRU's gate permutation included) and backward must use the same ones. A few SGD
+// steps on both paths from the same start keep them together.
+template <template <class> class Cell>
+void fused_trains_like_plain() {
+  constexpr index_t T = 7, B = 3, I = 5, H = 6;
+  Layer<Cell, float> fused(I, H, 1, true), plain(I, H, 1, false);
+  std::vector<double> params(fused.store.size());
+  test::fill_normal(params, 11, 0.4);
+  fused.set_params(params);
+  plain.set_params(params);
+  std::vector<double> x(T * B * I), dy(T * B * H), s0(B * fused.layer.state_width());
+  test::fill_normal(x, 12);
+  test::fill_normal(dy, 13);
+  const std::vector<float> xf(x.begin(), x.end()), dyf(dy.begin(), dy.end()), s0f(s0.size(), 0.f);
+  for (int step = 0; step < 4; ++step) {
+    const std::vector<float> a = run(fused, xf, dyf, s0f, T, B);
+    ASSERT_TRUE(fused.layer.used_fast_path());
+    const std::vector<float> b = run(plain, xf, dyf, s0f, T, B);
+    EXPECT_LT(rel_error(a.data(), b.data(), index_t(a.size())), 1e-5) << "step " << step;
+    for (auto* l : {&fused.store, &plain.store})
+      for (index_t i = 0; i < l->size(); ++i) l->values()[i] -= 0.05f * l->grads()[i];
+  }
+  EXPECT_LT(rel_error(fused.store.values(), plain.store.values(), fused.store.size()), 1e-5);
+}
+
+TEST(FusedRnn, LstmTrainsLikeThePlainPath) {
+  fused_trains_like_plain<Lstm>();
+}
+TEST(FusedRnn, GruTrainsLikeThePlainPath) {
+  fused_trains_like_plain<Gru>();
+}
+
 // Streaming through the fast path: chunks with the state carried equal one whole run
 // (the last chunk is one step long, which runs the plain path: the two mix).
 template <template <class> class Cell>
