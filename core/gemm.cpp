@@ -142,6 +142,7 @@ struct PackedMatmul<float>::Impl {
   mutable dnnl::stream stream{engine};
   dnnl::matmul prim;
   dnnl::memory user_b, packed_b, a, c, bias;
+  dnnl::reorder pack_b;  // user_b → packed_b
   std::unordered_map<int, dnnl::memory> args;
   bool has_bias = false;
   index_t M = 0, N = 0, Kd = 0;
@@ -167,6 +168,7 @@ void PackedMatmul<float>::pack(const float* B, bool trans_b, const float* bias, 
     p.prim = dnnl::matmul(pd);
     p.user_b = dnnl::memory(md.b, p.engine, DNNL_MEMORY_NONE);
     p.packed_b = dnnl::memory(pd.weights_desc(), p.engine);
+    p.pack_b = dnnl::reorder(p.user_b, p.packed_b);
     p.a = dnnl::memory(md.a, p.engine, DNNL_MEMORY_NONE);
     p.c = dnnl::memory(md.c, p.engine, DNNL_MEMORY_NONE);
     p.args = {{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.packed_b}, {DNNL_ARG_DST, p.c}};
@@ -178,7 +180,7 @@ void PackedMatmul<float>::pack(const float* B, bool trans_b, const float* bias, 
     p.key = key;
   }
   p.user_b.set_data_handle(const_cast<float*>(B));
-  dnnl::reorder(p.user_b, p.packed_b).execute(p.stream, p.user_b, p.packed_b);
+  p.pack_b.execute(p.stream, p.user_b, p.packed_b);
   p.stream.wait();
   if (bias) p.bias.set_data_handle(const_cast<float*>(bias));
 }
