@@ -71,18 +71,15 @@ class LearnedAggregator {
       for (S& w : noise_w_.value) w = S(0);
   }
 
-  // Yk (T,B,K,D), x (T,B,I) → A (T,B,D). Saves α (T,B,K), and with learned noise the
-  // noise pre-activation W_n x (T,B,K) and the key of ε.
-  void forward(CView<S> Yk, CView<S> x, View<S> A, const StepContext& ctx,
-               std::uint64_t noise_stream) {
-    const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B;
+  // x (T,B,I) → α (T,B,K), saved with the noise pre-activation W_n x (learned noise)
+  // and the key of ε. At K = 1, α ≡ 1: a softmax over one logit is 1 whatever the logit
+  // and its noise, so the selector's GEMMs are skipped and its gradients are exactly 0.
+  CView<S> weights_forward(CView<S> x, const StepContext& ctx, std::uint64_t noise_stream) {
+    const index_t T = x.dim(0), B = x.dim(1), K = K_, TB = T * B;
     alpha_.resize({T, B, K});
     if (K == 1) {
-      // A softmax over one logit is 1 whatever the logit and its noise: A = Yk, and the
-      // selector gets exactly zero gradient. Skipping its GEMMs keeps K = 1 the plain cell.
       std::fill_n(alpha_.data(), TB, S(1));
-      std::copy(Yk.begin(), Yk.end(), A.data);
-      return;
+      return alpha_.view();
     }
     linear_forward<S>(x, weight_.value, bias_.value.data, alpha_.view());  // logits in place
     noisy_ = ctx.training && (learned_noise() || opt_.noise > 0);
@@ -96,11 +93,36 @@ class LearnedAggregator {
         alpha_[i] += noise_scale(i) * S(epsilon(std::uint64_t(i)));
     }
     const bool sparse = opt_.top_k > 0 && opt_.top_k < K;
-#pragma omp parallel for if (TB * K * D > (1 << 16))
+#pragma omp parallel for if (TB * K > (1 << 14))
     for (index_t r = 0; r < TB; ++r) {
       S* al = alpha_.data() + r * K;
       if (sparse) keep_top_k(al);
       softmax_row(al, al, K);
+    }
+    return alpha_.view();
+  }
+
+  // Saved from weights_forward: α, x (and W_n x). dα (T,B,K), x → dx (T,B,I) +=, selector
+  // gradients +=. Logits dropped by top-k have α = 0 and so receive no gradient.
+  void weights_backward(CView<S> dalpha, CView<S> x, View<S> dx) {
+    if (K_ == 1) return;  // see weights_forward
+    dlogits_.resize(alpha_.shape());
+    std::copy(dalpha.begin(), dalpha.end(), dlogits_.data());
+    selector_backward(x, dx);
+  }
+
+  // Yk (T,B,K,D), x (T,B,I) → A (T,B,D) = Σ_k α_k Yk. Saves what weights_forward saves.
+  void forward(CView<S> Yk, CView<S> x, View<S> A, const StepContext& ctx,
+               std::uint64_t noise_stream) {
+    const index_t TB = Yk.dim(0) * Yk.dim(1), K = K_, D = Yk.dim(3);
+    weights_forward(x, ctx, noise_stream);
+    if (K == 1) {
+      std::copy(Yk.begin(), Yk.end(), A.data);
+      return;
+    }
+#pragma omp parallel for if (TB * K * D > (1 << 16))
+    for (index_t r = 0; r < TB; ++r) {
+      const S* al = alpha_.data() + r * K;
       S* a = A.data + r * D;
       for (index_t d = 0; d < D; ++d) a[d] = 0;
       for (index_t k = 0; k < K; ++k) {
@@ -110,21 +132,20 @@ class LearnedAggregator {
     }
   }
 
-  // Saved from forward: α, Yk, x (and W_n x). dA (T,B,D) → dYk (T,B,K,D) overwritten,
-  // dx (T,B,I) +=, selector gradients +=. Logits dropped by top-k have α = 0 and so
-  // receive no gradient.
+  // Saved from forward: α, Yk, x (and W_n x). dA (T,B,D) → dYk (T,B,K,D) = α_k dA,
+  // overwritten; dα = ⟨dA, Yk⟩ goes through weights_backward's path.
   void backward(CView<S> dA, CView<S> Yk, CView<S> x, View<S> dYk, View<S> dx) {
-    const index_t T = Yk.dim(0), B = Yk.dim(1), K = K_, D = Yk.dim(3), TB = T * B, I = I_;
-    if (K == 1) {  // see forward
+    const index_t TB = Yk.dim(0) * Yk.dim(1), K = K_, D = Yk.dim(3);
+    if (K == 1) {  // see weights_forward
       std::copy(dA.begin(), dA.end(), dYk.data);
       return;
     }
-    dlogits_.resize({T, B, K});
+    dlogits_.resize(alpha_.shape());
 #pragma omp parallel for if (TB * K * D > (1 << 16))
     for (index_t r = 0; r < TB; ++r) {
       const S* al = alpha_.data() + r * K;
       const S* da = dA.data + r * D;
-      S* dal = dlogits_.data() + r * K;  // dα, turned into dℓ in place below
+      S* dal = dlogits_.data() + r * K;
       for (index_t k = 0; k < K; ++k) {
         const S* y = Yk.data + (r * K + k) * D;
         S* dy = dYk.data + (r * K + k) * D;
@@ -135,6 +156,28 @@ class LearnedAggregator {
         }
         dal[k] = dot;
       }
+    }
+    selector_backward(x, dx);
+  }
+
+  // Selection weights α (T,B,K) of the last forward.
+  CView<S> selection() const {
+    return alpha_.view();
+  }
+
+ private:
+  bool learned_noise() const {
+    return opt_.noise_mode == NoiseMode::learned;
+  }
+
+  // dlogits_ holds dα (T,B,K); turns it into dℓ in place and accumulates dx (T,B,I) and
+  // the selector's gradients. Saved from forward: α, x (and W_n x).
+  void selector_backward(CView<S> x, View<S> dx) {
+    const index_t TB = x.dim(0) * x.dim(1), K = K_, I = I_;
+#pragma omp parallel for if (TB * K * I > (1 << 16))
+    for (index_t r = 0; r < TB; ++r) {
+      const S* al = alpha_.data() + r * K;
+      S* dal = dlogits_.data() + r * K;
       softmax_row_backward(al, dal, dal, K);
       // dx_r += Σ_k dℓ_rk W_s[k]: K axpys while the row is in cache, cheaper than a
       // GEMM with a reduction of only K.
@@ -150,22 +193,12 @@ class LearnedAggregator {
     sum_rows_accumulate(dlogits_.data(), TB, K, bias_.grad.data);
     if (noisy_ && learned_noise()) {
       // ℓ += softplus(n) ε with n = W_n x: ∂ℓ/∂n = ε σ(n).
-      dnoise_.resize({T, B, K});
+      dnoise_.resize(alpha_.shape());
       for (index_t i = 0; i < TB * K; ++i)
         dnoise_[i] = dlogits_[i] * S(epsilon(std::uint64_t(i))) * sigmoid(noise_pre_[i]);
       matmul(dnoise_.data(), false, noise_w_.value.data, false, dx.data, TB, I, K, true);
       matmul(dnoise_.data(), true, x.data, false, noise_w_.grad.data, K, I, TB, true);
     }
-  }
-
-  // Selection weights α (T,B,K) of the last forward.
-  CView<S> selection() const {
-    return alpha_.view();
-  }
-
- private:
-  bool learned_noise() const {
-    return opt_.noise_mode == NoiseMode::learned;
   }
 
   // ε for logit i of the last forward's step.

@@ -2,6 +2,7 @@
 // the mean and fixed aggregators.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -56,11 +57,22 @@ class ConstantWeightAggregator {
   void backward(In<S> dA, In<S>, In<S>, View<S> dYk, View<S>) {
     weighted_sum_backward(dA, w_, dYk);
   }
+  // x (T,B,I) → α (T,B,K) = w_k for every (t, b), for a cell that mixes in its scan.
+  CView<S> weights_forward(In<S> x, const StepContext&, std::uint64_t) {
+    const index_t TB = x.dim(0) * x.dim(1), K = index_t(w_.size());
+    alpha_.resize({x.dim(0), x.dim(1), K});
+    for (index_t r = 0; r < TB; ++r) std::copy(w_.begin(), w_.end(), alpha_.data() + r * K);
+    return alpha_.view();
+  }
+  // Constant weights take no gradient: dα is dropped.
+  void weights_backward(In<S>, In<S>, View<S>) {}
+
   const std::vector<S>& weights() const { return w_; }
 
  protected:
   explicit ConstantWeightAggregator(std::vector<S> w) : w_(std::move(w)) {}
   std::vector<S> w_;
+  Tensor<S> alpha_;  // (T,B,K), mixed scans only
 };
 
 }  // namespace mtp

@@ -203,56 +203,13 @@ class RwkvTimeMix {
   // x (T,B,C), P = [k | v | r], decay (K,C), s0 (B,K,4C) or empty → Yk = wkv (T,B,K,C),
   // sT (B,K,4C) or empty. s0 and sT may alias. Saves the (a, b, p) entering every step.
   void recur_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
-    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), C = C_;
-    const S* kp = P.data;
-    const S* vp = P.data + T * B * C;
-    w_.resize({K, C});
-    for (index_t i = 0; i < K * C; ++i) w_[i] = -std::exp(double(decay[i]));
-    saved_ab_.resize({T, B, K, 2 * C});
-    saved_p_.resize({T, B, K, C});
-    ab_.resize({B, K, 2 * C});
-    p_.resize({B, K, C});
-    load_initial_state(s0, B, K);
-    const S* u = first_.value.data;
-#pragma omp parallel for if (B > 1 && T * K * C > 4096)
-    for (index_t b = 0; b < B; ++b)
-      for (index_t t = 0; t < T; ++t) {
-        const S* kt = kp + (t * B + b) * C;  // read once for all K perspectives
-        const S* vt = vp + (t * B + b) * C;
-        for (index_t k = 0; k < K; ++k) {
-          const index_t row = (t * B + b) * K + k;
-          S* aa = ab_.data() + (b * K + k) * 2 * C;
-          S* bb = aa + C;
-          double* pp = p_.data() + (b * K + k) * C;
-          S* sa = saved_ab_.data() + row * 2 * C;
-          S* sb = sa + C;
-          double* sp = saved_p_.data() + row * C;
-          const double* wk = w_.data() + k * C;
-          S* y = Yk.data + row * C;
-#pragma omp simd
-          for (index_t c = 0; c < C; ++c) {
-            sa[c] = aa[c];  // the state entering step t, for backward
-            sb[c] = bb[c];
-            sp[c] = pp[c];
-            const double uk = double(u[c]) + double(kt[c]);
-            const ScalePair<S> s_out = rescale<S>(pp[c], uk);
-            y[c] = (s_out.old * aa[c] + s_out.fresh * vt[c]) / (s_out.old * bb[c] + s_out.fresh);
-            const double wp = wk[c] + pp[c];
-            const ScalePair<S> s_state = rescale<S>(wp, double(kt[c]));
-            aa[c] = s_state.old * aa[c] + s_state.fresh * vt[c];
-            bb[c] = s_state.old * bb[c] + s_state.fresh;
-            pp[c] = max_of(wp, double(kt[c]));
-          }
-        }
-      }
-    if (!sT.empty())
-      for (index_t b = 0; b < B; ++b)
-        for (index_t k = 0; k < K; ++k) {
-          S* out = sT.data + (b * K + k) * 4 * C;
-          std::copy_n(ab_.data() + (b * K + k) * 2 * C, 2 * C, out);
-          for (index_t c = 0; c < C; ++c) out[2 * C + c] = S(p_[(b * K + k) * C + c]);
-          std::copy_n(x.data + ((T - 1) * B + b) * C, C, out + 3 * C);
-        }
+    scan_forward<false>(x, P, decay, s0, {}, Yk, sT, Yk.dim(2));
+  }
+  // The same scan with the aggregation inside: α (T,B,K) → A = Σ_k α_k wkv^k (T,B,C);
+  // the K outputs never leave registers.
+  void recur_mixed_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, CView<S> alpha,
+                           View<S> A, View<S> sT) {
+    scan_forward<true>(x, P, decay, s0, alpha, A, sT, alpha.dim(2));
   }
 
   // A (T,B,C), P → y (T,B,C) = W_o(σ(r) ⊙ A). Saves σ(r) and σ(r) ⊙ A.
@@ -281,79 +238,16 @@ class RwkvTimeMix {
     }
   }
 
-  // Saved from forward: the (a, b, p) entering every step, w, and Yk. dYk (T,B,K,C) →
-  // dP_k, dP_v +=, ddecay (K,C) +=, dtime_first +=.
-  //
-  // With A_t, B_t the true sums entering step t and D_t = B_t + e^{u+k_t}, the adjoints
-  // gA_t = ∂L/∂A_t, gB_t run backwards: gA_t = gy_t / D_t + e^w gA_{t+1},
-  // gB_t = −gy_t y_t / D_t + e^w gB_{t+1}. They are carried scaled, gA = ga·e^q with q a
-  // running maximum exponent, the mirror image of the forward's (a, b, p).
-  void recur_backward(CView<S> dYk, CView<S> P, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
-    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), C = C_;
-    const S* kp = P.data;
-    const S* vp = P.data + T * B * C;
-    S* dk = dP.data;
-    S* dv = dP.data + T * B * C;
-    const S* u = first_.value.data;
-    adjoint_.resize({B, K, 2 * C});      // ga, gb
-    q_.resize({B, K, C});                // their exponent
-    param_grads_.resize({B, K, 2 * C});  // ∂L/∂w, ∂L/∂u per sequence
-    adjoint_.zero();
-    for (index_t i = 0; i < B * K * C; ++i) q_[i] = kWkvNoHistory;
-    param_grads_.zero();
-#pragma omp parallel for if (B > 1 && T * K * C > 4096)
-    for (index_t b = 0; b < B; ++b)
-      for (index_t t = T - 1; t >= 0; --t) {
-        const S* kt = kp + (t * B + b) * C;
-        const S* vt = vp + (t * B + b) * C;
-        S* dkt = dk + (t * B + b) * C;
-        S* dvt = dv + (t * B + b) * C;
-        for (index_t k = 0; k < K; ++k) {
-          const index_t row = (t * B + b) * K + k;
-          const S* aa = saved_ab_.data() + row * 2 * C;
-          const S* bb = aa + C;
-          const double* pp = saved_p_.data() + row * C;
-          const S* y = Yk.data + row * C;
-          const S* gy = dYk.data + row * C;
-          S* ga = adjoint_.data() + (b * K + k) * 2 * C;
-          S* gb = ga + C;
-          double* q = q_.data() + (b * K + k) * C;
-          S* gw = param_grads_.data() + (b * K + k) * 2 * C;
-          S* gu = gw + C;
-          const double* wk = w_.data() + k * C;
-#pragma omp simd
-          for (index_t c = 0; c < C; ++c) {
-            const double uk = double(u[c]) + double(kt[c]);
-            const double p = max_of(pp[c], uk);
-            const ScalePair<S> s_out = rescale<S>(pp[c], uk);
-            const S inv_d = S(1) / (s_out.old * bb[c] + s_out.fresh);  // D_t = e^p / inv_d
-            const S direct = gy[c] * s_out.fresh * inv_d;              // gy_t e^{u+k_t} / D_t
-            // gA_{t+1} e^{k_t} and gB_{t+1} e^{k_t}: the state update's share.
-            const S ek = exp_fast(S(q[c] + double(kt[c])));
-            const S gak = ga[c] * ek, gbk = gb[c] * ek;
-            dvt[c] += direct + gak;
-            dkt[c] += direct * (vt[c] - y[c]) + gak * vt[c] + gbk;
-            gu[c] += direct * (vt[c] - y[c]);
-            gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * exp_fast(S(wk[c] + q[c] + pp[c]));
-            // gA_t = (gy/d)·e^{−p} + e^w gA_{t+1}, rescaled to the larger exponent.
-            const double wq = wk[c] + q[c];
-            const ScalePair<S> s_adj = rescale<S>(wq, -p);
-            const S f_out = gy[c] * inv_d * s_adj.fresh;
-            ga[c] = f_out + ga[c] * s_adj.old;
-            gb[c] = -f_out * y[c] + gb[c] * s_adj.old;
-            q[c] = max_of(wq, -p);
-          }
-        }
-      }
-    // w = −exp(decay): ∂w/∂decay = w.
-    for (index_t k = 0; k < K; ++k)
-      for (index_t c = 0; c < C; ++c) {
-        double gw = 0;
-        for (index_t b = 0; b < B; ++b) gw += param_grads_[(b * K + k) * 2 * C + c];
-        ddecay[k * C + c] += S(gw * w_[k * C + c]);
-      }
-    for (index_t i = 0; i < B * K; ++i)
-      for (index_t c = 0; c < C; ++c) first_.grad[c] += param_grads_[i * 2 * C + C + c];
+  // Saved from forward: the (a, b, p) entering every step, and w. dYk (T,B,K,C) →
+  // dP_k, dP_v +=, ddecay (K,C) +=, dtime_first +=. (Yk is recomputed, not read.)
+  void recur_backward(CView<S> dYk, CView<S> P, CView<S>, CView<S>, View<S> dP, View<S> ddecay) {
+    scan_backward<false>(dYk, P, {}, dP, ddecay, {}, dYk.dim(2));
+  }
+  // Saved from forward: the same. dA (T,B,C), α (T,B,K) → the same gradients, and
+  // dα (T,B,K) = ⟨dA_t, wkv^k_t⟩ overwritten.
+  void recur_mixed_backward(CView<S> dA, CView<S> P, CView<S>, CView<S> alpha, View<S> dP,
+                            View<S> ddecay, View<S> dalpha) {
+    scan_backward<true>(dA, P, alpha, dP, ddecay, dalpha, alpha.dim(2));
   }
 
   // Saved from forward: x, the mixed inputs, the carried last x. dP = [dk | dv | dr] →
@@ -377,6 +271,203 @@ class RwkvTimeMix {
   }
 
  private:
+  // One pass over (b, t) that reads k_t, v_t once and updates all K perspectives. It
+  // writes wkv^k_t to out = Yk (T,B,K,C), or with kMixed accumulates α_{t,k} wkv^k_t
+  // into out = A (T,B,C). Saves the (a, b, p) entering every kChunk-th step: backward
+  // recomputes the steps between, which costs less than writing and reading the states
+  // of every step (16 bytes per (t, b, k, c)).
+  template <bool kMixed>
+  void scan_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, CView<S> alpha,
+                    View<S> out, View<S> sT, index_t K) {
+    const index_t T = out.dim(0), B = out.dim(1), C = C_;
+    const S* kp = P.data;
+    const S* vp = P.data + T * B * C;
+    w_.resize({K, C});
+    for (index_t i = 0; i < K * C; ++i) w_[i] = -std::exp(double(decay[i]));
+    const index_t chunks = (T + kChunk - 1) / kChunk;
+    checkpoint_ab_.resize({chunks, B, K, 2 * C});
+    checkpoint_p_.resize({chunks, B, K, C});
+    ab_.resize({B, K, 2 * C});
+    p_.resize({B, K, C});
+    load_initial_state(s0, B, K);
+    const S* u = first_.value.data;
+#pragma omp parallel for if (B > 1 && T * K * C > 4096)
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < T; ++t) {
+        const S* kt = kp + (t * B + b) * C;  // read once for all K perspectives
+        const S* vt = vp + (t * B + b) * C;
+        if (t % kChunk == 0) save_checkpoint(t / kChunk, b, B, K);
+        if constexpr (kMixed) std::fill_n(out.data + (t * B + b) * C, C, S(0));
+        for (index_t k = 0; k < K; ++k) {
+          const index_t row = (t * B + b) * K + k;
+          S* aa = ab_.data() + (b * K + k) * 2 * C;
+          S* bb = aa + C;
+          double* pp = p_.data() + (b * K + k) * C;
+          const double* wk = w_.data() + k * C;
+          S* y = kMixed ? out.data + (t * B + b) * C : out.data + row * C;
+          const S al = kMixed ? alpha.data[row] : S(1);
+#pragma omp simd
+          for (index_t c = 0; c < C; ++c) {
+            const double uk = double(u[c]) + double(kt[c]);
+            const ScalePair<S> s_out = rescale<S>(pp[c], uk);
+            const S wkv =
+                (s_out.old * aa[c] + s_out.fresh * vt[c]) / (s_out.old * bb[c] + s_out.fresh);
+            if constexpr (kMixed)
+              y[c] += al * wkv;
+            else
+              y[c] = wkv;
+            wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c]);
+          }
+        }
+      }
+    if (!sT.empty())
+      for (index_t b = 0; b < B; ++b)
+        for (index_t k = 0; k < K; ++k) {
+          S* st = sT.data + (b * K + k) * 4 * C;
+          std::copy_n(ab_.data() + (b * K + k) * 2 * C, 2 * C, st);
+          for (index_t c = 0; c < C; ++c) st[2 * C + c] = S(p_[(b * K + k) * C + c]);
+          std::copy_n(x.data + ((T - 1) * B + b) * C, C, st + 3 * C);
+        }
+  }
+
+  // Backward of scan_forward. Saved: the (a, b, p) entering every kChunk-th step, and w.
+  // Per sequence, chunk by chunk from the last: the chunk's entering states are
+  // recomputed from its checkpoint into a small buffer that stays in cache, then the
+  // adjoints run back over it. wkv_t is recomputed from the states (to rounding), not
+  // read. The outputs' gradient is dout = dYk (T,B,K,C), or with kMixed dA (T,B,C) and
+  // α: ∂L/∂wkv^k_t = α_{t,k} dA_t, and dα (T,B,K) = ⟨dA_t, wkv^k_t⟩ is written.
+  //
+  // With A_t, B_t the true sums entering step t and D_t = B_t + e^{u+k_t}, the adjoints
+  // gA_t = ∂L/∂A_t, gB_t run backwards: gA_t = gy_t / D_t + e^w gA_{t+1},
+  // gB_t = −gy_t y_t / D_t + e^w gB_{t+1}. They are carried scaled, gA = ga·e^q with q a
+  // running maximum exponent, the mirror image of the forward's (a, b, p).
+  template <bool kMixed>
+  void scan_backward(CView<S> dout, CView<S> P, CView<S> alpha, View<S> dP, View<S> ddecay,
+                     View<S> dalpha, index_t K) {
+    const index_t T = dout.dim(0), B = dout.dim(1), C = C_;
+    const S* kp = P.data;
+    const S* vp = P.data + T * B * C;
+    S* dk = dP.data;
+    S* dv = dP.data + T * B * C;
+    const S* u = first_.value.data;
+    adjoint_.resize({B, K, 2 * C});      // ga, gb
+    q_.resize({B, K, C});                // their exponent
+    param_grads_.resize({B, K, 2 * C});  // ∂L/∂w, ∂L/∂u per sequence
+    chunk_ab_.resize({B, kChunk, K, 2 * C});
+    chunk_p_.resize({B, kChunk, K, C});
+    adjoint_.zero();
+    for (index_t i = 0; i < B * K * C; ++i) q_[i] = kWkvNoHistory;
+    param_grads_.zero();
+    const index_t chunks = (T + kChunk - 1) / kChunk;
+#pragma omp parallel for if (B > 1 && T * K * C > 4096)
+    for (index_t b = 0; b < B; ++b)
+      for (index_t j = chunks - 1; j >= 0; --j) {
+        const index_t t0 = j * kChunk, t1 = std::min(T, t0 + kChunk);
+        recompute_chunk(j, b, B, K, t0, t1, kp, vp);
+        for (index_t t = t1 - 1; t >= t0; --t) {
+          const S* kt = kp + (t * B + b) * C;
+          const S* vt = vp + (t * B + b) * C;
+          S* dkt = dk + (t * B + b) * C;
+          S* dvt = dv + (t * B + b) * C;
+          for (index_t k = 0; k < K; ++k) {
+            const index_t row = (t * B + b) * K + k;
+            const index_t local = ((b * kChunk + (t - t0)) * K + k);
+            const S* aa = chunk_ab_.data() + local * 2 * C;
+            const S* bb = aa + C;
+            const double* pp = chunk_p_.data() + local * C;
+            const S* gout = kMixed ? dout.data + (t * B + b) * C : dout.data + row * C;
+            const S al = kMixed ? alpha.data[row] : S(1);
+            S* ga = adjoint_.data() + (b * K + k) * 2 * C;
+            S* gb = ga + C;
+            double* q = q_.data() + (b * K + k) * C;
+            S* gw = param_grads_.data() + (b * K + k) * 2 * C;
+            S* gu = gw + C;
+            const double* wk = w_.data() + k * C;
+            S dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (index_t c = 0; c < C; ++c) {
+              const double uk = double(u[c]) + double(kt[c]);
+              const double p = max_of(pp[c], uk);
+              const ScalePair<S> s_out = rescale<S>(pp[c], uk);
+              const S inv_d = S(1) / (s_out.old * bb[c] + s_out.fresh);  // D_t = e^p / inv_d
+              const S y = (s_out.old * aa[c] + s_out.fresh * vt[c]) * inv_d;
+              const S gy = kMixed ? al * gout[c] : gout[c];
+              if constexpr (kMixed) dot += gout[c] * y;
+              const S direct = gy * s_out.fresh * inv_d;  // gy_t e^{u+k_t} / D_t
+              // gA_{t+1} e^{k_t} and gB_{t+1} e^{k_t}: the state update's share.
+              const S ek = exp_fast(S(q[c] + double(kt[c])));
+              const S gak = ga[c] * ek, gbk = gb[c] * ek;
+              dvt[c] += direct + gak;
+              dkt[c] += direct * (vt[c] - y) + gak * vt[c] + gbk;
+              gu[c] += direct * (vt[c] - y);
+              gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * exp_fast(S(wk[c] + q[c] + pp[c]));
+              // gA_t = (gy/d)·e^{−p} + e^w gA_{t+1}, rescaled to the larger exponent.
+              const double wq = wk[c] + q[c];
+              const ScalePair<S> s_adj = rescale<S>(wq, -p);
+              const S f_out = gy * inv_d * s_adj.fresh;
+              ga[c] = f_out + ga[c] * s_adj.old;
+              gb[c] = -f_out * y + gb[c] * s_adj.old;
+              q[c] = max_of(wq, -p);
+            }
+            if constexpr (kMixed) dalpha.data[row] = dot;
+          }
+        }
+      }
+    // w = −exp(decay): ∂w/∂decay = w.
+    for (index_t k = 0; k < K; ++k)
+      for (index_t c = 0; c < C; ++c) {
+        double gw = 0;
+        for (index_t b = 0; b < B; ++b) gw += param_grads_[(b * K + k) * 2 * C + c];
+        ddecay[k * C + c] += S(gw * w_[k * C + c]);
+      }
+    for (index_t i = 0; i < B * K; ++i)
+      for (index_t c = 0; c < C; ++c) first_.grad[c] += param_grads_[i * 2 * C + C + c];
+  }
+
+  // One step of the state: (a, b, p) ← the sums with e^w applied and (k, v) added,
+  // rescaled to the new maximum exponent.
+  static void wkv_advance(S& a, S& b, double& p, double w, S k, S v) {
+    const double wp = w + p;
+    const ScalePair<S> s = rescale<S>(wp, double(k));
+    a = s.old * a + s.fresh * v;
+    b = s.old * b + s.fresh;
+    p = max_of(wp, double(k));
+  }
+
+  // The running (a, b, p) of sequence b, all K perspectives, into checkpoint j.
+  void save_checkpoint(index_t j, index_t b, index_t B, index_t K) {
+    const index_t C = C_, at = (j * B + b) * K;
+    std::copy_n(ab_.data() + b * K * 2 * C, K * 2 * C, checkpoint_ab_.data() + at * 2 * C);
+    std::copy_n(p_.data() + b * K * C, K * C, checkpoint_p_.data() + at * C);
+  }
+
+  // The states entering steps t0..t1−1 of sequence b, recomputed from checkpoint j into
+  // chunk_ab_, chunk_p_ (b, t − t0, k, ·). ab_ and p_ serve as the running state.
+  void recompute_chunk(index_t j, index_t b, index_t B, index_t K, index_t t0, index_t t1,
+                       const S* kp, const S* vp) {
+    const index_t C = C_, at = (j * B + b) * K;
+    S* ab = ab_.data() + b * K * 2 * C;
+    double* p = p_.data() + b * K * C;
+    std::copy_n(checkpoint_ab_.data() + at * 2 * C, K * 2 * C, ab);
+    std::copy_n(checkpoint_p_.data() + at * C, K * C, p);
+    for (index_t t = t0; t < t1; ++t) {
+      const S* kt = kp + (t * B + b) * C;
+      const S* vt = vp + (t * B + b) * C;
+      const index_t local = (b * kChunk + (t - t0)) * K;
+      std::copy_n(ab, K * 2 * C, chunk_ab_.data() + local * 2 * C);
+      std::copy_n(p, K * C, chunk_p_.data() + local * C);
+      if (t + 1 == t1) break;  // the state after the chunk's last step is not needed
+      for (index_t k = 0; k < K; ++k) {
+        S* aa = ab + k * 2 * C;
+        S* bb = aa + C;
+        double* pp = p + k * C;
+        const double* wk = w_.data() + k * C;
+#pragma omp simd
+        for (index_t c = 0; c < C; ++c) wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c]);
+      }
+    }
+  }
+
   void save_shift_state(CView<S> s0, index_t B) {
     has_x_prev_ = !s0.empty();
     if (!has_x_prev_) return;
@@ -401,21 +492,27 @@ class RwkvTimeMix {
     }
   }
 
+  // Steps between state checkpoints: a chunk's recomputed states, 16 bytes per
+  // (t, k, c), stay in L2 for one sequence (16·3·256·16 B = 192 kB at K = 3, C = 256).
+  static constexpr index_t kChunk = 16;
+
   index_t C_;
   Param<S> mix_k_, mix_v_, mix_r_, first_, key_, value_, receptance_, output_;
   Tensor<S> x_prev_;  // (B,C) carried last x of the previous chunk
   bool has_x_prev_ = false;
-  Tensor<S> xk_, xv_, xr_;  // (T,B,C) token-shift mixed inputs
-  Tensor<double> w_;        // (K,C) −exp(decay)
-  Tensor<S> ab_;            // (B,K,2C) running (a, b)
-  Tensor<double> p_;        // (B,K,C) running p
-  Tensor<S> saved_ab_;      // (T,B,K,2C) (a, b) entering each step
-  Tensor<double> saved_p_;  // (T,B,K,C) p entering each step
-  Tensor<S> sr_, ra_;       // (T,B,C) σ(r), σ(r) ⊙ A
-  Tensor<S> dra_, dxm_;     // (T,B,C) scratch
-  Tensor<S> adjoint_;       // (B,K,2C) ga, gb
-  Tensor<double> q_;        // (B,K,C) their exponent
-  Tensor<S> param_grads_;   // (B,K,2C) ∂L/∂w, ∂L/∂u before the reduction over b
+  Tensor<S> xk_, xv_, xr_;       // (T,B,C) token-shift mixed inputs
+  Tensor<double> w_;             // (K,C) −exp(decay)
+  Tensor<S> ab_;                 // (B,K,2C) running (a, b)
+  Tensor<double> p_;             // (B,K,C) running p
+  Tensor<S> checkpoint_ab_;      // (T/kChunk,B,K,2C) (a, b) entering every kChunk-th step
+  Tensor<double> checkpoint_p_;  // (T/kChunk,B,K,C) p entering every kChunk-th step
+  Tensor<S> chunk_ab_;           // (B,kChunk,K,2C) backward: a chunk's recomputed (a, b)
+  Tensor<double> chunk_p_;       // (B,kChunk,K,C) and p
+  Tensor<S> sr_, ra_;            // (T,B,C) σ(r), σ(r) ⊙ A
+  Tensor<S> dra_, dxm_;          // (T,B,C) scratch
+  Tensor<S> adjoint_;            // (B,K,2C) ga, gb
+  Tensor<double> q_;             // (B,K,C) their exponent
+  Tensor<S> param_grads_;        // (B,K,2C) ∂L/∂w, ∂L/∂u before the reduction over b
 };
 
 // ------------------------------------------------------------------ channel mix

@@ -83,32 +83,16 @@ class LinearSsm {
   }
 
   // P = b (T,B,N), decay (K,N), s0 (B,K,N) or empty → Yk = h (T,B,K,N), sT or empty.
-  // s0 and sT may alias. Saves s0 and the coefficients a, √(1 − a²).
+  // s0 and sT may alias. Saves the coefficients a, √(1 − a²) and the state entering
+  // every kChunk-th step.
   void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
-    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), N = N_;
-    compute_coefficients(decay, K);
-    s0_.resize({B, K, N});
-    if (s0.empty())
-      s0_.zero();
-    else
-      std::copy(s0.begin(), s0.end(), s0_.data());
-    const S* a = coef_a_.data();
-    const S* g = coef_g_.data();
-#pragma omp parallel for if (T * B * K * N > (1 << 16))
-    for (index_t b = 0; b < B; ++b)
-      for (index_t t = 0; t < T; ++t) {
-        const S* bt = P.data + (t * B + b) * N;  // read once for all K perspectives
-        for (index_t k = 0; k < K; ++k) {
-          const S* hp =
-              t == 0 ? s0_.data() + (b * K + k) * N : Yk.data + (((t - 1) * B + b) * K + k) * N;
-          S* h = Yk.data + ((t * B + b) * K + k) * N;
-          const S* ak = a + k * N;
-          const S* gk = g + k * N;
-#pragma omp simd
-          for (index_t n = 0; n < N; ++n) h[n] = ak[n] * hp[n] + gk[n] * bt[n];
-        }
-      }
-    if (!sT.empty()) std::copy_n(Yk.data + (T - 1) * B * K * N, B * K * N, sT.data);
+    scan_forward<false>(P, decay, s0, {}, Yk, sT, Yk.dim(2));
+  }
+  // The same scan with the aggregation inside: α (T,B,K) → A = Σ_k α_k h^k (T,B,N). The
+  // states h (T,B,K,N) never leave registers.
+  void recur_mixed_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, CView<S> alpha,
+                           View<S> A, View<S> sT) {
+    scan_forward<true>(P, decay, s0, alpha, A, sT, alpha.dim(2));
   }
 
   // A (T,B,N), x (T,B,I) → y (T,B,I) = A W_out^T + skip ⊙ x.
@@ -130,39 +114,142 @@ class LinearSsm {
       }
   }
 
-  // Saved from forward: s0, a, √(1 − a²), and Yk (the states). dYk (T,B,K,N) →
-  // dP = db (T,B,N) +=, ddecay (K,N) +=. Per (b,k,n): G_t = ∂L/∂h_t = dYk_t + a G_{t+1};
-  // ∂L/∂b_t = Σ_k g_k G_t; ∂L/∂a = Σ_t G_t h_{t−1}; ∂L/∂g = Σ_t G_t b_t.
-  void recur_backward(CView<S> dYk, CView<S> P, CView<S> decay, CView<S> Yk, View<S> dP,
+  // Saved from forward: a, √(1 − a²), the state checkpoints. dYk (T,B,K,N) →
+  // dP = db (T,B,N) +=, ddecay (K,N) +=. (The states are recomputed, Yk is not read.)
+  void recur_backward(CView<S> dYk, CView<S> P, CView<S> decay, CView<S>, View<S> dP,
                       View<S> ddecay) {
-    const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), N = N_;
+    scan_backward<false>(dYk, P, decay, {}, dP, ddecay, {}, dYk.dim(2));
+  }
+  // Saved from forward: the same. dA (T,B,N), α (T,B,K) → dP +=, ddecay +=,
+  // dα (T,B,K) = ⟨dA_t, h^k_t⟩ overwritten.
+  void recur_mixed_backward(CView<S> dA, CView<S> P, CView<S> decay, CView<S> alpha, View<S> dP,
+                            View<S> ddecay, View<S> dalpha) {
+    scan_backward<true>(dA, P, decay, alpha, dP, ddecay, dalpha, alpha.dim(2));
+  }
+
+  // Saved from forward: x. dP = db (T,B,N) → dx +=, dW_in +=.
+  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
+    const index_t R = x.numel() / I_;
+    matmul(dP.data, false, in_proj_.value.data, false, dx.data, R, I_, N_, true);
+    matmul(dP.data, true, x.data, false, in_proj_.grad.data, N_, I_, R, true);
+  }
+
+ private:
+  // The recurrence over P = b (T,B,N), reading b_t once for all K perspectives. It
+  // writes h^k_t to out = Yk (T,B,K,N), or with kMixed A_t = Σ_k α_{t,k} h^k_t to
+  // out = A (T,B,N). Saves the state entering every kChunk-th step: backward recomputes
+  // the rest, which is cheaper than writing and reading every state.
+  template <bool kMixed>
+  void scan_forward(CView<S> P, CView<S> decay, CView<S> s0, CView<S> alpha, View<S> out,
+                    View<S> sT, index_t K) {
+    const index_t T = out.dim(0), B = out.dim(1), N = N_;
+    compute_coefficients(decay, K);
+    state_.resize({B, K, N});
+    if (s0.empty())
+      state_.zero();
+    else
+      std::copy(s0.begin(), s0.end(), state_.data());
+    checkpoint_.resize({(T + kChunk - 1) / kChunk, B, K, N});
+    const S* a = coef_a_.data();
+    const S* g = coef_g_.data();
+#pragma omp parallel for if (T * B * K * N > (1 << 16))
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < T; ++t) {
+        const S* bt = P.data + (t * B + b) * N;  // read once for all K perspectives
+        S* h_all = state_.data() + b * K * N;
+        if (t % kChunk == 0)
+          std::copy_n(h_all, K * N, checkpoint_.data() + ((t / kChunk) * B + b) * K * N);
+        for (index_t k = 0; k < K; ++k) {
+          S* h = h_all + k * N;
+          const S* ak = a + k * N;
+          const S* gk = g + k * N;
+          if constexpr (kMixed) {
+            S* At = out.data + (t * B + b) * N;
+            const S al = alpha.data[(t * B + b) * K + k];
+            if (k == 0) {
+#pragma omp simd
+              for (index_t n = 0; n < N; ++n) {
+                h[n] = ak[n] * h[n] + gk[n] * bt[n];
+                At[n] = al * h[n];
+              }
+            } else {
+#pragma omp simd
+              for (index_t n = 0; n < N; ++n) {
+                h[n] = ak[n] * h[n] + gk[n] * bt[n];
+                At[n] += al * h[n];
+              }
+            }
+          } else {
+            S* y = out.data + ((t * B + b) * K + k) * N;
+#pragma omp simd
+            for (index_t n = 0; n < N; ++n) y[n] = h[n] = ak[n] * h[n] + gk[n] * bt[n];
+          }
+        }
+      }
+    if (!sT.empty()) std::copy_n(state_.data(), B * K * N, sT.data);
+  }
+
+  // Backward of scan_forward. Saved: a, √(1 − a²), the state checkpoints; per sequence,
+  // chunk by chunk from the last, the chunk's states are recomputed into a buffer that
+  // stays in cache. The outputs' gradient is dYk (T,B,K,N), or with kMixed dA (T,B,N)
+  // and α: ∂L/∂h^k_t = α_{t,k} dA_t, and dα (T,B,K) = ⟨dA_t, h^k_t⟩ is written. Per
+  // (b,k,n): G_t = ∂L/∂h_t + a G_{t+1}; ∂L/∂b_t = Σ_k g_k G_t; ∂L/∂a = Σ_t G_t h_{t−1};
+  // ∂L/∂g = Σ_t G_t b_t. → dP = db (T,B,N) +=, ddecay (K,N) +=.
+  template <bool kMixed>
+  void scan_backward(CView<S> dout, CView<S> P, CView<S> decay, CView<S> alpha, View<S> dP,
+                     View<S> ddecay, View<S> dalpha, index_t K) {
+    const index_t T = dout.dim(0), B = dout.dim(1), N = N_;
     const S* a = coef_a_.data();
     const S* g = coef_g_.data();
     carry_.resize({B, K, N});
     carry_.zero();
     partial_.resize({B, K, 2 * N});  // per sequence: ∂L/∂a, ∂L/∂g (reduced over b below)
     partial_.zero();
+    chunk_.resize({B, kChunk + 1, K, N});
+    const index_t chunks = (T + kChunk - 1) / kChunk;
 #pragma omp parallel for if (T * B * K * N > (1 << 16))
     for (index_t b = 0; b < B; ++b)
-      for (index_t t = T - 1; t >= 0; --t) {
-        const S* bt = P.data + (t * B + b) * N;
-        S* dbt = dP.data + (t * B + b) * N;
-        for (index_t k = 0; k < K; ++k) {
-          const index_t row = b * K + k;
-          const S* hp = t == 0 ? s0_.data() + row * N : Yk.data + ((t - 1) * B * K + row) * N;
-          const S* dy = dYk.data + (t * B * K + row) * N;
-          S* G = carry_.data() + row * N;
-          S* da = partial_.data() + row * 2 * N;
-          S* dg = da + N;
-          const S* ak = a + k * N;
-          const S* gk = g + k * N;
+      for (index_t j = chunks - 1; j >= 0; --j) {
+        const index_t t0 = j * kChunk, t1 = std::min(T, t0 + kChunk);
+        // hs[i] = h_{t0−1+i} (B's slice, all K): the checkpoint, then the chunk's steps.
+        S* hs = chunk_.data() + b * (kChunk + 1) * K * N;
+        std::copy_n(checkpoint_.data() + (j * B + b) * K * N, K * N, hs);
+        for (index_t t = t0; t < t1; ++t) {
+          const S* bt = P.data + (t * B + b) * N;
+          const S* prev = hs + (t - t0) * K * N;
+          S* next = hs + (t - t0 + 1) * K * N;
+          for (index_t k = 0; k < K; ++k) {
 #pragma omp simd
-          for (index_t n = 0; n < N; ++n) {
-            const S Gt = dy[n] + G[n];  // G[n] holds a·G_{t+1}
-            dbt[n] += gk[n] * Gt;
-            da[n] += Gt * hp[n];
-            dg[n] += Gt * bt[n];
-            G[n] = ak[n] * Gt;
+            for (index_t n = 0; n < N; ++n)
+              next[k * N + n] = a[k * N + n] * prev[k * N + n] + g[k * N + n] * bt[n];
+          }
+        }
+        for (index_t t = t1 - 1; t >= t0; --t) {
+          const S* bt = P.data + (t * B + b) * N;
+          S* dbt = dP.data + (t * B + b) * N;
+          for (index_t k = 0; k < K; ++k) {
+            const index_t row = b * K + k;
+            const S* hp = hs + (t - t0) * K * N + k * N;  // h_{t−1}
+            const S* h = hp + K * N;                      // h_t
+            S* G = carry_.data() + row * N;
+            S* da = partial_.data() + row * 2 * N;
+            S* dg = da + N;
+            const S* ak = a + k * N;
+            const S* gk = g + k * N;
+            const S al = kMixed ? alpha.data[(t * B + b) * K + k] : S(1);
+            const S* gout =
+                kMixed ? dout.data + (t * B + b) * N : dout.data + (t * B * K + row) * N;
+            S dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (index_t n = 0; n < N; ++n) {
+              if constexpr (kMixed) dot += gout[n] * h[n];
+              const S Gt = al * gout[n] + G[n];  // G[n] holds a·G_{t+1}
+              dbt[n] += gk[n] * Gt;
+              da[n] += Gt * hp[n];
+              dg[n] += Gt * bt[n];
+              G[n] = ak[n] * Gt;
+            }
+            if constexpr (kMixed) dalpha.data[(t * B + b) * K + k] = dot;
           }
         }
       }
@@ -180,14 +267,6 @@ class LinearSsm {
       }
   }
 
-  // Saved from forward: x. dP = db (T,B,N) → dx +=, dW_in +=.
-  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
-    const index_t R = x.numel() / I_;
-    matmul(dP.data, false, in_proj_.value.data, false, dx.data, R, I_, N_, true);
-    matmul(dP.data, true, x.data, false, in_proj_.grad.data, N_, I_, R, true);
-  }
-
- private:
   // a = e^{−ν} and g = √(1 − a²) = √(−expm1(−2ν)), in double: expm1 keeps g accurate for
   // the slow channels (a → 1), where 1 − a² would cancel.
   void compute_coefficients(CView<S> decay, index_t K) {
@@ -200,10 +279,16 @@ class LinearSsm {
     }
   }
 
+  // Steps between state checkpoints; a chunk's states (17·K·N values per sequence) stay
+  // in L1/L2 between their recomputation and their use.
+  static constexpr index_t kChunk = 16;
+
   index_t I_, N_;
   Param<S> in_proj_, out_proj_, skip_;
   Tensor<S> coef_a_, coef_g_;  // (K,N)
-  Tensor<S> s0_;               // (B,K,N)
+  Tensor<S> state_;            // (B,K,N) the running h
+  Tensor<S> checkpoint_;       // (T/kChunk,B,K,N) h entering every kChunk-th step
+  Tensor<S> chunk_;            // (B,kChunk+1,K,N) backward: a chunk's recomputed states
   Tensor<S> carry_;            // (B,K,N) a·∂L/∂h_{t+1}
   Tensor<S> partial_;          // (B,K,2N)
 };

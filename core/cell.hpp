@@ -85,4 +85,26 @@ concept Aggregator = requires(A a, ParamStore<typename A::Scalar>& store, const 
   a.backward(in, in, in, out, out);           // dA, Yk, x → dYk (overwrite), dx+
 };
 
+// An aggregator whose output is a per-(t, b) weighting of the perspectives,
+// A_t = Σ_k α_{t,k} Yk_t, can hand the weights α to the cell instead of reading Yk:
+// weights_forward computes and saves α; weights_backward takes dα_{t,k} = ⟨dA_t, Yk_t⟩.
+template <class A>
+concept WeightingAggregator = Aggregator<A> &&
+    requires(A a, CView<typename A::Scalar> in, View<typename A::Scalar> out,
+             const StepContext& ctx, std::uint64_t noise_stream) {
+  // x (T,B,I) → α (T,B,K), owned by the aggregator
+  { a.weights_forward(in, ctx, noise_stream) } -> std::same_as<CView<typename A::Scalar>>;
+  a.weights_backward(in, in, out);  // dα (T,B,K), x → dx+
+};
+
+// A cell that can apply such weights inside its recurrence, so that the per-perspective
+// outputs (T,B,K,Dy) and their gradient are never written to memory: the diagonal cells,
+// whose scans are memory-bound. The mixed and unmixed paths compute the same function.
+template <class C>
+concept MixingCell = Cell<C> &&
+    requires(C c, CView<typename C::Scalar> in, View<typename C::Scalar> out) {
+  c.recur_mixed_forward(in, in, in, in, in, out, out);    // x, P, decay, s0, α → A, sT
+  c.recur_mixed_backward(in, in, in, in, out, out, out);  // dA, P, decay, α → dP+, ddecay+, dα
+};
+
 }  // namespace mtp

@@ -43,6 +43,10 @@ class Perspectives {
     double decay_spread = 1.0;  // s
     typename Agg::Options aggregator{};
     LayerPosition position{};
+    // Diagonal cells (MixingCell) apply the aggregator's weights inside their scan, so
+    // the (T,B,K,Dy) outputs are never materialised; false runs recur + aggregator
+    // separately (the reference, and needed for perspective_outputs()).
+    bool mixed_scan = true;
   };
 
   explicit Perspectives(const Config& cfg)
@@ -94,20 +98,32 @@ class Perspectives {
     if (!state.empty()) check_shape(state.shape, {B, K_, state_width()}, "perspective state");
 
     P_.resize({T, B, cell_.pre_width()});
-    Yk_.resize({T, B, K_, cell_.recur_width()});
     A_.resize({T, B, cell_.recur_width()});
-    fused_ = false;
+    const std::uint64_t noise_stream = rng_stream::kSelectorNoise + cfg_.position.index;
+    fused_ = mixed_ = false;
+    if constexpr (MixingCell<C> && WeightingAggregator<Agg>) {
+      if (cfg_.mixed_scan) {
+        mixed_ = true;
+        Yk_.resize({0});
+        cell_.pre_forward(x, state, P_);
+        alpha_ = agg_.weights_forward(x, ctx, noise_stream);
+        cell_.recur_mixed_forward(x, P_.view(), decay_.value, state, alpha_, A_.view(), state);
+        cell_.post_forward(A_.view(), P_.view(), x, y);
+        return;
+      }
+    }
+    Yk_.resize({T, B, K_, cell_.recur_width()});
     if constexpr (FusedCell<C>)
       fused_ = cell_.fused_forward(x, decay_.value, state, Yk_.view(), state, ctx.training);
     if (!fused_) {
       cell_.pre_forward(x, state, P_);
       cell_.recur_forward(x, P_.view(), decay_.value, state, Yk_.view(), state);
     }
-    agg_.forward(Yk_.view(), x, A_.view(), ctx, rng_stream::kSelectorNoise + cfg_.position.index);
+    agg_.forward(Yk_.view(), x, A_.view(), ctx, noise_stream);
     cell_.post_forward(A_.view(), P_.view(), x, y);
   }
 
-  // Saved from forward: P, Yk, A (and whatever the cell and aggregator saved).
+  // Saved from forward: P, Yk (unless mixed), A, and whatever the cell and aggregator saved.
   // dy (T,B,O) → dx (T,B,I), overwritten; parameter gradients accumulate.
   void backward(CView<S> x, CView<S> dy, View<S> dx) {
     MTP_CHECK(P_.numel() > 0, "perspective layer backward before any forward");
@@ -116,7 +132,6 @@ class Perspectives {
     check_shape(dy.shape, {x.dim(0), x.dim(1), output_width()}, "perspective layer dy");
     check_shape(dx.shape, x.shape, "perspective layer dx");
     dA_.resize(A_.shape());
-    dYk_.resize(Yk_.shape());
     // After the fast path nothing reads or writes dP (its cells' post is the identity):
     // post_backward gets an empty view, and the (T,B,Dp) buffer is not cleared.
     View<S> dP;
@@ -127,6 +142,17 @@ class Perspectives {
     }
     std::fill(dx.begin(), dx.end(), S(0));
     cell_.post_backward(dy, A_.view(), P_.view(), x, dA_.view(), dP, dx);
+    if constexpr (MixingCell<C> && WeightingAggregator<Agg>) {
+      if (mixed_) {
+        dalpha_.resize({x.dim(0), x.dim(1), K_});
+        cell_.recur_mixed_backward(dA_.view(), P_.view(), decay_.value, alpha_, dP, decay_.grad,
+                                   dalpha_.view());
+        agg_.weights_backward(dalpha_.view(), x, dx);
+        cell_.pre_backward(dP, x, dx);
+        return;
+      }
+    }
+    dYk_.resize(Yk_.shape());
     agg_.backward(dA_.view(), Yk_.view(), x, dYk_.view(), dx);
     if constexpr (FusedCell<C>) {
       if (fused_) {
@@ -141,7 +167,11 @@ class Perspectives {
   // Whether the last forward ran the cell's fast path (FusedCell) instead of pre + recur.
   bool used_fast_path() const { return fused_; }
 
-  // The per-perspective outputs of the last forward, (T,B,K,Dy): for analysis.
+  // Whether the last forward applied the aggregation inside the cell's scan.
+  bool used_mixed_scan() const { return mixed_; }
+
+  // The per-perspective outputs of the last forward, (T,B,K,Dy), for analysis; empty
+  // after a mixed scan (Config::mixed_scan = false keeps them).
   CView<S> perspective_outputs() const { return Yk_.view(); }
 
  private:
@@ -152,7 +182,10 @@ class Perspectives {
   Param<S> decay_;
   Tensor<S> P_, Yk_, A_;     // forward activations
   bool fused_ = false;       // the last forward ran the cell's fast path
+  bool mixed_ = false;       // the last forward ran the mixed scan (no Yk)
   Tensor<S> dP_, dYk_, dA_;  // backward scratch
+  CView<S> alpha_;           // (T,B,K) the aggregator's saved weights, mixed scan only
+  Tensor<S> dalpha_;         // (T,B,K) ∂L/∂α, mixed scan only
 };
 
 }  // namespace mtp

@@ -2,7 +2,8 @@
 //  - gradients of the input and every parameter against central differences in double,
 //    for K = 1, 2, 3 × mean, learned, fixed, plus selector noise and carried state;
 //  - the float path (oneDNN GEMMs, vectorised exp) against the double path (Eigen, libm);
-//  - running a sequence in chunks with the state carried equals running it whole.
+//  - running a sequence in chunks with the state carried equals running it whole;
+//  - the diagonal cells' mixed scan equals their recurrence and aggregator run apart.
 #include <gtest/gtest.h>
 
 #include "gradcheck.hpp"
@@ -72,6 +73,7 @@ struct Case {
   bool carried_state;
   NoiseMode noise_mode = NoiseMode::fixed;
   int top_k = 0;
+  index_t T = kT;  // > 16 spans several of the scans' state checkpoints
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
@@ -81,6 +83,7 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
   if (c.noise_mode == NoiseMode::learned) n += "_learnednoise";
   if (c.top_k > 0) n += "_top" + std::to_string(c.top_k);
   if (c.carried_state) n += "_state";
+  if (c.T != kT) n += "_T" + std::to_string(c.T);
   return n;
 }
 
@@ -92,11 +95,11 @@ void check_gradients(const Case& c) {
   Mixer& layer = t.layer;
   ParamStore<double>& store = t.store;
   const index_t I = layer.input_width(), O = layer.output_width();
-  std::vector<double> x(kT * kB * I), R(kT * kB * O);
+  std::vector<double> x(c.T * kB * I), R(c.T * kB * O);
   test::fill_normal(x, 3);
   test::fill_normal(R, 4);
   const std::vector<double> s0 = random_state<Mixer, double>(layer, kB, c.K, 5);
-  const Shape xs{kT, kB, I}, ys{kT, kB, O}, ss{kB, index_t(c.K), layer.state_width()};
+  const Shape xs{c.T, kB, I}, ys{c.T, kB, O}, ss{kB, index_t(c.K), layer.state_width()};
   const StepContext ctx{c.noise > 0 || c.noise_mode == NoiseMode::learned, 42, 7};
   Tensor<double> y(ys), state(ss);
   auto loss = [&] {
@@ -141,6 +144,8 @@ std::vector<Case> all_cases() {
     cases.push_back({cell, 3, "learned", 0.3, false, NoiseMode::fixed, 2});
     cases.push_back({cell, 3, "learned", 0.0, true});
     cases.push_back({cell, 1, "mean", 0.0, true});
+    cases.push_back({cell, 3, "learned", 0.0, true, NoiseMode::fixed, 0, 37});
+    cases.push_back({cell, 2, "mean", 0.0, false, NoiseMode::fixed, 0, 32});
   }
   return cases;
 }
@@ -234,6 +239,74 @@ TEST_P(CarriedState, ChunkedRunEqualsWholeRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, CarriedState, testing::Values("gru", "lstm", "rwkv", "ssm"));
+
+// The diagonal cells' mixed scan (aggregation inside the recurrence, no (T,B,K,Dy)
+// tensors) against recur + aggregator run separately: outputs, final state, dx and every
+// gradient, for each aggregator, with selector noise in training and a carried state.
+struct MixedCase {
+  const char* cell;
+  const char* aggregator;
+  int K;
+};
+
+class MixedScan : public testing::TestWithParam<MixedCase> {};
+
+TEST_P(MixedScan, EqualsSeparateAggregation) {
+  const MixedCase& c = GetParam();
+  exp::with_mixer<double>(c.cell, c.aggregator, [&]<class Mixer>() {
+    const exp::AggregatorSettings agg{0.4, {}, NoiseMode::fixed, 0};
+    typename Mixer::Config mixed_cfg = layer_config<Mixer>(c.K, agg), separate_cfg = mixed_cfg;
+    separate_cfg.mixed_scan = false;
+    TestLayer<Mixer> mixed(mixed_cfg), separate(separate_cfg);
+    constexpr index_t T = 37, B = 2;  // three state checkpoints, the last chunk partial
+    const index_t I = mixed.layer.input_width(), O = mixed.layer.output_width();
+    std::vector<double> x(T * B * I), dy(T * B * O);
+    test::fill_normal(x, 21);
+    test::fill_normal(dy, 22);
+    const std::vector<double> s0 = random_state<Mixer, double>(mixed.layer, B, c.K, 23);
+    const Shape xs{T, B, I}, ys{T, B, O}, ss{B, index_t(c.K), mixed.layer.state_width()};
+    const StepContext ctx{true, 5, 11};
+    struct Run {
+      Tensor<double> y, state, dx;
+    };
+    const auto run = [&](TestLayer<Mixer>& t) {
+      Run r{Tensor<double>(ys), Tensor<double>(ss), Tensor<double>(xs)};
+      std::copy(s0.begin(), s0.end(), r.state.data());
+      t.layer.forward(CView<double>(x.data(), xs), r.y.view(), ctx, r.state.view());
+      t.store.zero_grad();
+      t.layer.backward(CView<double>(x.data(), xs), CView<double>(dy.data(), ys), r.dx.view());
+      return r;
+    };
+    const Run m = run(mixed), s = run(separate);
+    EXPECT_TRUE(mixed.layer.used_mixed_scan());
+    EXPECT_FALSE(separate.layer.used_mixed_scan());
+    EXPECT_EQ(mixed.layer.perspective_outputs().numel(), 0);
+    EXPECT_EQ(separate.layer.perspective_outputs().numel(),
+              T * B * c.K * separate.layer.cell().recur_width());
+    EXPECT_LT(rel_error(m.y, s.y, m.y.numel()), 1e-13) << "y";
+    EXPECT_LT(rel_error(m.state, s.state, m.state.numel()), 1e-13) << "final state";
+    EXPECT_LT(rel_error(m.dx, s.dx, m.dx.numel()), 1e-12) << "dx";
+    for (const ParamInfo& p : mixed.store.infos())
+      EXPECT_LT(rel_error(mixed.store.grads() + p.offset, separate.store.grads() + p.offset,
+                          p.shape.numel()),
+                1e-12)
+          << p.name;
+  });
+}
+
+std::vector<MixedCase> mixed_cases() {
+  std::vector<MixedCase> cases;
+  for (const char* cell : {"rwkv", "ssm"})
+    for (const char* agg : {"mean", "learned", "fixed"})
+      for (int K : {1, 3}) cases.push_back({cell, agg, K});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(DiagonalCells, MixedScan, testing::ValuesIn(mixed_cases()),
+                         [](const testing::TestParamInfo<MixedCase>& info) {
+                           return std::string(info.param.cell) + "_" + info.param.aggregator +
+                                  "_K" + std::to_string(info.param.K);
+                         });
 
 // Top-k: each row of α has exactly k non-zeros, on the k largest logits, summing to 1.
 TEST(Selector, TopKKeepsTheLargestLogitsAndRenormalises) {
