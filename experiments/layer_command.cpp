@@ -5,6 +5,9 @@
 #include "mtp/core/safetensors.hpp"
 #include "mtp/experiments/dispatch.hpp"
 #include "mtp/experiments/trainer.hpp"
+#if MTP_WITH_CUDA
+#include "mtp/experiments/layer_cuda.hpp"
+#endif
 
 namespace mtp::exp {
 namespace {
@@ -59,19 +62,29 @@ void run(const LayerArgs& a, const SafeTensors& pf, const SafeTensors& in) {
   const index_t T = xs.shape[0], B = xs.shape[1];
   const std::vector<S> x = xs.to<S>(a.input + ": tensor 'x'");
   const Shape xshape{T, B, layer.input_width()}, yshape{T, B, layer.output_width()};
-  Tensor<S> y(yshape);
-  layer.forward(CView<S>(x.data(), xshape), y.view(), StepContext{});
-
-  SafeTensors out;
-  out.put("y", yshape.dims(), y.data());
+  std::vector<S> dy;
   if (in.has("dy")) {
     const StoredTensor& dys = in.at("dy");
     MTP_CHECK(dys.shape == yshape.dims(), "{}: dy has shape {}, expected {}", a.input,
               shape_str(dys.shape), yshape.str());
-    const std::vector<S> dy = dys.to<S>(a.input + ": tensor 'dy'");
-    Tensor<S> dx(xshape);
-    store.zero_grad();
-    layer.backward(CView<S>(x.data(), xshape), CView<S>(dy.data(), yshape), dx.view());
+    dy = dys.to<S>(a.input + ": tensor 'dy'");
+  }
+  const CView<S> xv(x.data(), xshape);
+  const CView<S> dyv = dy.empty() ? CView<S>() : CView<S>(dy.data(), yshape);
+  Tensor<S> y(yshape), dx(xshape);
+  store.zero_grad();
+  if (a.backend == "cuda") {
+#if MTP_WITH_CUDA
+    run_layer_cuda<Mixer>({&mc, &store, xv, y.view(), dyv, dx.view()});
+#endif
+  } else {
+    layer.forward(xv, y.view(), StepContext{});
+    if (!dy.empty()) layer.backward(xv, dyv, dx.view());
+  }
+
+  SafeTensors out;
+  out.put("y", yshape.dims(), y.data());
+  if (!dy.empty()) {
     out.put("grad.x", xshape.dims(), dx.data());
     for (const ParamInfo& p : store.infos())
       out.put("grad." + p.name, p.shape.dims(), store.grads() + p.offset);
@@ -100,6 +113,14 @@ void run_layer(const LayerArgs& a) {
   if (a.params.empty()) usage_fail("--params FILE is required");
   if (a.input.empty()) usage_fail("--input FILE is required");
   if (a.output.empty()) usage_fail("--output FILE is required");
+  if (a.backend != "cpu" && a.backend != "cuda")
+    usage_fail("--backend must be cpu or cuda, got '{}'", a.backend);
+#if MTP_WITH_CUDA
+  if (a.backend == "cuda") require_cuda_device();
+#else
+  if (a.backend == "cuda")
+    usage_fail("this build has no CUDA backend (configure with -DMTP_CUDA=ON)");
+#endif
   set_threads(a.threads);
   const SafeTensors pf = SafeTensors::load(a.params);
   const SafeTensors in = SafeTensors::load(a.input);

@@ -15,7 +15,8 @@ struct LayerArgs {
   std::string noise_mode = "fixed";  // learned adds selector.noise.weight (unused: eval mode)
   int top_k = 0;
   std::string params, input, output;
-  std::string dtype = "f32";  // compute precision: f32 (oneDNN) or f64 (Eigen)
+  std::string dtype = "f32";    // compute precision: f32 (oneDNN) or f64 (Eigen)
+  std::string backend = "cpu";  // cpu | cuda (needs a build with MTP_CUDA and a GPU)
   int threads = 0;
 };
 

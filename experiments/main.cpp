@@ -220,6 +220,8 @@ int cmd_layer(int argc, const char* const* argv) {
       ("input", po::value(&a.input), "safetensors with x (T,B,I) and optionally dy (T,B,O)")     //
       ("output", po::value(&a.output), "where to write y, and with dy grad.x and grad.<param>")  //
       ("dtype", po::value(&a.dtype)->default_value(a.dtype), "compute precision: f32 | f64")     //
+      ("backend", po::value(&a.backend)->default_value(a.backend),
+       "where the layer runs: cpu | cuda (a build with -DMTP_CUDA=ON and a visible GPU)")  //
       ("threads", po::value(&a.threads)->default_value(0), "threads (0: all cores)");
   po::variables_map vm;
   if (!cli::parse(argc, argv, d, vm,
