@@ -1,4 +1,5 @@
-// Runs the real mtp-exp binary (MTP_EXP_PATH, set by CMake) from a test.
+// Runs the real mtp-exp binary from a test: MTP_EXP_PATH, set by CMake, or the
+// environment's MTP_EXP where the binary has moved (bench/gpu_bundle.sh).
 #pragma once
 
 #include <sys/wait.h>
@@ -16,6 +17,12 @@
 
 namespace mtp::test {
 
+// The mtp-exp binary the tests run.
+inline std::string mtp_exp_path() {
+  const char* moved = std::getenv("MTP_EXP");
+  return moved && *moved ? moved : MTP_EXP_PATH;
+}
+
 // Appends ` 'word'` to a shell command, quoting any single quotes in the word.
 inline void append_shell_word(std::string& cmd, const std::string& word) {
   cmd += " '";
@@ -32,7 +39,7 @@ inline int shell_status(const std::string& cmd) {
 // Runs mtp-exp with `args`, stdout and stderr into `log`; returns its exit status.
 inline int run_mtp_exp(const std::vector<std::string>& args, const std::filesystem::path& log) {
   std::string cmd = "exec";
-  append_shell_word(cmd, MTP_EXP_PATH);
+  append_shell_word(cmd, mtp_exp_path());
   for (const std::string& a : args) append_shell_word(cmd, a);
   cmd += " >";
   append_shell_word(cmd, log.string());
@@ -62,7 +69,7 @@ inline Result run_mtp_exp_captured(const std::vector<std::string>& args,
     cmd += " && ";
   }
   cmd += "exec";
-  append_shell_word(cmd, MTP_EXP_PATH);
+  append_shell_word(cmd, mtp_exp_path());
   for (const std::string& a : args) append_shell_word(cmd, a);
   cmd += " </dev/null >";
   append_shell_word(cmd, out.string());

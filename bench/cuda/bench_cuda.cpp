@@ -3,7 +3,10 @@
 //    inference) and backward, K = 1 and K = 3: time, achieved bandwidth (bytes the kernel
 //    must move / time) and its share of the device's peak (2 × memory clock × bus width);
 //  - one GRU and one LSTM layer at K = 1 (and K = 3), forward + backward on device
-//    pointers: time per step and tokens/s.
+//    pointers: time per step and tokens/s;
+//  - their peer, cuDNN's LSTM and GRU (cudnn_rnn_peer.hpp), one training step at the same
+//    shapes, and mtp's K = 1 throughput as a share of cuDNN's (target: LSTM >= 0.8). A
+//    failed or missing peer prints its error and the other benchmarks still run.
 // Every kernel timed here is checked against the CPU reference by tests/cuda/ first.
 // Usage: bench_cuda [--quick]. Prints one line per measurement and a summary.
 #include <cuda_runtime_api.h>
@@ -14,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cudnn_rnn_peer.hpp"
 #include "mtp/core/cuda/layer.hpp"
 
 namespace mtp::cuda {
@@ -122,9 +126,10 @@ void bench_ssm(DeviceExec& ex, Report& rep, index_t T, index_t B, index_t N, int
   rep.scan("ssm backward", K, bwd_ms, TBN * (2 * s + 2 * K * s));
 }
 
-// One matrix-cell layer, forward + backward on device pointers (float, mean aggregator).
+// One matrix-cell layer, forward + backward on device pointers (float, mean aggregator):
+// x (T,B,I = H) → y (T,B,H). Returns the forward + backward milliseconds.
 template <class C>
-void bench_matrix_layer(Report& rep, const char* name, index_t T, index_t B, index_t H, int K) {
+double bench_matrix_layer(Report& rep, const char* name, index_t T, index_t B, index_t H, int K) {
   using S = float;
   typename Perspectives<C, MeanAggregator<S>>::Config cfg;
   cfg.cell = {H, H};
@@ -153,6 +158,29 @@ void bench_matrix_layer(Report& rep, const char* name, index_t T, index_t B, ind
                   "{:.0f} train tokens/s",
                   name, K, T, B, H, fwd, both, double(T * B) / (both / 1e3)));
   fmt::print("{}\n", rep.lines.back());
+  return both;
+}
+
+// cuDNN's layer at the shapes of bench_matrix_layer (K = 1, I = H): one training step,
+// and mtp's throughput as a share of it (> 1: mtp is faster). Returns the ratio line of
+// the summary; a failure becomes that line (and the measurement line) with its error.
+std::string bench_cudnn_peer(Report& rep, CudnnCell cell, const char* name, index_t T, index_t B,
+                             index_t H, double mtp_ms, const char* target) {
+  const CudnnRnnTiming peer = time_cudnn_rnn_step(cell, T, B, H, H, 5);
+  const char* cell_name = cell == CudnnCell::lstm ? "LSTM" : "GRU";
+  if (!peer.ok) {
+    rep.lines.push_back(fmt::format("{:<26} K=1  error: {}", name, peer.error));
+    fmt::print("{}\n", rep.lines.back());
+    return fmt::format("{} K=1 / cuDNN: n/a, the cuDNN peer failed ({})", cell_name, target);
+  }
+  const double ratio = peer.ms / mtp_ms;  // throughput ratio = inverse time ratio
+  rep.lines.push_back(
+      fmt::format("{:<26} K=1  T={} B={} H={}: forward+backward {:.3f} ms, {:.0f} train "
+                  "tokens/s; mtp/cuDNN {:.2f}x",
+                  name, T, B, H, peer.ms, double(T * B) / (peer.ms / 1e3), ratio));
+  fmt::print("{}\n", rep.lines.back());
+  return fmt::format("{} K=1 / cuDNN: {:.2f}x train tokens/s (mtp {:.3f} ms, cuDNN {:.3f} ms; {})",
+                     cell_name, ratio, mtp_ms, peer.ms, target);
 }
 
 int run(bool quick) {
@@ -168,14 +196,19 @@ int run(bool quick) {
   bench_ssm(ex, rep, T, B, C, 1, ssm1);
   bench_ssm(ex, rep, T, B, C, 3, ssm3);
   const index_t Tm = quick ? 16 : 128, H = quick ? 256 : 1024;
-  bench_matrix_layer<Lstm<float>>(rep, "lstm layer", Tm, B, H, 1);
-  bench_matrix_layer<Gru<float>>(rep, "gru layer", Tm, B, H, 1);
+  fmt::print("{}\n", cudnn_peer_description());
+  const double lstm1 = bench_matrix_layer<Lstm<float>>(rep, "lstm layer", Tm, B, H, 1);
+  const std::string lstm_vs_cudnn =
+      bench_cudnn_peer(rep, CudnnCell::lstm, "cudnn lstm (fp32)", Tm, B, H, lstm1, "target >= 0.8");
+  const double gru1 = bench_matrix_layer<Gru<float>>(rep, "gru layer", Tm, B, H, 1);
+  const std::string gru_vs_cudnn =
+      bench_cudnn_peer(rep, CudnnCell::gru, "cudnn gru (fp32)", Tm, B, H, gru1, "no target");
   bench_matrix_layer<Lstm<float>>(rep, "lstm layer", Tm, B, H, 3);
   fmt::print("\nsummary ({}; scans T={} B={} C=N={}, float):\n", info.name, T, B, C);
   for (const std::string& l : rep.lines) fmt::print("  {}\n", l);
   fmt::print("  K=3 / K=1 training-forward time: wkv {:.2f}x, ssm {:.2f}x (target <= 1.3x)\n",
              wkv3 / wkv1, ssm3 / ssm1);
-  fmt::print("  cuDNN LSTM peer: not implemented (no cuDNN path yet)\n");
+  fmt::print("  {}\n  {}\n  peer: {}\n", lstm_vs_cudnn, gru_vs_cudnn, cudnn_peer_description());
   return 0;
 }
 

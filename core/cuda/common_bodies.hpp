@@ -115,6 +115,25 @@ struct WeightedSumBackward {
   }
 };
 
+// dα (R,K) = ⟨dA_r, Yk_{r,k}⟩ for dA (R,D), Yk (R,K,D): the weights' gradient of a
+// weighted sum, one thread per (r, k) summing over d in a fixed order (deterministic).
+// The SSM's mixed scan uses it with its saved states h in place of Yk.
+template <class S>
+struct RowDots {
+  index_t R, D;
+  int K;
+  const S *dA, *Yk;
+  S* dalpha;
+  index_t count() const { return R * K; }
+  MTP_HD void operator()(index_t i) const {
+    const S* da = dA + (i / K) * D;
+    const S* y = Yk + i * D;
+    double s = 0;
+    for (index_t d = 0; d < D; ++d) s += double(da[d]) * double(y[d]);
+    dalpha[i] = S(s);
+  }
+};
+
 // Where the selector noise of one forward comes from: aggregators/learned.hpp's
 // CounterRng(seed, stream).normal((step << 40) + i) for logit i of the step.
 struct NoiseKey {
@@ -170,7 +189,8 @@ struct Selector {
 
 // Backward of Selector + WeightedSum for the logits, one thread per row r. Saved: α,
 // Yk (and W_n x). dA (R,D) → dℓ (R,K) overwritten; with learned noise also
-// dn (R,K) = dℓ ε σ(W_n x), overwritten (ℓ += softplus(n) ε: ∂ℓ/∂n = ε σ(n)).
+// dn (R,K) = dℓ ε σ(W_n x), overwritten (ℓ += softplus(n) ε: ∂ℓ/∂n = ε σ(n)). With Yk
+// null (a mixed scan, which computed dα itself) dlogits holds dα on entry and dA is unused.
 template <class S>
 struct SelectorBackward {
   index_t R, D;
@@ -183,15 +203,17 @@ struct SelectorBackward {
   index_t count() const { return R; }
   MTP_HD void operator()(index_t r) const {
     const S* al = alpha + r * K;
-    const S* da = dA + r * D;
+    const S* da = Yk ? dA + r * D : nullptr;
     S* dl = dlogits + r * K;
     S dot = 0;
     for (int k = 0; k < K; ++k) {
-      const S* y = Yk + (r * K + k) * D;
-      S s = 0;
-      for (index_t d = 0; d < D; ++d) s += da[d] * y[d];
-      dl[k] = s;
-      dot += al[k] * s;
+      if (Yk) {
+        const S* y = Yk + (r * K + k) * D;
+        S s = 0;
+        for (index_t d = 0; d < D; ++d) s += da[d] * y[d];
+        dl[k] = s;
+      }
+      dot += al[k] * dl[k];
     }
     for (int k = 0; k < K; ++k) dl[k] = al[k] * (dl[k] - dot);
     if (noise_pre)

@@ -39,6 +39,7 @@ int launch(const Body& body) {
   MTP_LAUNCH(FusedK<1, WkvBackward<S>>)  \
   MTP_LAUNCH(FusedK<4, WkvBackward<S>>)  \
   MTP_LAUNCH(FusedK<64, WkvBackward<S>>) \
+  MTP_LAUNCH(WkvMixWeightGrad<S>)        \
   MTP_LAUNCH(WkvReduce<S>)               \
   MTP_LAUNCH(TokenShiftForward<S>)       \
   MTP_LAUNCH(TokenShiftBackward<S>)      \
@@ -66,6 +67,7 @@ int launch(const Body& body) {
   MTP_LAUNCH(SkipGrad<S>)                \
   MTP_LAUNCH(WeightedSum<S>)             \
   MTP_LAUNCH(WeightedSumBackward<S>)     \
+  MTP_LAUNCH(RowDots<S>)                 \
   MTP_LAUNCH(Selector<S>)                \
   MTP_LAUNCH(SelectorBackward<S>)
 

@@ -9,9 +9,12 @@
 //
 // Each cell has a CellProgram with the parts of the Cell concept, called in this order:
 // forward (pre + recur), post_forward; post_backward, backward (recur + pre). Each
-// aggregator has an AggProgram. Buffers grow on the first call of a shape and are
-// reused; nothing is allocated inside the per-step loops. All pointers are the
-// executor's memory (device memory for DeviceExec).
+// aggregator has an AggProgram. As on the CPU (Config::mixed_scan), the diagonal cells
+// (RWKV, SSM) take the aggregator's weights α (T,B,K) into their scans instead
+// (forward_mixed, backward_mixed; AggProgram::weights_forward, weights_backward), so the
+// per-perspective outputs (T,B,K,D) and their gradient are never written. Buffers grow
+// on the first call of a shape and are reused; nothing is allocated inside the per-step
+// loops. All pointers are the executor's memory (device memory for DeviceExec).
 #pragma once
 
 #include <string_view>
@@ -89,21 +92,18 @@ class CellProgram<LinearSsm<S>, Exec> {
   // x (T,B,I), decay (K,N), s0 (B,K,N) or null → Yk (T,B,K,N), sT or null (may alias
   // s0). Saves b = P, a, g and s0.
   void forward(const CallShape& cs, const S* x, const S* decay, const S* s0, S* Yk, S* sT) {
-    cs_ = cs;
-    const index_t B = cs.B, N = N_, TB = cs.T * B;
-    const int K = cs.K;
-    P_.resize(TB * N);
-    a_.resize(K * N);
-    g_.resize(K * N);
-    ex_.gemm(x, false, in_, true, P_.data(), TB, N, I_, false);
-    ex_.run(SsmCoefficients<S>{K * N, decay, a_.data(), g_.data()});
-    has_s0_ = s0 != nullptr;
-    if (has_s0_) {
-      s0_.resize(B * K * N);
-      ex_.copy(s0_.data(), s0, B * K * N);
-    }
-    run_fused(ex_, K,
-              SsmForward<S>{cs.T, B, N, K, P_.data(), a_.data(), g_.data(), saved_s0(), Yk, sT});
+    run_fused(ex_, cs.K, pre_forward(cs, x, decay, s0, Yk, sT));
+  }
+  // The mixed scan: α (T,B,K) → A (T,B,N) = Σ_k α_k h^k in place of Yk. Saves what
+  // forward saves and the states h (T,B,K,N) for backward_mixed (the scan keeps no
+  // checkpoints), so the memory it saves is the gradient's: no dYk.
+  void forward_mixed(const CallShape& cs, const S* x, const S* decay, const S* s0, const S* alpha,
+                     S* A, S* sT) {
+    h_.resize(cs.T * cs.B * cs.K * N_);
+    SsmForward<S> scan = pre_forward(cs, x, decay, s0, h_.data(), sT);
+    scan.alpha = alpha;
+    scan.A = A;
+    run_fused(ex_, cs.K, scan);
   }
   // A (T,B,N), x → y (T,B,I) = A W_out^T + skip ⊙ x.
   void post_forward(const S* A, const S* x, S* y) {
@@ -121,21 +121,59 @@ class CellProgram<LinearSsm<S>, Exec> {
   }
   // Saved: b, a, g, s0 and the states Yk. dYk → dx +=, ddecay +=, dW_in +=.
   void backward(const S* dYk, const S* x, const S* Yk, const S* decay, S* dx, S* ddecay) {
-    const index_t B = cs_.B, N = N_, TB = cs_.T * B;
-    const int K = cs_.K;
-    dP_.resize(TB * N);
-    da_.resize(B * K * N);
-    dg_.resize(B * K * N);
-    run_fused(ex_, K,
-              SsmBackward<S>{cs_.T, B, N, K, P_.data(), a_.data(), g_.data(), saved_s0(), Yk, dYk,
-                             dP_.data(), da_.data(), dg_.data()});
-    ex_.run(SsmReduce<S>{B, N, K, decay, da_.data(), dg_.data(), ddecay});
-    ex_.gemm(dP_.data(), false, in_, false, dx, TB, I_, N, true);
-    ex_.gemm(dP_.data(), true, x, false, g_in_, N, I_, TB, true);
+    run_fused(ex_, cs_.K, scan_backward(Yk, dYk));
+    post_scan_backward(x, decay, dx, ddecay);
+  }
+  // Backward of forward_mixed. Saved: b, a, g, s0, the states h. dA (T,B,N), α (T,B,K) →
+  // dx +=, ddecay +=, dW_in +=; dα (T,B,K) = ⟨dA_t, h^k_t⟩ overwritten, unless null (the
+  // weights take no gradient).
+  void backward_mixed(const S* dA, const S* x, const S* alpha, const S* decay, S* dx, S* ddecay,
+                      S* dalpha) {
+    SsmBackward<S> scan = scan_backward(h_.data(), dA);
+    scan.alpha = alpha;
+    run_fused(ex_, cs_.K, scan);
+    if (dalpha) ex_.run(RowDots<S>{cs_.T * cs_.B, N_, cs_.K, dA, h_.data(), dalpha});
+    post_scan_backward(x, decay, dx, ddecay);
   }
 
  private:
   const S* saved_s0() { return has_s0_ ? s0_.data() : nullptr; }
+
+  // b = P = x W_in^T, a, g, the saved s0; the scan writing the states to h, or null.
+  SsmForward<S> pre_forward(const CallShape& cs, const S* x, const S* decay, const S* s0, S* h,
+                            S* sT) {
+    cs_ = cs;
+    const index_t B = cs.B, N = N_, TB = cs.T * B;
+    const int K = cs.K;
+    P_.resize(TB * N);
+    a_.resize(K * N);
+    g_.resize(K * N);
+    ex_.gemm(x, false, in_, true, P_.data(), TB, N, I_, false);
+    ex_.run(SsmCoefficients<S>{K * N, decay, a_.data(), g_.data()});
+    has_s0_ = s0 != nullptr;
+    if (has_s0_) {
+      s0_.resize(B * K * N);
+      ex_.copy(s0_.data(), s0, B * K * N);
+    }
+    return {cs.T, B, N, K, P_.data(), a_.data(), g_.data(), saved_s0(), h, sT};
+  }
+  // The backward scan over the states h with gradient gy (dYk, or dA once α is set).
+  SsmBackward<S> scan_backward(const S* h, const S* gy) {
+    const index_t B = cs_.B, N = N_;
+    const int K = cs_.K;
+    dP_.resize(cs_.T * B * N);
+    da_.resize(B * K * N);
+    dg_.resize(B * K * N);
+    return {cs_.T,      B, N,  K,          P_.data(),  a_.data(), g_.data(),
+            saved_s0(), h, gy, dP_.data(), da_.data(), dg_.data()};
+  }
+  // After the scan: ddecay from the partials, then db through W_in.
+  void post_scan_backward(const S* x, const S* decay, S* dx, S* ddecay) {
+    const index_t TB = cs_.T * cs_.B, N = N_;
+    ex_.run(SsmReduce<S>{cs_.B, N, cs_.K, decay, da_.data(), dg_.data(), ddecay});
+    ex_.gemm(dP_.data(), false, in_, false, dx, TB, I_, N, true);
+    ex_.gemm(dP_.data(), true, x, false, g_in_, N, I_, TB, true);
+  }
 
   Exec& ex_;
   index_t I_, N_;
@@ -144,6 +182,7 @@ class CellProgram<LinearSsm<S>, Exec> {
   S *g_in_ = nullptr, *g_out_ = nullptr, *g_skip_ = nullptr;
   bool has_s0_ = false;
   Buf<S> P_, a_, g_, s0_, dP_;  // (T,B,N), (K,N), (K,N), (B,K,N), (T,B,N)
+  Buf<S> h_;                    // (T,B,K,N) the states, mixed scan only
   Buf<double> da_, dg_;         // (B,K,N) per-sequence ∂L/∂a, ∂L/∂g
 };
 
@@ -168,28 +207,15 @@ class CellProgram<RwkvTimeMix<S>, Exec> {
   // alias s0). Saves the mixed inputs, P = [k | v | r], w, the carried last x and the
   // (a, b, p) entering every step.
   void forward(const CallShape& cs, const S* x, const S* decay, const S* s0, S* Yk, S* sT) {
-    cs_ = cs;
-    x_ = x;
-    const index_t T = cs.T, B = cs.B, C = C_, TB = T * B, TBC = TB * C;
-    const int K = cs.K;
-    for (Buf<S>* b : {&xk_, &xv_, &xr_}) b->resize(TBC);
-    P_.resize(3 * TBC);
-    w_.resize(K * C);
-    saved_ab_.resize(TB * K * 2 * C);
-    saved_p_.resize(TB * K * C);
-    has_prev_ = s0 != nullptr;
-    if (has_prev_) {  // before the scan: sT may overwrite s0
-      x_prev_.resize(B * C);
-      ex_.run(CopyColumns<S>{B, C, s0 + 3 * C, K * 4 * C, x_prev_.data(), C});
-    }
-    ex_.run(shift());
-    ex_.gemm(xk_.data(), false, value_[kKey], true, P_.data(), TB, C, C, false);
-    ex_.gemm(xv_.data(), false, value_[kValue], true, P_.data() + TBC, TB, C, C, false);
-    ex_.gemm(xr_.data(), false, value_[kReceptance], true, P_.data() + 2 * TBC, TB, C, C, false);
-    ex_.run(WkvDecay<S>{K * C, decay, w_.data()});
-    run_fused(ex_, K,
-              WkvForward<S>{T, B, C, K, P_.data(), P_.data() + TBC, value_[kFirst], w_.data(), s0,
-                            Yk, saved_ab_.data(), saved_p_.data(), sT, x});
+    run_fused(ex_, cs.K, pre_forward(cs, x, decay, s0, Yk, sT));
+  }
+  // The mixed scan: α (T,B,K) → A (T,B,C) = Σ_k α_k wkv^k in place of Yk. Saves what
+  // forward saves.
+  void forward_mixed(const CallShape& cs, const S* x, const S* decay, const S* s0, const S* alpha,
+                     S* A, S* sT) {
+    WkvForward<S> scan = pre_forward(cs, x, decay, s0, A, sT);
+    scan.alpha = alpha;
+    run_fused(ex_, cs.K, scan);
   }
   // A (T,B,C) → y (T,B,C) = W_o(σ(r) ⊙ A). Saves σ(r) and σ(r) ⊙ A.
   void post_forward(const S* A, const S*, S* y) {
@@ -210,15 +236,54 @@ class CellProgram<RwkvTimeMix<S>, Exec> {
   }
   // Saved: see forward. dYk → dx +=, ddecay +=, every other gradient +=.
   void backward(const S* dYk, const S* x, const S* Yk, const S*, S* dx, S* ddecay) {
+    run_fused(ex_, cs_.K, scan_backward(Yk, dYk));
+    post_scan_backward(x, dx, ddecay);
+  }
+  // Backward of forward_mixed. Saved: see forward (wkv is recomputed from the saved
+  // states). dA (T,B,C), α (T,B,K) → dx +=, ddecay +=, every other gradient +=;
+  // dα (T,B,K) = ⟨dA_t, wkv^k_t⟩ overwritten, unless null (the weights take no gradient).
+  void backward_mixed(const S* dA, const S* x, const S* alpha, const S*, S* dx, S* ddecay,
+                      S* dalpha) {
+    WkvBackward<S> scan = scan_backward(nullptr, dA);
+    scan.alpha = alpha;
+    run_fused(ex_, cs_.K, scan);
+    if (dalpha) {
+      const index_t TBC = cs_.T * cs_.B * C_;
+      ex_.run(WkvMixWeightGrad<S>{cs_.T, cs_.B, C_, cs_.K, P_.data(), P_.data() + TBC,
+                                  value_[kFirst], saved_ab_.data(), saved_p_.data(), dA, dalpha});
+    }
+    post_scan_backward(x, dx, ddecay);
+  }
+
+ private:
+  // The backward scan with gradient gy (dYk, or dA once α is set) and y (Yk, or null).
+  WkvBackward<S> scan_backward(const S* y, const S* gy) {
+    const index_t B = cs_.B, C = C_, TBC = cs_.T * B * C;
+    gw_.resize(B * cs_.K * C);
+    gu_.resize(B * cs_.K * C);
+    return {cs_.T,
+            B,
+            C,
+            cs_.K,
+            P_.data(),
+            P_.data() + TBC,
+            value_[kFirst],
+            w_.data(),
+            saved_ab_.data(),
+            saved_p_.data(),
+            y,
+            gy,
+            dP_.data(),
+            dP_.data() + TBC,
+            gw_.data(),
+            gu_.data()};
+  }
+  // After the scan: ddecay, dtime_first, then dk, dv, dr through the projections and the
+  // token shift to dx.
+  void post_scan_backward(const S* x, S* dx, S* ddecay) {
     const index_t T = cs_.T, B = cs_.B, C = C_, TB = T * B, TBC = TB * C;
     const int K = cs_.K;
     x_ = x;
-    gw_.resize(B * K * C);
-    gu_.resize(B * K * C);
-    run_fused(ex_, K,
-              WkvBackward<S>{T, B, C, K, P_.data(), P_.data() + TBC, value_[kFirst], w_.data(),
-                             saved_ab_.data(), saved_p_.data(), Yk, dYk, dP_.data(),
-                             dP_.data() + TBC, gw_.data(), gu_.data()});
     ex_.run(WkvReduce<S>{B, C, K, w_.data(), gw_.data(), gu_.data(), ddecay, grad_[kFirst]});
     // Through the three projections to the mixed inputs, then the token shift.
     Buf<S>* xm[3] = {&xk_, &xv_, &xr_};
@@ -235,7 +300,6 @@ class CellProgram<RwkvTimeMix<S>, Exec> {
                                 grad_[kMixV], grad_[kMixR]});
   }
 
- private:
   enum { kMixK, kMixV, kMixR, kFirst, kKey, kValue, kReceptance, kOutput, kParams };
   TokenShiftForward<S> shift() {
     return {cs_.T,
@@ -250,6 +314,45 @@ class CellProgram<RwkvTimeMix<S>, Exec> {
             xk_.data(),
             xv_.data(),
             xr_.data()};
+  }
+
+  // The token shift, the three projections into P = [k | v | r], w and the saved x_prev;
+  // the scan writing y (Yk, or A once α is set), saving (a, b, p) every step.
+  WkvForward<S> pre_forward(const CallShape& cs, const S* x, const S* decay, const S* s0, S* y,
+                            S* sT) {
+    cs_ = cs;
+    x_ = x;
+    const index_t T = cs.T, B = cs.B, C = C_, TB = T * B, TBC = TB * C;
+    const int K = cs.K;
+    for (Buf<S>* b : {&xk_, &xv_, &xr_}) b->resize(TBC);
+    P_.resize(3 * TBC);
+    w_.resize(K * C);
+    saved_ab_.resize(TB * K * 2 * C);
+    saved_p_.resize(TB * K * C);
+    has_prev_ = s0 != nullptr;
+    if (has_prev_) {  // before the scan: sT may overwrite s0
+      x_prev_.resize(B * C);
+      ex_.run(CopyColumns<S>{B, C, s0 + 3 * C, K * 4 * C, x_prev_.data(), C});
+    }
+    ex_.run(shift());
+    ex_.gemm(xk_.data(), false, value_[kKey], true, P_.data(), TB, C, C, false);
+    ex_.gemm(xv_.data(), false, value_[kValue], true, P_.data() + TBC, TB, C, C, false);
+    ex_.gemm(xr_.data(), false, value_[kReceptance], true, P_.data() + 2 * TBC, TB, C, C, false);
+    ex_.run(WkvDecay<S>{K * C, decay, w_.data()});
+    return {T,
+            B,
+            C,
+            K,
+            P_.data(),
+            P_.data() + TBC,
+            value_[kFirst],
+            w_.data(),
+            s0,
+            y,
+            saved_ab_.data(),
+            saved_p_.data(),
+            sT,
+            x};
   }
 
   Exec& ex_;
@@ -475,10 +578,21 @@ class AggProgram {
     ex_.run(WeightedSumBackward<S>{R, D, K_, w_.data(), 0, dA, dYk});
   }
 
+  // For a mixed scan: α (R,K) = w in every row (x and the noise key are unused).
+  const S* weights_forward(const S*, index_t R, const StepContext&, std::uint64_t) {
+    alpha_.resize(R * K_);
+    ex_.run(CopyColumns<S>{R, K_, w_.data(), 0, alpha_.data(), K_});
+    return alpha_.data();
+  }
+  // Where the scan writes dα (R,K): nowhere, constant weights take no gradient.
+  S* weights_grad(index_t) { return nullptr; }
+  void weights_backward(const S*, S*, index_t) {}
+
  private:
   Exec& ex_;
   int K_;
   typename Exec::template Buffer<S> w_;
+  typename Exec::template Buffer<S> alpha_;  // (R,K), mixed scans only
 };
 
 // The learned selector (aggregators/learned.hpp).
@@ -490,7 +604,11 @@ class AggProgram<LearnedAggregator<S>, Exec> {
 
  public:
   AggProgram(Exec& ex, const LearnedAggregator<S>&, int K, const Options& opt, index_t I)
-      : ex_(ex), K_(K), I_(I), opt_(opt) {}
+      : ex_(ex), K_(K), I_(I), opt_(opt) {
+    const S one = 1;
+    one_.resize(1);
+    ex_.upload(one_.data(), &one, 1);
+  }
 
   void bind(const ParamPointers<S>& p) {
     w_ = p.value("selector.weight"), b_ = p.value("selector.bias");
@@ -507,7 +625,27 @@ class AggProgram<LearnedAggregator<S>, Exec> {
       ex_.copy(A, Yk, R * D);
       return;
     }
+    weights_forward(x, R, ctx, stream);
+    ex_.run(WeightedSum<S>{R, D, K_, alpha_.data(), K_, Yk, A});
+  }
+  // Saved: α, Yk, x (and W_n x). dA (R,D) → dYk overwritten, dx +=, selector grads +=.
+  void backward(const S* dA, const S* Yk, const S* x, S* dYk, S* dx, index_t R, index_t D) {
+    if (K_ == 1) {
+      ex_.copy(dYk, dA, R * D);
+      return;
+    }
+    dlogits_.resize(R * K_);
+    ex_.run(WeightedSumBackward<S>{R, D, K_, alpha_.data(), K_, dA, dYk});
+    selector_backward(Yk, dA, x, dx, R, D);
+  }
+
+  // x (R,I) → α (R,K), for a mixed scan (ones at K = 1). Saves what forward saves.
+  const S* weights_forward(const S* x, index_t R, const StepContext& ctx, std::uint64_t stream) {
     alpha_.resize(R * K_);
+    if (K_ == 1) {
+      ex_.run(CopyColumns<S>{R, 1, one_.data(), 0, alpha_.data(), 1});
+      return alpha_.data();
+    }
     ex_.gemm(x, false, w_, true, alpha_.data(), R, K_, I_, false);
     noisy_ = ctx.training && (learned_noise() || opt_.noise > 0);
     key_ = {ctx.seed, stream, ctx.step};
@@ -518,18 +656,29 @@ class AggProgram<LearnedAggregator<S>, Exec> {
     }
     ex_.run(Selector<S>{R, K_, opt_.top_k, b_, noisy_, opt_.noise,
                         pre ? noise_pre_.data() : nullptr, key_, alpha_.data()});
-    ex_.run(WeightedSum<S>{R, D, K_, alpha_.data(), K_, Yk, A});
+    return alpha_.data();
   }
-  // Saved: α, Yk, x (and W_n x). dA (R,D) → dYk overwritten, dx +=, selector grads +=.
-  void backward(const S* dA, const S* Yk, const S* x, S* dYk, S* dx, index_t R, index_t D) {
-    if (K_ == 1) {
-      ex_.copy(dYk, dA, R * D);
-      return;
-    }
-    const bool pre = noisy_ && learned_noise();
+  // Where a mixed scan writes dα (R,K) for weights_backward: null at K = 1, where the
+  // selector's gradient is exactly zero.
+  S* weights_grad(index_t R) {
+    if (K_ == 1) return nullptr;
     dlogits_.resize(R * K_);
+    return dlogits_.data();
+  }
+  // Saved: α, x (and W_n x); dα in weights_grad(R). → dx +=, selector grads +=.
+  void weights_backward(const S* x, S* dx, index_t R) {
+    if (K_ == 1) return;
+    selector_backward(nullptr, nullptr, x, dx, R, 0);
+  }
+
+ private:
+  bool learned_noise() const { return opt_.noise_mode == NoiseMode::learned; }
+
+  // dℓ from Yk and dA, or (Yk null) from the dα already in dlogits_; then dx and the
+  // selector's gradients through the GEMMs.
+  void selector_backward(const S* Yk, const S* dA, const S* x, S* dx, index_t R, index_t D) {
+    const bool pre = noisy_ && learned_noise();
     if (pre) dnoise_.resize(R * K_);
-    ex_.run(WeightedSumBackward<S>{R, D, K_, alpha_.data(), K_, dA, dYk});
     ex_.run(SelectorBackward<S>{R, D, K_, alpha_.data(), Yk, dA, dlogits_.data(),
                                 pre ? noise_pre_.data() : nullptr, key_,
                                 pre ? dnoise_.data() : nullptr});
@@ -542,9 +691,6 @@ class AggProgram<LearnedAggregator<S>, Exec> {
     }
   }
 
- private:
-  bool learned_noise() const { return opt_.noise_mode == NoiseMode::learned; }
-
   Exec& ex_;
   int K_;
   index_t I_;
@@ -554,6 +700,7 @@ class AggProgram<LearnedAggregator<S>, Exec> {
   bool noisy_ = false;
   NoiseKey key_;
   Buf<S> alpha_, noise_pre_, dlogits_, dnoise_;  // (R,K)
+  Buf<S> one_;                                   // (1) α at K = 1
 };
 
 // ------------------------------------------------------------------ the layer
@@ -600,26 +747,46 @@ class LayerProgram {
   // final one. Saves what backward needs (x itself is passed again to backward).
   void forward(const S* x, S* y, index_t T, index_t B, const StepContext& ctx, S* state) {
     const index_t Dy = ref_.cell().recur_width(), TB = T * B;
+    const std::uint64_t stream = rng_stream::kSelectorNoise + ref_.config().position.index;
     cs_ = {T, B, K_};
-    Yk_.resize(TB * K_ * Dy);
     A_.resize(TB * Dy);
+    mixed_ = false;
+    if constexpr (MixingCell<C> && WeightingAggregator<Agg>) {
+      if (ref_.config().mixed_scan) {  // as Perspectives::forward: Yk is never written
+        mixed_ = true;
+        alpha_ = agg_.weights_forward(x, TB, ctx, stream);
+        cell_.forward_mixed(cs_, x, decay_, state, alpha_, A_.data(), state);
+        cell_.post_forward(A_.data(), x, y);
+        return;
+      }
+    }
+    Yk_.resize(TB * K_ * Dy);
     cell_.forward(cs_, x, decay_, state, Yk_.data(), state);
-    agg_.forward(Yk_.data(), x, A_.data(), TB, Dy, ctx,
-                 rng_stream::kSelectorNoise + ref_.config().position.index);
+    agg_.forward(Yk_.data(), x, A_.data(), TB, Dy, ctx, stream);
     cell_.post_forward(A_.data(), x, y);
   }
   // After forward on the same x: dy (T,B,O) → dx (T,B,I) overwritten; gradients +=.
   void backward(const S* x, const S* dy, S* dx) {
     const index_t Dy = ref_.cell().recur_width(), TB = cs_.T * cs_.B;
     dA_.resize(TB * Dy);
-    dYk_.resize(TB * K_ * Dy);
     ex_.zero(dx, TB * input_width());
     cell_.post_backward(dy, A_.data(), x, dA_.data(), dx);
+    if constexpr (MixingCell<C> && WeightingAggregator<Agg>) {
+      if (mixed_) {  // saved: α; dα goes from the scan to the aggregator, dYk is never written
+        cell_.backward_mixed(dA_.data(), x, alpha_, decay_, dx, g_decay_, agg_.weights_grad(TB));
+        agg_.weights_backward(x, dx, TB);
+        return;
+      }
+    }
+    dYk_.resize(TB * K_ * Dy);
     agg_.backward(dA_.data(), Yk_.data(), x, dYk_.data(), dx, TB, Dy);
     cell_.backward(dYk_.data(), x, Yk_.data(), decay_, dx, g_decay_);
   }
-  // The per-perspective outputs of the last forward, (T,B,K,Dy).
-  const S* perspective_outputs() const { return Yk_.data(); }
+  // Whether the last forward applied the aggregation inside the cell's scan.
+  bool used_mixed_scan() const { return mixed_; }
+  // The per-perspective outputs of the last forward, (T,B,K,Dy); null after a mixed scan
+  // (Config::mixed_scan = false keeps them).
+  const S* perspective_outputs() const { return mixed_ ? nullptr : Yk_.data(); }
 
  private:
   static const Config& checked(const Config& cfg) {
@@ -644,7 +811,9 @@ class LayerProgram {
   Buf<S> values_, grads_;
   S *decay_ = nullptr, *g_decay_ = nullptr;
   CallShape cs_;
-  Buf<S> Yk_, A_, dYk_, dA_;  // (T,B,K,Dy), (T,B,Dy)
+  Buf<S> Yk_, A_, dYk_, dA_;  // (T,B,K,Dy), (T,B,Dy); Yk and dYk unmixed only
+  bool mixed_ = false;        // the last forward ran the mixed scan
+  const S* alpha_ = nullptr;  // (T,B,K) the aggregator's saved weights, mixed scan only
 };
 
 }  // namespace mtp::cuda

@@ -5,6 +5,14 @@
 // general case), and every loop over k runs to KM with a `k < K` guard so that the
 // arrays are indexed by constants.
 //
+// The mixed scans (core/cell.hpp's MixingCell, core/perspectives.hpp's mixed_scan): with
+// the aggregator's weights α (T,B,K), a forward thread sums A_t = Σ_k α_{t,k} out^k_t in a
+// register and writes only A (T,B,C); its backward takes dA (T,B,C) and uses
+// ∂L/∂out^k_t = α_{t,k} dA_t. The per-perspective outputs (T,B,K,C) and their gradient
+// are never written. dα_{t,k} = ⟨dA_t, out^k_t⟩ sums over channels, i.e. across the
+// scan's threads, so a separate body with one thread per (t, b, k) computes it (no
+// atomics: the sum's order is fixed, results are the same run to run).
+//
 // Each body is a functor: operator()(i) is one thread's work. The CUDA kernels
 // (kernels.cu) call it for i < count(); the host-driven tests call it in a loop. The
 // scans have apply<KM>(i) instead, and run as FusedK<KM, Scan>.
@@ -32,6 +40,15 @@ MTP_HD inline HdScale<S> hd_rescale(double e_old, double e_fresh) {
   return {old_wins ? S(1) : e, old_wins ? e : S(1)};
 }
 
+// wkv = (a e^{p−m} + v e^{u+k−m}) / (b e^{p−m} + e^{u+k−m}), m = max(p, u + k): the output
+// of a step from the (a, b, p) entering it. Shared by the forward and the dα body, so the
+// latter recomputes exactly the forward's value.
+template <class S>
+MTP_HD inline S hd_wkv_output(S a, S b, double p, double uk, S v) {
+  const HdScale<S> out = hd_rescale<S>(p, uk);
+  return (out.old * a + out.fresh * v) / (out.old * b + out.fresh);
+}
+
 // A scan with the bound KM ≥ K fixed: the body the kernels and loops run.
 template <int KM, class Scan>
 struct FusedK {
@@ -53,9 +70,10 @@ struct WkvDecay {
 };
 
 // One thread per (b, c). k, v (T,B,C), u = time_first (C), w (K,C), s0 (B,K,4C) or null
-// → y = wkv (T,B,K,C); saved (a, b) (T,B,K,2C) and p (T,B,K,C) entering every step (null:
-// not saved, inference); sT (B,K,4C) or null with the last x of (T,B,C) x. s0 and sT may
-// alias: each thread reads its part of s0 before it writes its part of sT.
+// → y = wkv (T,B,K,C), or with α (T,B,K) the mixed y = A (T,B,C) = Σ_k α_k wkv^k; saved
+// (a, b) (T,B,K,2C) and p (T,B,K,C) entering every step (null: not saved, inference); sT
+// (B,K,4C) or null with the last x of (T,B,C) x. s0 and sT may alias: each thread reads
+// its part of s0 before it writes its part of sT.
 template <class S>
 struct WkvForward {
   index_t T, B, C;
@@ -68,6 +86,8 @@ struct WkvForward {
   double* saved_p;
   S* sT;
   const S* x;
+  const S* alpha = nullptr;  // (T,B,K), or null: y is Yk (last, so that older callers
+                             // that list the fields above still compile)
   index_t count() const { return B * C; }
   template <int KM>
   MTP_HD void apply(index_t i) const {
@@ -87,6 +107,7 @@ struct WkvForward {
     const double uc = double(u[c]);
     for (index_t t = 0; t < T; ++t) {
       const S kt = k[(t * B + b) * C + c], vt = v[(t * B + b) * C + c];  // once for all K
+      S mixed = 0;  // Σ_k α_k wkv^k, in a register
       MTP_UNROLL
       for (int q = 0; q < KM; ++q) {
         if (q >= K) break;
@@ -96,14 +117,18 @@ struct WkvForward {
           saved_ab[row * 2 * C + C + c] = bs[q];
           saved_p[row * C + c] = p[q];
         }
-        const HdScale<S> out = hd_rescale<S>(p[q], uc + double(kt));
-        y[row * C + c] = (out.old * a[q] + out.fresh * vt) / (out.old * bs[q] + out.fresh);
+        const S wkv = hd_wkv_output<S>(a[q], bs[q], p[q], uc + double(kt), vt);
+        if (alpha)
+          mixed += alpha[row] * wkv;
+        else
+          y[row * C + c] = wkv;
         const double wp = wk[q] + p[q];
         const HdScale<S> st = hd_rescale<S>(wp, double(kt));
         a[q] = st.old * a[q] + st.fresh * vt;
         bs[q] = st.old * bs[q] + st.fresh;
         p[q] = hd_max(wp, double(kt));
       }
+      if (alpha) y[(t * B + b) * C + c] = mixed;
     }
     if (sT) {
       MTP_UNROLL
@@ -120,10 +145,13 @@ struct WkvForward {
 };
 
 // Backward of WkvForward, one thread per (b, c). Saved from forward: (a, b, p) entering
-// every step, w, y. gy = dYk (T,B,K,C) → dk, dv (T,B,C) overwritten (the sum over the K
-// perspectives, which share k and v); per-sequence partials gw = ∂L/∂w and gu = ∂L/∂u,
-// (B,K,C), overwritten and reduced by WkvReduce. The adjoints of the sums run backwards
-// scaled by a running maximum exponent q, cells/rwkv.hpp's recur_backward.
+// every step, w, and y = Yk, or with α nothing more (y may be null: wkv is recomputed
+// from the saved state, as cells/rwkv.hpp does). gy = dYk (T,B,K,C), or with α (T,B,K)
+// gy = dA (T,B,C) and ∂L/∂wkv^k = α_k dA → dk, dv (T,B,C) overwritten (the sum over the
+// K perspectives, which share k and v); per-sequence partials gw = ∂L/∂w and gu = ∂L/∂u,
+// (B,K,C), overwritten and reduced by WkvReduce. dα is WkvMixWeightGrad's. The adjoints
+// of the sums run backwards scaled by a running maximum exponent q, cells/rwkv.hpp's
+// recur_backward.
 template <class S>
 struct WkvBackward {
   index_t T, B, C;
@@ -135,6 +163,7 @@ struct WkvBackward {
   const S *y, *gy;
   S *dk, *dv;
   double *gw_part, *gu_part;
+  const S* alpha = nullptr;  // (T,B,K), or null: gy is dYk and y is read
   index_t count() const { return B * C; }
   template <int KM>
   MTP_HD void apply(index_t i) const {
@@ -152,6 +181,7 @@ struct WkvBackward {
     const double uc = double(u[c]);
     for (index_t t = T - 1; t >= 0; --t) {
       const S kt = k[(t * B + b) * C + c], vt = v[(t * B + b) * C + c];
+      const S dA = alpha ? gy[(t * B + b) * C + c] : S(0);  // once for all K
       S dkt = 0, dvt = 0;
       MTP_UNROLL
       for (int j = 0; j < KM; ++j) {
@@ -159,11 +189,12 @@ struct WkvBackward {
         const index_t row = (t * B + b) * K + j;
         const S aa = saved_ab[row * 2 * C + c], bb = saved_ab[row * 2 * C + C + c];
         const double pp = saved_p[row * C + c];
-        const S yt = y[row * C + c], g = gy[row * C + c];
         const double uk = uc + double(kt);
         const double p = hd_max(pp, uk);
         const HdScale<S> out = hd_rescale<S>(pp, uk);
         const S inv_d = S(1) / (out.old * bb + out.fresh);
+        const S yt = alpha ? (out.old * aa + out.fresh * vt) * inv_d : y[row * C + c];
+        const S g = alpha ? alpha[row] * dA : gy[row * C + c];
         const S direct = g * out.fresh * inv_d;
         const S ek = hd_exp(S(q[j] + double(kt)));
         const S gak = ga[j] * ek, gbk = gb[j] * ek;
@@ -187,6 +218,39 @@ struct WkvBackward {
       gw_part[(b * K + j) * C + c] = gw[j];
       gu_part[(b * K + j) * C + c] = gu[j];
     }
+  }
+};
+
+// dα (T,B,K) = ⟨dA_t, wkv^k_t⟩ of the mixed scan, one thread per (t, b, k) summing over
+// the channels in a fixed order (deterministic, no atomics). Saved from forward: the
+// (a, b, p) entering every step; wkv is recomputed from them exactly as the forward
+// computed it. k, v, dA (T,B,C), u (C) → dα overwritten.
+//
+// Why recompute rather than have WkvBackward write the products dA·wkv^k (T,B,K,C) for a
+// reduction to read: that buffer is as large as the Yk the mixed scan exists to avoid
+// (4 + 4 bytes per (t, b, k, c) in float, write then read), while this body only reads:
+// the saved state, 16 bytes per (t, b, k, c), plus k, v, dA per (t, b, c), shared by the K
+// threads of a (t, b). It runs only when α takes a gradient (the learned selector, K > 1).
+template <class S>
+struct WkvMixWeightGrad {
+  index_t T, B, C;
+  int K;
+  const S *k, *v, *u;
+  const S* saved_ab;      // (T,B,K,2C)
+  const double* saved_p;  // (T,B,K,C)
+  const S* dA;            // (T,B,C)
+  S* dalpha;              // (T,B,K)
+  index_t count() const { return T * B * K; }
+  MTP_HD void operator()(index_t row) const {
+    const index_t tb = row / K;
+    const S *kt = k + tb * C, *vt = v + tb * C, *da = dA + tb * C;
+    const S *aa = saved_ab + row * 2 * C, *bb = aa + C;
+    const double* pp = saved_p + row * C;
+    double dot = 0;
+    for (index_t c = 0; c < C; ++c)
+      dot += double(da[c]) *
+             double(hd_wkv_output<S>(aa[c], bb[c], pp[c], double(u[c]) + double(kt[c]), vt[c]));
+    dalpha[row] = S(dot);
   }
 };
 
@@ -324,7 +388,9 @@ struct SsmCoefficients {
 };
 
 // One thread per (b, n). bt = P (T,B,N), a, g (K,N), s0 (B,K,N) or null → h = Yk
-// (T,B,K,N), sT (B,K,N) or null (may alias s0).
+// (T,B,K,N) (null: not written), sT (B,K,N) or null (may alias s0); with α (T,B,K) also
+// the mixed A (T,B,N) = Σ_k α_k h^k, summed in a register. (The mixed layer still saves
+// h for backward in Yk's place: this scan keeps no checkpoints.)
 template <class S>
 struct SsmForward {
   index_t T, B, N;
@@ -332,6 +398,8 @@ struct SsmForward {
   const S *P, *a, *g, *s0;
   S* Yk;
   S* sT;
+  const S* alpha = nullptr;  // (T,B,K), or null: no A
+  S* A = nullptr;            // (T,B,N), with alpha
   index_t count() const { return B * N; }
   template <int KM>
   MTP_HD void apply(index_t i) const {
@@ -346,12 +414,16 @@ struct SsmForward {
     }
     for (index_t t = 0; t < T; ++t) {
       const S bt = P[(t * B + b) * N + n];  // once for all K
+      S mixed = 0;                          // Σ_k α_k h^k, in a register
       MTP_UNROLL
       for (int k = 0; k < KM; ++k) {
         if (k >= K) break;
+        const index_t row = (t * B + b) * K + k;
         h[k] = ak[k] * h[k] + gk[k] * bt;
-        Yk[((t * B + b) * K + k) * N + n] = h[k];
+        if (Yk) Yk[row * N + n] = h[k];
+        if (alpha) mixed += alpha[row] * h[k];
       }
+      if (alpha) A[(t * B + b) * N + n] = mixed;
     }
     if (sT) {
       MTP_UNROLL
@@ -364,8 +436,9 @@ struct SsmForward {
 };
 
 // Backward of SsmForward, one thread per (b, n). Saved: s0 (null: zero), a, g and the
-// states Yk. dYk (T,B,K,N) → dP = db (T,B,N) overwritten; partials ∂L/∂a, ∂L/∂g
-// (B,K,N) overwritten. G_t = dYk_t + a G_{t+1}; db_t = Σ_k g G_t.
+// states h (Yk). dYk (T,B,K,N), or with α (T,B,K) dYk = dA (T,B,N) and ∂L/∂h^k = α_k dA
+// → dP = db (T,B,N) overwritten; partials ∂L/∂a, ∂L/∂g (B,K,N) overwritten.
+// G_t = ∂L/∂h_t + a G_{t+1}; db_t = Σ_k g G_t. dα is RowDots' over the saved h.
 template <class S>
 struct SsmBackward {
   index_t T, B, N;
@@ -373,6 +446,7 @@ struct SsmBackward {
   const S *P, *a, *g, *s0, *Yk, *dYk;
   S* dP;
   double *da_part, *dg_part;
+  const S* alpha = nullptr;  // (T,B,K), or null: dYk is the per-perspective gradient
   index_t count() const { return B * N; }
   template <int KM>
   MTP_HD void apply(index_t i) const {
@@ -389,13 +463,15 @@ struct SsmBackward {
     }
     for (index_t t = T - 1; t >= 0; --t) {
       const S bt = P[(t * B + b) * N + n];
+      const S dA = alpha ? dYk[(t * B + b) * N + n] : S(0);  // once for all K
       S db = 0;
       MTP_UNROLL
       for (int k = 0; k < KM; ++k) {
         if (k >= K) break;
         const index_t row = (b * K + k) * N + n;
         const S hp = t > 0 ? Yk[(t - 1) * B * K * N + row] : s0 ? s0[row] : S(0);
-        const S Gt = dYk[t * B * K * N + row] + G[k];
+        const S gh = alpha ? alpha[(t * B + b) * K + k] * dA : dYk[t * B * K * N + row];
+        const S Gt = gh + G[k];
         db += gk[k] * Gt;
         da[k] += double(Gt * hp);
         dg[k] += double(Gt * bt);

@@ -2,7 +2,8 @@
 // the host-driven test (tests/test_cuda_bodies.cpp: LayerProgram on HostExec, the
 // kernel bodies in loops) and the GPU test (tests/cuda/test_cuda_layer.cpp: the
 // device layer). One case: a cell, an aggregator with its options, K, a carried
-// initial state or none, training (selector noise) or evaluation. Compared: y, the
+// initial state or none, training (selector noise) or evaluation, and for the diagonal
+// cells whether both layers aggregate inside the scan (Config::mixed_scan). Compared: y, the
 // final state, dx and the gradient of every parameter, by relative error
 // max|got − want| / max|want| per tensor.
 #pragma once
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mtp/core/cuda/program.hpp"
@@ -28,7 +30,12 @@ struct ParityCase {
   double noise = 0.0;
   NoiseMode noise_mode = NoiseMode::fixed;
   int top_k = 0;
+  bool mixed = true;  // Config::mixed_scan (only RWKV and the SSM have a mixed scan)
 };
+
+inline bool has_mixed_scan(const char* cell) {
+  return std::string_view(cell) == "rwkv" || std::string_view(cell) == "ssm";
+}
 
 inline std::string parity_name(const ParityCase& c) {
   std::string n = std::string(c.cell) + "_" + c.aggregator + "_K" + std::to_string(c.K);
@@ -36,22 +43,48 @@ inline std::string parity_name(const ParityCase& c) {
   if (c.training) n += "_train";
   if (c.noise_mode == NoiseMode::learned) n += "_learnednoise";
   if (c.top_k) n += "_top" + std::to_string(c.top_k);
+  if (!c.mixed) n += "_unmixed";
   return n;
 }
 
 // Every cell × aggregator × K ∈ {1, 3} × (zero, carried state), plus the selector's
-// noise modes and top-k, and K = 5 (the scans' general, K > 4, instantiation).
+// noise modes and top-k, and K = 5 (the scans' general, K > 4, instantiation). The
+// diagonal cells (RWKV, SSM) run every aggregator at K = 5 too, each case twice: with the
+// mixed scan (the default) and without.
 inline std::vector<ParityCase> parity_cases() {
   std::vector<ParityCase> cases;
   for (const char* cell : {"gru", "lstm", "rwkv", "ssm"}) {
-    for (const char* agg : {"mean", "learned", "fixed"})
-      for (int K : {1, 3})
-        for (bool state : {false, true}) cases.push_back({cell, agg, K, state});
-    cases.push_back({cell, "learned", 3, true, true, 0.7});
-    cases.push_back({cell, "learned", 3, false, true, 0.0, NoiseMode::learned});
-    cases.push_back({cell, "learned", 3, false, true, 0.5, NoiseMode::fixed, 2});
-    cases.push_back({cell, "mean", 5, true});
+    const bool diagonal = has_mixed_scan(cell);
+    for (bool mixed : {true, false}) {
+      if (!mixed && !diagonal) continue;
+      for (const char* agg : {"mean", "learned", "fixed"})
+        for (int K : {1, 3, 5}) {
+          if (K == 5 && !diagonal) continue;
+          for (bool state : {false, true}) {
+            ParityCase c{cell, agg, K, state};
+            c.mixed = mixed;
+            cases.push_back(c);
+          }
+        }
+      for (ParityCase c : {ParityCase{cell, "learned", 3, true, true, 0.7},
+                           ParityCase{cell, "learned", 3, false, true, 0.0, NoiseMode::learned},
+                           ParityCase{cell, "learned", 3, false, true, 0.5, NoiseMode::fixed, 2},
+                           ParityCase{cell, "learned", 5, true, true, 0.7}}) {
+        c.mixed = mixed;
+        cases.push_back(c);
+      }
+      if (!diagonal) cases.push_back({cell, "mean", 5, true});
+    }
   }
+  return cases;
+}
+
+// The diagonal cells' cases without the mixed scan: the reference side of the check that
+// a mixed program matches an unmixed CPU layer.
+inline std::vector<ParityCase> unmixed_cases() {
+  std::vector<ParityCase> cases;
+  for (const ParityCase& c : parity_cases())
+    if (!c.mixed) cases.push_back(c);
   return cases;
 }
 
@@ -84,6 +117,7 @@ typename Mixer::Config parity_config(const ParityCase& c) {
   cfg.aggregator =
       exp::aggregator_options<typename Mixer::AggregatorType>({c.noise, {}, c.noise_mode, c.top_k});
   cfg.position = {2, 4};  // the noise stream depends on the index
+  cfg.mixed_scan = c.mixed;
   return cfg;
 }
 
@@ -292,6 +326,98 @@ void expect_wkv_scan_parity(Exec& ex, int K, index_t T, double tol) {
   EXPECT_LE(relative_error(dv_got.data(), dP_ref.data() + TBC, TBC), tol) << "dv";
   EXPECT_LE(relative_error(dd_got.data(), dd_ref.data(), K * C), tol) << "ddecay";
   EXPECT_LE(relative_error(du_got.data(), du_ref.data(), C), tol) << "dtime_first";
+}
+
+// The mixed WKV scan alone (α inside the scan, dα by WkvMixWeightGrad), forward and
+// backward, against RwkvTimeMix's recur_mixed_forward and recur_mixed_backward on the
+// same long sequence with large keys, a carried state and random weights α (T,B,K).
+template <class S, class Exec>
+void expect_wkv_mixed_scan_parity(Exec& ex, int K, index_t T, double tol) {
+  const index_t B = 2, C = 3, TBC = T * B * C, TBK = T * B * K;
+  RwkvTimeMix<S> cell({C});
+  ParamStore<S> store;
+  cell.declare(store, "");
+  store.finalize();
+  cell.bind(store);
+  std::vector<S> P(3 * TBC), decay(K * C), s0(B * K * 4 * C), x(TBC), dA(TBC), alpha(TBK), u(C);
+  fill_normal(P, 41, 1.0);
+  for (index_t i = 0; i < TBC; ++i) P[i] = S(40 + 20 * double(P[i]));  // keys ~ 40 ± 20
+  fill_normal(decay, 42, 1.0);
+  fill_normal(s0, 43, 0.5);
+  for (index_t row = 0; row < B * K; ++row)
+    for (index_t c = 0; c < C; ++c) {
+      s0[row * 4 * C + C + c] = std::abs(s0[row * 4 * C + C + c]) + S(0.5);
+      s0[row * 4 * C + 2 * C + c] = S(30);
+    }
+  fill_normal(x, 44, 1.0);
+  fill_normal(dA, 45, 1.0);
+  fill_normal(alpha, 46, 1.0);
+  fill_normal(u, 47, 1.0);
+  std::copy(u.begin(), u.end(), store.value(store.find("time_first")).data);
+
+  // CPU reference
+  const Shape act{T, B, C}, ak{T, B, K}, st{B, K, 4 * C}, planes{3, T, B, C};
+  std::vector<S> A_ref(TBC), sT_ref = s0, dP_ref(3 * TBC, S(0)), dd_ref(K * C, S(0)), da_ref(TBK);
+  cell.recur_mixed_forward(CView<S>(x.data(), act), CView<S>(P.data(), planes),
+                           CView<S>(decay.data(), {K, C}), CView<S>(s0.data(), st),
+                           CView<S>(alpha.data(), ak), View<S>(A_ref.data(), act),
+                           View<S>(sT_ref.data(), st));
+  cell.recur_mixed_backward(CView<S>(dA.data(), act), CView<S>(P.data(), planes),
+                            CView<S>(decay.data(), {K, C}), CView<S>(alpha.data(), ak),
+                            View<S>(dP_ref.data(), planes), View<S>(dd_ref.data(), {K, C}),
+                            View<S>(da_ref.data(), ak));
+  const View<S> du_view = store.grad(store.find("time_first"));
+  const std::vector<S> du_ref(du_view.begin(), du_view.end());
+
+  // The bodies on the executor.
+  typename Exec::template Buffer<S> Pd, dAd, ald, sT, A, xs, uu, dec, ab, dk, dv, dd, du, dal;
+  typename Exec::template Buffer<double> w, sp, gw, gu;
+  Pd.resize(3 * TBC), dAd.resize(TBC), ald.resize(TBK), sT.resize(B * K * 4 * C), A.resize(TBC);
+  xs.resize(TBC), uu.resize(C), dec.resize(K * C), ab.resize(TBC * K * 2), dk.resize(TBC);
+  dv.resize(TBC), dd.resize(K * C), du.resize(C), dal.resize(TBK);
+  w.resize(K * C), sp.resize(TBC * K), gw.resize(B * K * C), gu.resize(B * K * C);
+  ex.upload(Pd.data(), P.data(), 3 * TBC);
+  ex.upload(dAd.data(), dA.data(), TBC);
+  ex.upload(ald.data(), alpha.data(), TBK);
+  ex.upload(sT.data(), s0.data(), B * K * 4 * C);
+  ex.upload(xs.data(), x.data(), TBC);
+  ex.upload(uu.data(), u.data(), C);
+  ex.upload(dec.data(), decay.data(), K * C);
+  ex.zero(dd.data(), K * C);
+  ex.zero(du.data(), C);
+  const S* kp = Pd.data();
+  const S* vp = Pd.data() + TBC;
+  ex.run(cuda::WkvDecay<S>{K * C, dec.data(), w.data()});
+  cuda::WkvForward<S> fwd{T,         B,         C,         K,         kp,
+                          vp,        uu.data(), w.data(),  sT.data(), A.data(),
+                          ab.data(), sp.data(), sT.data(), xs.data()};
+  fwd.alpha = ald.data();
+  cuda::run_fused(ex, K, fwd);
+  cuda::WkvBackward<S> bwd{T,         B,         C,         K,         kp,      vp,
+                           uu.data(), w.data(),  ab.data(), sp.data(), nullptr, dAd.data(),
+                           dk.data(), dv.data(), gw.data(), gu.data()};
+  bwd.alpha = ald.data();
+  cuda::run_fused(ex, K, bwd);
+  ex.run(cuda::WkvMixWeightGrad<S>{T, B, C, K, kp, vp, uu.data(), ab.data(), sp.data(), dAd.data(),
+                                   dal.data()});
+  ex.run(cuda::WkvReduce<S>{B, C, K, w.data(), gw.data(), gu.data(), dd.data(), du.data()});
+  ex.finish("mixed wkv scan");
+  std::vector<S> A_got(TBC), sT_got(B * K * 4 * C), dk_got(TBC), dv_got(TBC), dd_got(K * C),
+      du_got(C), da_got(TBK);
+  ex.download(A_got.data(), A.data(), TBC);
+  ex.download(sT_got.data(), sT.data(), B * K * 4 * C);
+  ex.download(dk_got.data(), dk.data(), TBC);
+  ex.download(dv_got.data(), dv.data(), TBC);
+  ex.download(dd_got.data(), dd.data(), K * C);
+  ex.download(du_got.data(), du.data(), C);
+  ex.download(da_got.data(), dal.data(), TBK);
+  EXPECT_LE(relative_error(A_got.data(), A_ref.data(), TBC), tol) << "A";
+  EXPECT_LE(relative_error(sT_got.data(), sT_ref.data(), B * K * 4 * C), tol) << "final state";
+  EXPECT_LE(relative_error(dk_got.data(), dP_ref.data(), TBC), tol) << "dk";
+  EXPECT_LE(relative_error(dv_got.data(), dP_ref.data() + TBC, TBC), tol) << "dv";
+  EXPECT_LE(relative_error(dd_got.data(), dd_ref.data(), K * C), tol) << "ddecay";
+  EXPECT_LE(relative_error(du_got.data(), du_ref.data(), C), tol) << "dtime_first";
+  EXPECT_LE(relative_error(da_got.data(), da_ref.data(), TBK), tol) << "dalpha";
 }
 
 }  // namespace mtp::test

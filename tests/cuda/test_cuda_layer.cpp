@@ -1,9 +1,9 @@
 // The CUDA backend on a GPU: the device layer (core/cuda/layer.hpp: cuBLAS + every kernel
 // of kernels.cu) against the CPU reference Perspectives<Cell, Agg> for every cell,
-// aggregator (noise, learned noise, top-k), K = 1, 3, 5, zero and carried states:
-// outputs, final states, dx and every parameter gradient; relative error ≤ 1e-4 in float.
-// The WKV scan kernels alone on a long sequence with large keys. Skipped when no CUDA
-// device is visible.
+// aggregator (noise, learned noise, top-k), K = 1, 3, 5, zero and carried states, the
+// diagonal cells with and without the mixed scan: outputs, final states, dx and every
+// parameter gradient; relative error ≤ 1e-4 in float. The WKV scan kernels alone (plain
+// and mixed) on a long sequence with large keys. Skipped when no CUDA device is visible.
 #include <gtest/gtest.h>
 
 #include "mtp/core/cuda/layer.hpp"
@@ -61,6 +61,16 @@ TEST(DeviceKernels, WkvScanLongSequenceLargeKeys) {
     SCOPED_TRACE("K=" + std::to_string(K));
     test::expect_wkv_scan_parity<double>(ex, K, 3000, 1e-9);
     test::expect_wkv_scan_parity<float>(ex, K, 3000, 1e-4);
+  }
+}
+
+TEST(DeviceKernels, MixedWkvScanLongSequenceLargeKeys) {
+  MTP_SKIP_WITHOUT_GPU();
+  cuda::DeviceExec ex;
+  for (int K : {1, 3, 5}) {
+    SCOPED_TRACE("K=" + std::to_string(K));
+    test::expect_wkv_mixed_scan_parity<double>(ex, K, 3000, 1e-9);
+    test::expect_wkv_mixed_scan_parity<float>(ex, K, 3000, 1e-4);
   }
 }
 
