@@ -44,5 +44,9 @@ done
 rm -rf .gpu-bundle
 mkdir -p .gpu-bundle
 tar -C "$stage" -cJf .gpu-bundle/payload.tar.xz bin lib
+# The CUDA libraries the binaries were linked against (their sonames carry the CUDA major
+# version), for run.sh to find on the GPU machine.
+readelf -d build-gpu/bin/test_cuda_layer | grep -o 'lib\(cudart\|cublas\|cublasLt\)\.so[.0-9]*' |
+  sort -u >.gpu-bundle/cuda-libs.txt
 cp bench/gpu_bundle_run.sh .gpu-bundle/run.sh
 echo "gpu_bundle: .gpu-bundle/ is $(du -sh .gpu-bundle | cut -f1) ($(ls "$stage/lib" | tr '\n' ' '))"

@@ -23,7 +23,7 @@ cuda_dir() {
   [ -n "$path" ] && dirname "$path"
 }
 dirs="$work/lib"
-for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
+for lib in $(cat "$here/cuda-libs.txt"); do
   d=$(cuda_dir "$lib") || true
   if [ -z "$d" ]; then echo "gpu run: $lib not found on this machine"; exit 1; fi
   dirs="$dirs:$d"
@@ -39,10 +39,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 rc=0
 for t in test_cuda_bodies test_cuda_layer test_cuda_cli; do
   echo "== $t ($((SECONDS - start)) s)"
-  timeout 300 "$work/bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1 || rc=1
+  # The no-GPU error test skips where a GPU is visible; the parity tests cover it there.
+  timeout 300 "$work/bin/$t" --gtest_brief=1 "--gtest_filter=-CudaCli.BackendCudaWithoutGpu*" \
+    >"$logs/$t.log" 2>&1 || rc=1
   tail -3 "$logs/$t.log"
 done
-skipped=$(grep -h '^\[  SKIPPED \] [0-9]* test' "$logs"/test_cuda_*.log | awk '{n += $4} END {print n + 0}')
+skipped=$(grep -hE '^\[  SKIPPED \] [0-9]+ test' "$logs"/test_cuda_*.log | awk '{n += $4} END {print n + 0}')
 echo "== bench_cuda ($((SECONDS - start)) s)"
 timeout 240 "$work/bin/bench_cuda" >"$logs/bench_cuda.log" 2>&1 || rc=1
 
@@ -51,7 +53,11 @@ echo "================ GPU run summary ($((SECONDS - start)) s) ================
 for t in test_cuda_bodies test_cuda_layer test_cuda_cli; do
   echo "$t: $(grep -E '^\[  (PASSED|FAILED)' "$logs/$t.log" | tr '\n' ' ')"
 done
-[ "$skipped" -gt 0 ] && { echo "WARNING: $skipped tests skipped (is the GPU visible?)"; rc=1; }
+if [ "$skipped" -gt 0 ]; then
+  echo "WARNING: $skipped tests skipped: no CUDA device was usable. If nvidia-smi lists a GPU"
+  echo "above, its driver may be older than the CUDA runtime the bundle needs ($(tr '\n' ' ' <"$here/cuda-libs.txt"))."
+  rc=1
+fi
 sed -n '/^summary/,$p' "$logs/bench_cuda.log"
 echo "logs: $logs"
 rm -rf "$work/bin" "$work/lib"

@@ -43,7 +43,8 @@ build_s=$((SECONDS - build_start))
 step "CUDA tests"
 tests_out=build-gpu/gpu_check_tests.log
 ctest --test-dir build-gpu -j"$jobs" --timeout 300 --output-on-failure \
-  -R '(CudaBodies|HostProgram|DeviceLayer|DeviceKernels|DeviceLayerApi|CudaCli)' \
+  -R '(CudaBodies|HostProgram|HostMixedProgram|DeviceLayer|DeviceKernels|DeviceLayerApi|CudaCli)' \
+  -E 'BackendCudaWithoutGpu' \
   >"$tests_out" 2>&1
 tests_rc=$?
 cat "$tests_out" >>"$log"

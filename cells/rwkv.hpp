@@ -201,7 +201,8 @@ class RwkvTimeMix {
   }
 
   // x (T,B,C), P = [k | v | r], decay (K,C), s0 (B,K,4C) or empty → Yk = wkv (T,B,K,C),
-  // sT (B,K,4C) or empty. s0 and sT may alias. Saves the (a, b, p) entering every step.
+  // sT (B,K,4C) or empty. s0 and sT may alias. Saves the (a, b, p) entering every
+  // kChunk-th step (scan_forward).
   void recur_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
     scan_forward<false>(x, P, decay, s0, {}, Yk, sT, Yk.dim(2));
   }

@@ -46,13 +46,14 @@ target_compile_options(mtp_cuda_kernels PRIVATE -Xcompiler=-Wall,-Wextra)
 set_target_properties(mtp_cuda_kernels PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
                                                   POSITION_INDEPENDENT_CODE ON)
 
-add_library(mtp_cuda core/cuda/device.cpp $<TARGET_OBJECTS:mtp_cuda_kernels>)
+add_library(mtp_cuda STATIC core/cuda/device.cpp $<TARGET_OBJECTS:mtp_cuda_kernels>)
 add_library(mtp::cuda ALIAS mtp_cuda)
 target_link_libraries(mtp_cuda PUBLIC mtp PRIVATE CUDA::cudart CUDA::cublas
                                                   $<BUILD_INTERFACE:mtp_warnings>)
 target_compile_definitions(mtp_cuda PUBLIC MTP_WITH_CUDA=1)
-set_target_properties(mtp_cuda PROPERTIES CUDA_STANDARD 17)
+# Installed as mtp::cuda, the name the build tree's alias has.
+set_target_properties(mtp_cuda PROPERTIES CUDA_STANDARD 17 EXPORT_NAME cuda)
 install(TARGETS mtp_cuda EXPORT mtpTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-file(GLOB mtp_cuda_headers ${CMAKE_SOURCE_DIR}/core/cuda/*.hpp)
+file(GLOB mtp_cuda_headers ${PROJECT_SOURCE_DIR}/core/cuda/*.hpp)
 install(FILES ${mtp_cuda_headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/mtp/core/cuda)
 set(MTP_WITH_CUDA ON)

@@ -5,6 +5,7 @@
 //  - running a sequence in chunks with the state carried equals running it whole;
 //  - the diagonal cells' mixed scan equals their recurrence and aggregator run apart.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "gradcheck.hpp"
 #include "mtp/experiments/dispatch.hpp"
@@ -307,6 +308,47 @@ INSTANTIATE_TEST_SUITE_P(DiagonalCells, MixedScan, testing::ValuesIn(mixed_cases
                            return std::string(info.param.cell) + "_" + info.param.aggregator +
                                   "_K" + std::to_string(info.param.K);
                          });
+
+// The diagonal scans split the B sequences over threads above a size threshold: one
+// thread and two give the same layer (each sequence is one thread's; the reductions over
+// b run after the loop in a fixed order). The shape is above both cells' thresholds.
+class ThreadedScan : public testing::TestWithParam<const char*> {};
+
+TEST_P(ThreadedScan, OneAndTwoThreadsAgree) {
+  exp::with_mixer<double>(GetParam(), "learned", [&]<class Mixer>() {
+    constexpr index_t T = 40, B = 32, W = 40;
+    typename Mixer::Config cfg;
+    cfg.cell = Mixer::CellType::model_config(W);
+    cfg.perspectives = 3;
+    TestLayer<Mixer> t(cfg);
+    const Shape s{T, B, W};
+    std::vector<double> x(s.numel()), dy(s.numel());
+    test::fill_normal(x, 31);
+    test::fill_normal(dy, 32);
+    struct Run {
+      Tensor<double> y, dx;
+      std::vector<double> grads;
+    };
+    const auto run = [&](int threads) {
+      omp_set_num_threads(threads);
+      Run r{Tensor<double>(s), Tensor<double>(s), {}};
+      t.layer.forward(CView<double>(x.data(), s), r.y.view(), StepContext{});
+      t.store.zero_grad();
+      t.layer.backward(CView<double>(x.data(), s), CView<double>(dy.data(), s), r.dx.view());
+      r.grads.assign(t.store.grads(), t.store.grads() + t.store.size());
+      return r;
+    };
+    const int all = omp_get_max_threads();
+    const Run one = run(1), two = run(2);
+    omp_set_num_threads(all);
+    EXPECT_TRUE(t.layer.used_mixed_scan());
+    EXPECT_LT(rel_error(two.y, one.y, one.y.numel()), 1e-13) << "y";
+    EXPECT_LT(rel_error(two.dx, one.dx, one.dx.numel()), 1e-13) << "dx";
+    EXPECT_LT(rel_error(two.grads, one.grads, index_t(one.grads.size())), 1e-13) << "grads";
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(DiagonalCells, ThreadedScan, testing::Values("rwkv", "ssm"));
 
 // Top-k: each row of α has exactly k non-zeros, on the k largest logits, summing to 1.
 TEST(Selector, TopKKeepsTheLargestLogitsAndRenormalises) {

@@ -101,6 +101,25 @@ void bench_wkv(DeviceExec& ex, Report& rep, index_t T, index_t B, index_t C, int
                             dk.data(), dv.data(), gw.data(), gu.data()};
   const double bwd_ms = time_ms(ex, 10, [&] { run_fused(ex, K, back); });
   rep.scan("wkv backward", K, bwd_ms, TBC * (4 * s + K * (5 * s + 8)));
+
+  // The mixed scan, as the layer runs it: α (T,B,K) in, A (T,B,C) out; backward from dA,
+  // and dα's reduction, which recomputes wkv from the saved state.
+  DeviceBuffer<S> alpha, dalpha;
+  fill_device(ex, alpha, T * B * K, 0, 1, 6);
+  dalpha.resize(T * B * K);
+  WkvForward<S> mixed = train;
+  mixed.alpha = alpha.data();
+  const double mix_ms = time_ms(ex, 10, [&] { run_fused(ex, K, mixed); });
+  rep.scan("wkv mixed forward (train)", K, mix_ms, TBC * (3 * s + K * (2 * s + 8)));
+  WkvBackward<S> mixed_back = back;
+  mixed_back.alpha = alpha.data();
+  mixed_back.y = nullptr;
+  const double mix_bwd_ms = time_ms(ex, 10, [&] { run_fused(ex, K, mixed_back); });
+  rep.scan("wkv mixed backward", K, mix_bwd_ms, TBC * (5 * s + K * (2 * s + 8)));
+  const WkvMixWeightGrad<S> dal{T,        B,         C,        K,         k.data(),     v.data(),
+                                u.data(), ab.data(), p.data(), gy.data(), dalpha.data()};
+  const double dal_ms = time_ms(ex, 10, [&] { ex.run(dal); });
+  rep.scan("wkv mixed dα", K, dal_ms, TBC * (3 * s + K * (2 * s + 8)));
 }
 
 void bench_ssm(DeviceExec& ex, Report& rep, index_t T, index_t B, index_t N, int K,
@@ -124,6 +143,25 @@ void bench_ssm(DeviceExec& ex, Report& rep, index_t T, index_t B, index_t N, int
                             dP.data(), da.data(), dg.data()};
   const double bwd_ms = time_ms(ex, 10, [&] { run_fused(ex, K, back); });
   rep.scan("ssm backward", K, bwd_ms, TBN * (2 * s + 2 * K * s));
+
+  // The mixed scan: α in, A out (the states h still saved, in Yk's place); backward
+  // from dA, and dα = ⟨dA, h⟩ per (t, b, k).
+  DeviceBuffer<S> alpha, A, dA, dalpha;
+  fill_device(ex, alpha, T * B * K, 0, 1, 4);
+  fill_device(ex, dA, TBN, -1, 1, 5);
+  A.resize(TBN), dalpha.resize(T * B * K);
+  SsmForward<S> mixed = fwd;
+  mixed.alpha = alpha.data(), mixed.A = A.data();
+  const double mix_ms = time_ms(ex, 10, [&] { run_fused(ex, K, mixed); });
+  rep.scan("ssm mixed forward", K, mix_ms, TBN * (2 * s + K * s));
+  SsmBackward<S> mixed_back = back;
+  mixed_back.alpha = alpha.data();
+  mixed_back.dYk = dA.data();  // with α: dA (T,B,N)
+  const double mix_bwd_ms = time_ms(ex, 10, [&] { run_fused(ex, K, mixed_back); });
+  rep.scan("ssm mixed backward", K, mix_bwd_ms, TBN * (3 * s + K * s));
+  const RowDots<S> dal{T * B, N, K, dA.data(), Yk.data(), dalpha.data()};
+  const double dal_ms = time_ms(ex, 10, [&] { ex.run(dal); });
+  rep.scan("ssm mixed dα", K, dal_ms, TBN * (s + K * s));
 }
 
 // One matrix-cell layer, forward + backward on device pointers (float, mean aggregator):

@@ -7,17 +7,26 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "mtp/core/gemm.hpp"
 
 namespace mtp::cuda {
 
+// New space is filled with NaN (floating point) or a nonzero pattern: device memory
+// starts undefined, so a program that reads a buffer before writing it must fail the
+// host tests too, not read a convenient zero.
 template <class T>
 class HostBuffer {
  public:
   void resize(index_t n) {
-    if (n > index_t(v_.size())) v_.assign(n, T(0));
+    if (n <= index_t(v_.size())) return;
+    if constexpr (std::is_floating_point_v<T>)
+      v_.assign(n, std::numeric_limits<T>::quiet_NaN());
+    else
+      v_.assign(n, T(0x5A));
   }
   T* data() { return v_.data(); }
   const T* data() const { return v_.data(); }

@@ -15,3 +15,6 @@ run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/build -DCMAKE_BUILD_TY
     -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_CXX_COMPILER=${CONSUMER_CXX})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/user_cell_consumer)
+if(EXISTS ${WORK_DIR}/build/cuda_consumer)
+  run(${WORK_DIR}/build/cuda_consumer)
+endif()
