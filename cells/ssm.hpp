@@ -159,6 +159,7 @@ class LinearSsm {
         S* h_all = state_.data() + b * K * N;
         if (t % kChunk == 0)
           std::copy_n(h_all, K * N, checkpoint_.data() + ((t / kChunk) * B + b) * K * N);
+        if constexpr (kMixed) std::fill_n(out.data + (t * B + b) * N, N, S(0));
         for (index_t k = 0; k < K; ++k) {
           S* h = h_all + k * N;
           const S* ak = a + k * N;
@@ -166,18 +167,10 @@ class LinearSsm {
           if constexpr (kMixed) {
             S* At = out.data + (t * B + b) * N;
             const S al = alpha.data[(t * B + b) * K + k];
-            if (k == 0) {
 #pragma omp simd
-              for (index_t n = 0; n < N; ++n) {
-                h[n] = ak[n] * h[n] + gk[n] * bt[n];
-                At[n] = al * h[n];
-              }
-            } else {
-#pragma omp simd
-              for (index_t n = 0; n < N; ++n) {
-                h[n] = ak[n] * h[n] + gk[n] * bt[n];
-                At[n] += al * h[n];
-              }
+            for (index_t n = 0; n < N; ++n) {
+              h[n] = ak[n] * h[n] + gk[n] * bt[n];
+              At[n] += al * h[n];
             }
           } else {
             S* y = out.data + ((t * B + b) * K + k) * N;
