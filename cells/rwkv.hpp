@@ -317,7 +317,7 @@ class RwkvTimeMix {
               y[c] += al * wkv;
             else
               y[c] = wkv;
-            wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c]);
+            wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c], aa[c], bb[c], pp[c]);
           }
         }
       }
@@ -338,10 +338,14 @@ class RwkvTimeMix {
   // read. The outputs' gradient is dout = dYk (T,B,K,C), or with kMixed dA (T,B,C) and
   // α: ∂L/∂wkv^k_t = α_{t,k} dA_t, and dα (T,B,K) = ⟨dA_t, wkv^k_t⟩ is written.
   //
-  // With A_t, B_t the true sums entering step t and D_t = B_t + e^{u+k_t}, the adjoints
-  // gA_t = ∂L/∂A_t, gB_t run backwards: gA_t = gy_t / D_t + e^w gA_{t+1},
-  // gB_t = −gy_t y_t / D_t + e^w gB_{t+1}. They are carried scaled, gA = ga·e^q with q a
-  // running maximum exponent, the mirror image of the forward's (a, b, p).
+  // With A_t = a_t e^{p_t}, B_t the true sums entering step t and D_t = B_t + e^{u+k_t},
+  // the adjoints gA_t = ∂L/∂A_t, gB_t run backwards: gA_t = gy_t / D_t + e^w gA_{t+1},
+  // gB_t = −gy_t y_t / D_t + e^w gB_{t+1}. They are carried in the state's own scale,
+  // ga_t = gA_t e^{p_t}: then every factor is one the forward already forms,
+  //   e^{p_t} / D_t = o·inv_d, e^{u+k_t} / D_t = f·inv_d          (o, f = the output's pair)
+  //   e^{w + p_t − p_{t+1}} = O, e^{k_t − p_{t+1}} = F               (O, F = the advance's)
+  // so a step costs the forward's two exps and no exponent of its own, and ga stays
+  // bounded by Σ|gy| (b ≥ 1 after the first step, and p_s ≥ p_t + (s − t)w).
   template <bool kMixed>
   void scan_backward(CView<S> dout, CView<S> P, CView<S> alpha, View<S> dP, View<S> ddecay,
                      View<S> dalpha, index_t K) {
@@ -352,12 +356,11 @@ class RwkvTimeMix {
     S* dv = dP.data + T * B * C;
     const S* u = first_.value.data;
     adjoint_.resize({B, K, 2 * C});      // ga, gb
-    q_.resize({B, K, C});                // their exponent
     param_grads_.resize({B, K, 2 * C});  // ∂L/∂w, ∂L/∂u per sequence
     chunk_ab_.resize({B, kChunk, K, 2 * C});
     chunk_p_.resize({B, kChunk, K, C});
+    chunk_adv_.resize({B, kChunk, K, 2 * C});
     adjoint_.zero();
-    for (index_t i = 0; i < B * K * C; ++i) q_[i] = kWkvNoHistory;
     param_grads_.zero();
     const index_t chunks = (T + kChunk - 1) / kChunk;
 #pragma omp parallel for if (B > 1 && T * K * C > 4096)
@@ -376,39 +379,33 @@ class RwkvTimeMix {
             const S* aa = chunk_ab_.data() + local * 2 * C;
             const S* bb = aa + C;
             const double* pp = chunk_p_.data() + local * C;
+            const S* adv_old = chunk_adv_.data() + local * 2 * C;
+            const S* adv_fresh = adv_old + C;
             const S* gout = kMixed ? dout.data + (t * B + b) * C : dout.data + row * C;
             const S al = kMixed ? alpha.data[row] : S(1);
             S* ga = adjoint_.data() + (b * K + k) * 2 * C;
             S* gb = ga + C;
-            double* q = q_.data() + (b * K + k) * C;
             S* gw = param_grads_.data() + (b * K + k) * 2 * C;
             S* gu = gw + C;
-            const double* wk = w_.data() + k * C;
             S dot = 0;
 #pragma omp simd reduction(+ : dot)
             for (index_t c = 0; c < C; ++c) {
-              const double uk = double(u[c]) + double(kt[c]);
-              const double p = max_of(pp[c], uk);
-              const ScalePair<S> s_out = rescale<S>(pp[c], uk);
-              const S inv_d = S(1) / (s_out.old * bb[c] + s_out.fresh);  // D_t = e^p / inv_d
+              const ScalePair<S> s_out = rescale<S>(pp[c], double(u[c]) + double(kt[c]));
+              const ScalePair<S> s_adv{adv_old[c], adv_fresh[c]};
+              const S inv_d = S(1) / (s_out.old * bb[c] + s_out.fresh);
               const S y = (s_out.old * aa[c] + s_out.fresh * vt[c]) * inv_d;
               const S gy = kMixed ? al * gout[c] : gout[c];
               if constexpr (kMixed) dot += gout[c] * y;
               const S direct = gy * s_out.fresh * inv_d;  // gy_t e^{u+k_t} / D_t
               // gA_{t+1} e^{k_t} and gB_{t+1} e^{k_t}: the state update's share.
-              const S ek = exp_fast(S(q[c] + double(kt[c])));
-              const S gak = ga[c] * ek, gbk = gb[c] * ek;
+              const S gak = ga[c] * s_adv.fresh, gbk = gb[c] * s_adv.fresh;
               dvt[c] += direct + gak;
               dkt[c] += direct * (vt[c] - y) + gak * vt[c] + gbk;
               gu[c] += direct * (vt[c] - y);
-              gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * exp_fast(S(wk[c] + q[c] + pp[c]));
-              // gA_t = (gy/d)·e^{−p} + e^w gA_{t+1}, rescaled to the larger exponent.
-              const double wq = wk[c] + q[c];
-              const ScalePair<S> s_adj = rescale<S>(wq, -p);
-              const S f_out = gy * inv_d * s_adj.fresh;
-              ga[c] = f_out + ga[c] * s_adj.old;
-              gb[c] = -f_out * y + gb[c] * s_adj.old;
-              q[c] = max_of(wq, -p);
+              gw[c] += (ga[c] * aa[c] + gb[c] * bb[c]) * s_adv.old;  // e^w (gA A + gB B)
+              const S f_out = gy * s_out.old * inv_d;                // gy_t e^{p_t} / D_t
+              ga[c] = f_out + ga[c] * s_adv.old;
+              gb[c] = -f_out * y + gb[c] * s_adv.old;
             }
             if constexpr (kMixed) dalpha.data[row] = dot;
           }
@@ -425,14 +422,17 @@ class RwkvTimeMix {
       for (index_t c = 0; c < C; ++c) first_.grad[c] += param_grads_[i * 2 * C + C + c];
   }
 
-  // One step of the state: (a, b, p) ← the sums with e^w applied and (k, v) added,
-  // rescaled to the new maximum exponent.
-  static void wkv_advance(S& a, S& b, double& p, double w, S k, S v) {
+  // One step of the state: (a', b', p') = (a, b, p) with e^w applied and (k, v) added,
+  // rescaled to the new maximum exponent. Returns the pair (e^{w+p−p'}, e^{k−p'}).
+  // In place when the outputs are the inputs.
+  static ScalePair<S> wkv_advance(S a, S b, double p, double w, S k, S v, S& a_out, S& b_out,
+                                  double& p_out) {
     const double wp = w + p;
     const ScalePair<S> s = rescale<S>(wp, double(k));
-    a = s.old * a + s.fresh * v;
-    b = s.old * b + s.fresh;
-    p = max_of(wp, double(k));
+    a_out = s.old * a + s.fresh * v;
+    b_out = s.old * b + s.fresh;
+    p_out = max_of(wp, double(k));
+    return s;
   }
 
   // The running (a, b, p) of sequence b, all K perspectives, into checkpoint j.
@@ -443,28 +443,38 @@ class RwkvTimeMix {
   }
 
   // The states entering steps t0..t1−1 of sequence b, recomputed from checkpoint j into
-  // chunk_ab_, chunk_p_ (b, t − t0, k, ·). ab_ and p_ serve as the running state.
+  // chunk_ab_, chunk_p_ (b, t − t0, k, ·), each step reading its slot and writing the
+  // next, and each step's advance pair into chunk_adv_, so that backward spends no exp
+  // on it. The state after the chunk's last step is not needed: it goes to ab_, p_.
   void recompute_chunk(index_t j, index_t b, index_t B, index_t K, index_t t0, index_t t1,
                        const S* kp, const S* vp) {
-    const index_t C = C_, at = (j * B + b) * K;
-    S* ab = ab_.data() + b * K * 2 * C;
-    double* p = p_.data() + b * K * C;
-    std::copy_n(checkpoint_ab_.data() + at * 2 * C, K * 2 * C, ab);
-    std::copy_n(checkpoint_p_.data() + at * C, K * C, p);
+    const index_t C = C_, at = (j * B + b) * K, first = b * kChunk * K;
+    std::copy_n(checkpoint_ab_.data() + at * 2 * C, K * 2 * C, chunk_ab_.data() + first * 2 * C);
+    std::copy_n(checkpoint_p_.data() + at * C, K * C, chunk_p_.data() + first * C);
     for (index_t t = t0; t < t1; ++t) {
       const S* kt = kp + (t * B + b) * C;
       const S* vt = vp + (t * B + b) * C;
-      const index_t local = (b * kChunk + (t - t0)) * K;
-      std::copy_n(ab, K * 2 * C, chunk_ab_.data() + local * 2 * C);
-      std::copy_n(p, K * C, chunk_p_.data() + local * C);
-      if (t + 1 == t1) break;  // the state after the chunk's last step is not needed
+      const index_t local = first + (t - t0) * K;
+      const bool last = t + 1 == t1;
+      S* ab_next = last ? ab_.data() + b * K * 2 * C : chunk_ab_.data() + (local + K) * 2 * C;
+      double* p_next = last ? p_.data() + b * K * C : chunk_p_.data() + (local + K) * C;
       for (index_t k = 0; k < K; ++k) {
-        S* aa = ab + k * 2 * C;
-        S* bb = aa + C;
-        double* pp = p + k * C;
+        const S* aa = chunk_ab_.data() + (local + k) * 2 * C;
+        const S* bb = aa + C;
+        const double* pp = chunk_p_.data() + (local + k) * C;
+        S* an = ab_next + k * 2 * C;
+        S* bn = an + C;
+        double* pn = p_next + k * C;
         const double* wk = w_.data() + k * C;
+        S* old = chunk_adv_.data() + (local + k) * 2 * C;
+        S* fresh = old + C;
 #pragma omp simd
-        for (index_t c = 0; c < C; ++c) wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c]);
+        for (index_t c = 0; c < C; ++c) {
+          const ScalePair<S> s =
+              wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c], an[c], bn[c], pn[c]);
+          old[c] = s.old;
+          fresh[c] = s.fresh;
+        }
       }
     }
   }
@@ -493,8 +503,9 @@ class RwkvTimeMix {
     }
   }
 
-  // Steps between state checkpoints: a chunk's recomputed states, 16 bytes per
-  // (t, k, c), stay in L2 for one sequence (16·3·256·16 B = 192 kB at K = 3, C = 256).
+  // Steps between state checkpoints: a chunk's recomputed states and advance pairs, 24
+  // bytes per (t, k, c), stay in L2 for one sequence (16·3·256·24 B = 288 kB at K = 3,
+  // C = 256).
   static constexpr index_t kChunk = 16;
 
   index_t C_;
@@ -509,10 +520,10 @@ class RwkvTimeMix {
   Tensor<double> checkpoint_p_;  // (T/kChunk,B,K,C) p entering every kChunk-th step
   Tensor<S> chunk_ab_;           // (B,kChunk,K,2C) backward: a chunk's recomputed (a, b)
   Tensor<double> chunk_p_;       // (B,kChunk,K,C) and p
+  Tensor<S> chunk_adv_;          // (B,kChunk,K,2C) and the advance pairs (O, F)
   Tensor<S> sr_, ra_;            // (T,B,C) σ(r), σ(r) ⊙ A
   Tensor<S> dra_, dxm_;          // (T,B,C) scratch
   Tensor<S> adjoint_;            // (B,K,2C) ga, gb
-  Tensor<double> q_;             // (B,K,C) their exponent
   Tensor<S> param_grads_;        // (B,K,2C) ∂L/∂w, ∂L/∂u before the reduction over b
 };
 
