@@ -12,11 +12,13 @@
 //
 // The sums are carried as (a, b, p): a·e^p and b·e^p are the numerator and denominator
 // sums, p a running maximum exponent, so no exp ever overflows whatever T or the keys.
-// One pass over (t, c) reads k_t, v_t once and updates all K perspectives. Exponents
-// (p, w, and the backward's q) are kept in double even when S is float: p ← w + p adds a
-// small w to a large p every step, and in float that rounding accumulates into errors
-// of order ulp(p)/w² (1e-3 relative with keys ~100 and slow decays); a and b, always in
-// [0, a few], stay in S.
+// One pass over (t, c) reads k_t, v_t once and updates all K perspectives. The update
+// p ← max(p + w, k) is not done by adding: in float that rounding accumulates into
+// errors of order ulp(p)/w² (1e-3 relative with keys ~100 and slow decays). p is kept as
+// anchor + n·w instead, the anchor being the key (or carried p) that last won and n the
+// steps since, so every p is formed afresh with one rounding; w is split into two S
+// (w_hi + w_lo) so that n·w keeps double's precision. All of it stays in S: no double
+// lanes in the scan loops.
 //
 // Params: time_mix_k, time_mix_v, time_mix_r, time_first (C); key.weight,
 // value.weight, receptance.weight, output.weight (C,C); decay (K,C), RWKV's
@@ -44,26 +46,24 @@ namespace mtp {
 // The exponent that stands for "no history yet": exp(kNoHistory − finite) is 0.
 inline constexpr double kWkvNoHistory = -1e38;
 
-// By value, unlike std::max, whose references to temporaries keep GCC from
-// vectorising the scans.
-inline double max_of(double a, double b) {
-  return a > b ? a : b;
-}
-
 // Two terms with exponents e_old and e_fresh brought to their maximum m: the factors
-// e^{e_old − m} and e^{e_fresh − m}. One of them is 1, so one exp serves both.
+// e^{e_old − m} and e^{e_fresh − m}, from d = e_old − e_fresh. One of them is 1, so one
+// exp serves both.
 template <class S>
 struct ScalePair {
   S old, fresh;
 };
 template <class S>
-inline ScalePair<S> rescale(double e_old, double e_fresh) {
-  // The difference in double (the exponents can be large), the rest in S: a double
-  // comparison selecting float lanes would keep GCC from vectorising.
-  const S d = S(e_old - e_fresh);
+inline ScalePair<S> rescale(S d) {
   const bool old_wins = d > 0;
   const S e = exp_fast(old_wins ? -d : d);
   return {old_wins ? S(1) : e, old_wins ? e : S(1)};
+}
+
+// p = anchor + n·(w_hi + w_lo), with one rounding.
+template <class S>
+inline S wkv_exponent(S anchor, S n, S w_hi, S w_lo) {
+  return std::fma(n, w_hi, anchor) + n * w_lo;
 }
 
 // ------------------------------------------------------------------ token shift
@@ -239,7 +239,7 @@ class RwkvTimeMix {
     }
   }
 
-  // Saved from forward: the (a, b, p) entering every step, and w. dYk (T,B,K,C) →
+  // Saved from forward: the state entering every kChunk-th step, and w. dYk (T,B,K,C) →
   // dP_k, dP_v +=, ddecay (K,C) +=, dtime_first +=. (Yk is recomputed, not read.)
   void recur_backward(CView<S> dYk, CView<S> P, CView<S>, CView<S>, View<S> dP, View<S> ddecay) {
     scan_backward<false>(dYk, P, {}, dP, ddecay, {}, dYk.dim(2));
@@ -274,7 +274,7 @@ class RwkvTimeMix {
  private:
   // One pass over (b, t) that reads k_t, v_t once and updates all K perspectives. It
   // writes wkv^k_t to out = Yk (T,B,K,C), or with kMixed accumulates α_{t,k} wkv^k_t
-  // into out = A (T,B,C). Saves the (a, b, p) entering every kChunk-th step: backward
+  // into out = A (T,B,C). Saves the state entering every kChunk-th step: backward
   // recomputes the steps between, which costs less than writing and reading the states
   // of every step (16 bytes per (t, b, k, c)).
   template <bool kMixed>
@@ -284,12 +284,18 @@ class RwkvTimeMix {
     const S* kp = P.data;
     const S* vp = P.data + T * B * C;
     w_.resize({K, C});
-    for (index_t i = 0; i < K * C; ++i) w_[i] = -std::exp(double(decay[i]));
+    w_split_.resize({K, 2 * C});
+    for (index_t k = 0; k < K; ++k)
+      for (index_t c = 0; c < C; ++c) {
+        const double w = -std::exp(double(decay[k * C + c]));
+        const S hi = S(w);
+        w_[k * C + c] = w;
+        w_split_[k * 2 * C + c] = hi;
+        w_split_[k * 2 * C + C + c] = S(w - double(hi));
+      }
     const index_t chunks = (T + kChunk - 1) / kChunk;
-    checkpoint_ab_.resize({chunks, B, K, 2 * C});
-    checkpoint_p_.resize({chunks, B, K, C});
-    ab_.resize({B, K, 2 * C});
-    p_.resize({B, K, C});
+    checkpoint_.resize({chunks, B, K, 4 * C});
+    state_.resize({B, K, 4 * C});
     load_initial_state(s0, B, K);
     const S* u = first_.value.data;
 #pragma omp parallel for if (B > 1 && T * K * C > 4096)
@@ -301,37 +307,39 @@ class RwkvTimeMix {
         if constexpr (kMixed) std::fill_n(out.data + (t * B + b) * C, C, S(0));
         for (index_t k = 0; k < K; ++k) {
           const index_t row = (t * B + b) * K + k;
-          S* aa = ab_.data() + (b * K + k) * 2 * C;
-          S* bb = aa + C;
-          double* pp = p_.data() + (b * K + k) * C;
-          const double* wk = w_.data() + k * C;
+          const Planes st = planes(state_.data() + (b * K + k) * 4 * C);
+          const S* w_hi = w_split_.data() + k * 2 * C;
+          const S* w_lo = w_hi + C;
           S* y = kMixed ? out.data + (t * B + b) * C : out.data + row * C;
           const S al = kMixed ? alpha.data[row] : S(1);
 #pragma omp simd
           for (index_t c = 0; c < C; ++c) {
-            const double uk = double(u[c]) + double(kt[c]);
-            const ScalePair<S> s_out = rescale<S>(pp[c], uk);
+            const S p = wkv_exponent(st.anchor[c], st.n[c], w_hi[c], w_lo[c]);
+            const ScalePair<S> s_out = rescale<S>((p - kt[c]) - u[c]);
             const S wkv =
-                (s_out.old * aa[c] + s_out.fresh * vt[c]) / (s_out.old * bb[c] + s_out.fresh);
+                (s_out.old * st.a[c] + s_out.fresh * vt[c]) / (s_out.old * st.b[c] + s_out.fresh);
             if constexpr (kMixed)
               y[c] += al * wkv;
             else
               y[c] = wkv;
-            wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c], aa[c], bb[c], pp[c]);
+            wkv_advance(st, c, w_hi[c], w_lo[c], kt[c], vt[c], st, c);
           }
         }
       }
     if (!sT.empty())
       for (index_t b = 0; b < B; ++b)
         for (index_t k = 0; k < K; ++k) {
+          const Planes from = planes(state_.data() + (b * K + k) * 4 * C);
+          const S* w_hi = w_split_.data() + k * 2 * C;
           S* st = sT.data + (b * K + k) * 4 * C;
-          std::copy_n(ab_.data() + (b * K + k) * 2 * C, 2 * C, st);
-          for (index_t c = 0; c < C; ++c) st[2 * C + c] = S(p_[(b * K + k) * C + c]);
+          std::copy_n(from.a, 2 * C, st);  // a | b
+          for (index_t c = 0; c < C; ++c)
+            st[2 * C + c] = wkv_exponent(from.anchor[c], from.n[c], w_hi[c], w_hi[C + c]);
           std::copy_n(x.data + ((T - 1) * B + b) * C, C, st + 3 * C);
         }
   }
 
-  // Backward of scan_forward. Saved: the (a, b, p) entering every kChunk-th step, and w.
+  // Backward of scan_forward. Saved: the state entering every kChunk-th step, and w.
   // Per sequence, chunk by chunk from the last: the chunk's entering states are
   // recomputed from its checkpoint into a small buffer that stays in cache, then the
   // adjoints run back over it. wkv_t is recomputed from the states (to rounding), not
@@ -357,8 +365,7 @@ class RwkvTimeMix {
     const S* u = first_.value.data;
     adjoint_.resize({B, K, 2 * C});      // ga, gb
     param_grads_.resize({B, K, 2 * C});  // ∂L/∂w, ∂L/∂u per sequence
-    chunk_ab_.resize({B, kChunk, K, 2 * C});
-    chunk_p_.resize({B, kChunk, K, C});
+    chunk_state_.resize({B, kChunk, K, 4 * C});
     chunk_adv_.resize({B, kChunk, K, 2 * C});
     adjoint_.zero();
     param_grads_.zero();
@@ -376,9 +383,11 @@ class RwkvTimeMix {
           for (index_t k = 0; k < K; ++k) {
             const index_t row = (t * B + b) * K + k;
             const index_t local = ((b * kChunk + (t - t0)) * K + k);
-            const S* aa = chunk_ab_.data() + local * 2 * C;
-            const S* bb = aa + C;
-            const double* pp = chunk_p_.data() + local * C;
+            const Planes st = planes(chunk_state_.data() + local * 4 * C);
+            const S* aa = st.a;
+            const S* bb = st.b;
+            const S* w_hi = w_split_.data() + k * 2 * C;
+            const S* w_lo = w_hi + C;
             const S* adv_old = chunk_adv_.data() + local * 2 * C;
             const S* adv_fresh = adv_old + C;
             const S* gout = kMixed ? dout.data + (t * B + b) * C : dout.data + row * C;
@@ -390,7 +399,8 @@ class RwkvTimeMix {
             S dot = 0;
 #pragma omp simd reduction(+ : dot)
             for (index_t c = 0; c < C; ++c) {
-              const ScalePair<S> s_out = rescale<S>(pp[c], double(u[c]) + double(kt[c]));
+              const S p = wkv_exponent(st.anchor[c], st.n[c], w_hi[c], w_lo[c]);
+              const ScalePair<S> s_out = rescale<S>((p - kt[c]) - u[c]);
               const ScalePair<S> s_adv{adv_old[c], adv_fresh[c]};
               const S inv_d = S(1) / (s_out.old * bb[c] + s_out.fresh);
               const S y = (s_out.old * aa[c] + s_out.fresh * vt[c]) * inv_d;
@@ -422,56 +432,65 @@ class RwkvTimeMix {
       for (index_t c = 0; c < C; ++c) first_.grad[c] += param_grads_[i * 2 * C + C + c];
   }
 
-  // One step of the state: (a', b', p') = (a, b, p) with e^w applied and (k, v) added,
-  // rescaled to the new maximum exponent. Returns the pair (e^{w+p−p'}, e^{k−p'}).
-  // In place when the outputs are the inputs.
-  static ScalePair<S> wkv_advance(S a, S b, double p, double w, S k, S v, S& a_out, S& b_out,
-                                  double& p_out) {
-    const double wp = w + p;
-    const ScalePair<S> s = rescale<S>(wp, double(k));
-    a_out = s.old * a + s.fresh * v;
-    b_out = s.old * b + s.fresh;
-    p_out = max_of(wp, double(k));
+  // A perspective's state row (4C) as its planes [a | b | anchor | n].
+  struct Planes {
+    S *a, *b, *anchor, *n;
+  };
+  Planes planes(S* row) const {
+    return {row, row + C_, row + 2 * C_, row + 3 * C_};
+  }
+
+  // One step of channel c: (a, b, p) with e^w applied and (k, v) added, rescaled to the
+  // new maximum exponent p' = max(p + w, k), written to channel c of `to` (which may be
+  // `from`). Returns the pair (e^{w+p−p'}, e^{k−p'}). p' is k (anchor k, n = 0) or
+  // p + w (n + 1); n is rebased into the anchor before float stops counting exactly.
+  static ScalePair<S> wkv_advance(const Planes& from, index_t c, S w_hi, S w_lo, S k, S v,
+                                  const Planes& to, index_t c_to) {
+    const S n1 = from.n[c] + S(1);
+    const S wp = wkv_exponent(from.anchor[c], n1, w_hi, w_lo);
+    const S d = wp - k;
+    const ScalePair<S> s = rescale<S>(d);
+    const S a = from.a[c], b = from.b[c], anchor = from.anchor[c];
+    to.a[c_to] = s.old * a + s.fresh * v;
+    to.b[c_to] = s.old * b + s.fresh;
+    const bool fresh = !(d > 0);
+    const bool rebase = n1 >= kMaxCount;
+    const S kept = rebase ? wp : anchor;
+    to.anchor[c_to] = fresh ? k : kept;
+    to.n[c_to] = (fresh | rebase) ? S(0) : n1;  // | not ||: no branch, so it vectorises
     return s;
   }
 
-  // The running (a, b, p) of sequence b, all K perspectives, into checkpoint j.
+  // The running state of sequence b, all K perspectives, into checkpoint j.
   void save_checkpoint(index_t j, index_t b, index_t B, index_t K) {
     const index_t C = C_, at = (j * B + b) * K;
-    std::copy_n(ab_.data() + b * K * 2 * C, K * 2 * C, checkpoint_ab_.data() + at * 2 * C);
-    std::copy_n(p_.data() + b * K * C, K * C, checkpoint_p_.data() + at * C);
+    std::copy_n(state_.data() + b * K * 4 * C, K * 4 * C, checkpoint_.data() + at * 4 * C);
   }
 
   // The states entering steps t0..t1−1 of sequence b, recomputed from checkpoint j into
-  // chunk_ab_, chunk_p_ (b, t − t0, k, ·), each step reading its slot and writing the
-  // next, and each step's advance pair into chunk_adv_, so that backward spends no exp
-  // on it. The state after the chunk's last step is not needed: it goes to ab_, p_.
+  // chunk_state_ (b, t − t0, k, 4C), each step reading its slot and writing the next, and
+  // each step's advance pair into chunk_adv_, so that backward spends no exp on it. The
+  // state after the chunk's last step is not needed: it goes to state_.
   void recompute_chunk(index_t j, index_t b, index_t B, index_t K, index_t t0, index_t t1,
                        const S* kp, const S* vp) {
     const index_t C = C_, at = (j * B + b) * K, first = b * kChunk * K;
-    std::copy_n(checkpoint_ab_.data() + at * 2 * C, K * 2 * C, chunk_ab_.data() + first * 2 * C);
-    std::copy_n(checkpoint_p_.data() + at * C, K * C, chunk_p_.data() + first * C);
+    std::copy_n(checkpoint_.data() + at * 4 * C, K * 4 * C, chunk_state_.data() + first * 4 * C);
     for (index_t t = t0; t < t1; ++t) {
       const S* kt = kp + (t * B + b) * C;
       const S* vt = vp + (t * B + b) * C;
       const index_t local = first + (t - t0) * K;
-      const bool last = t + 1 == t1;
-      S* ab_next = last ? ab_.data() + b * K * 2 * C : chunk_ab_.data() + (local + K) * 2 * C;
-      double* p_next = last ? p_.data() + b * K * C : chunk_p_.data() + (local + K) * C;
+      S* next =
+          t + 1 == t1 ? state_.data() + b * K * 4 * C : chunk_state_.data() + (local + K) * 4 * C;
       for (index_t k = 0; k < K; ++k) {
-        const S* aa = chunk_ab_.data() + (local + k) * 2 * C;
-        const S* bb = aa + C;
-        const double* pp = chunk_p_.data() + (local + k) * C;
-        S* an = ab_next + k * 2 * C;
-        S* bn = an + C;
-        double* pn = p_next + k * C;
-        const double* wk = w_.data() + k * C;
+        const Planes from = planes(chunk_state_.data() + (local + k) * 4 * C);
+        const Planes to = planes(next + k * 4 * C);
+        const S* w_hi = w_split_.data() + k * 2 * C;
+        const S* w_lo = w_hi + C;
         S* old = chunk_adv_.data() + (local + k) * 2 * C;
         S* fresh = old + C;
 #pragma omp simd
         for (index_t c = 0; c < C; ++c) {
-          const ScalePair<S> s =
-              wkv_advance(aa[c], bb[c], pp[c], wk[c], kt[c], vt[c], an[c], bn[c], pn[c]);
+          const ScalePair<S> s = wkv_advance(from, c, w_hi[c], w_lo[c], kt[c], vt[c], to, c);
           old[c] = s.old;
           fresh[c] = s.fresh;
         }
@@ -487,19 +506,19 @@ class RwkvTimeMix {
     for (index_t b = 0; b < B; ++b)
       std::copy_n(s0.data + b * K * 4 * C_ + 3 * C_, C_, x_prev_.data() + b * C_);
   }
-  // (a, b, p) from s0 (B,K,4C), or "no history": a = b = 0, p = −1e38. (An all-zero
-  // state also means no history: with a = b = 0 the value of p does not matter.)
+  // (a, b, p) from s0 (B,K,4C) [a | b | p | last x] as [a | b | anchor p | n = 0], or
+  // "no history": a = b = 0, p = −1e38. (An all-zero state also means no history: with
+  // a = b = 0 the value of p does not matter.)
   void load_initial_state(CView<S> s0, index_t B, index_t K) {
     for (index_t i = 0; i < B * K; ++i) {
-      S* ab = ab_.data() + i * 2 * C_;
-      double* p = p_.data() + i * C_;
+      S* st = state_.data() + i * 4 * C_;
       if (s0.empty()) {
-        std::fill_n(ab, 2 * C_, S(0));
-        std::fill_n(p, C_, kWkvNoHistory);
+        std::fill_n(st, 2 * C_, S(0));
+        std::fill_n(st + 2 * C_, C_, S(kWkvNoHistory));
       } else {
-        std::copy_n(s0.data + i * 4 * C_, 2 * C_, ab);
-        for (index_t c = 0; c < C_; ++c) p[c] = double(s0.data[i * 4 * C_ + 2 * C_ + c]);
+        std::copy_n(s0.data + i * 4 * C_, 3 * C_, st);
       }
+      std::fill_n(st + 3 * C_, C_, S(0));
     }
   }
 
@@ -507,24 +526,24 @@ class RwkvTimeMix {
   // bytes per (t, k, c), stay in L2 for one sequence (16·3·256·24 B = 288 kB at K = 3,
   // C = 256).
   static constexpr index_t kChunk = 16;
+  // n is exact in S up to 2^24 (float); rebasing at 2^20 costs one rounding per 2^20 steps.
+  static constexpr S kMaxCount = S(1 << 20);
 
   index_t C_;
   Param<S> mix_k_, mix_v_, mix_r_, first_, key_, value_, receptance_, output_;
   Tensor<S> x_prev_;  // (B,C) carried last x of the previous chunk
   bool has_x_prev_ = false;
-  Tensor<S> xk_, xv_, xr_;       // (T,B,C) token-shift mixed inputs
-  Tensor<double> w_;             // (K,C) −exp(decay)
-  Tensor<S> ab_;                 // (B,K,2C) running (a, b)
-  Tensor<double> p_;             // (B,K,C) running p
-  Tensor<S> checkpoint_ab_;      // (T/kChunk,B,K,2C) (a, b) entering every kChunk-th step
-  Tensor<double> checkpoint_p_;  // (T/kChunk,B,K,C) p entering every kChunk-th step
-  Tensor<S> chunk_ab_;           // (B,kChunk,K,2C) backward: a chunk's recomputed (a, b)
-  Tensor<double> chunk_p_;       // (B,kChunk,K,C) and p
-  Tensor<S> chunk_adv_;          // (B,kChunk,K,2C) and the advance pairs (O, F)
-  Tensor<S> sr_, ra_;            // (T,B,C) σ(r), σ(r) ⊙ A
-  Tensor<S> dra_, dxm_;          // (T,B,C) scratch
-  Tensor<S> adjoint_;            // (B,K,2C) ga, gb
-  Tensor<S> param_grads_;        // (B,K,2C) ∂L/∂w, ∂L/∂u before the reduction over b
+  Tensor<S> xk_, xv_, xr_;  // (T,B,C) token-shift mixed inputs
+  Tensor<double> w_;        // (K,C) −exp(decay)
+  Tensor<S> w_split_;       // (K,2C) w = w_hi + w_lo, as [w_hi | w_lo]
+  Tensor<S> state_;         // (B,K,4C) running [a | b | anchor | n]
+  Tensor<S> checkpoint_;    // (T/kChunk,B,K,4C) the state entering every kChunk-th step
+  Tensor<S> chunk_state_;   // (B,kChunk,K,4C) backward: a chunk's recomputed states
+  Tensor<S> chunk_adv_;     // (B,kChunk,K,2C) and the advance pairs (O, F)
+  Tensor<S> sr_, ra_;       // (T,B,C) σ(r), σ(r) ⊙ A
+  Tensor<S> dra_, dxm_;     // (T,B,C) scratch
+  Tensor<S> adjoint_;       // (B,K,2C) ga, gb
+  Tensor<S> param_grads_;   // (B,K,2C) ∂L/∂w, ∂L/∂u before the reduction over b
 };
 
 // ------------------------------------------------------------------ channel mix

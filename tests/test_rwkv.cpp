@@ -61,8 +61,8 @@ TEST(Wkv, StableScanMatchesNaiveSumFormula) {
 
 // T = 100 000 with keys of magnitude ~100 (e^100 overflows float, e^1000 double): the
 // scan must stay finite in float, forward and backward, and agree with double. With
-// float exponents the running maximum drifted by 1e-3 relative here; with double
-// exponents the whole layer agrees to 1.6e-6.
+// the running maximum updated by adding w in float it drifted by 1e-3 relative here;
+// kept as anchor + n·w (and, before that, in double) the whole layer agrees to 1.5e-6.
 TEST(Wkv, LongSequenceWithLargeKeysStaysFiniteAndAccurate) {
   constexpr index_t T = 100'000, B = 1, C = 8;
   constexpr int K = 3;
@@ -118,6 +118,35 @@ TEST(Wkv, LongSequenceWithLargeKeysStaysFiniteAndAccurate) {
   for (index_t i = 0; i < sf.size(); ++i)
     ASSERT_TRUE(std::isfinite(sf.grads()[i])) << sf.infos()[0].name;
   EXPECT_LT(diff / scale, 2e-5) << "float against double after 100 000 steps";
+}
+
+// The exponent p = anchor + n·w counts steps in n, which is rebased into the anchor every
+// 2^20 steps. One key of 20 followed by 1.2 million keys of 0 keeps the first key the
+// maximum throughout (w = −1e-5 takes 2 million steps to bring it down to 0), so the
+// rebase happens mid-sequence. With v = 1 then 0, the sums have a closed form:
+//   A_t = e^{(t−1)w + 20},  B_t = A_t + (1 − e^{(t−1)w}) / (1 − e^w),
+//   wkv_t = A_t / (B_t + e^u)   for t ≥ 1.
+TEST(Wkv, ExponentStaysExactAcrossTheCountRebase) {
+  constexpr index_t T = 1'200'000;
+  RwkvTimeMix<double> cell({1});
+  ParamStore<double> store;
+  attach_params(cell, store);
+  const double u = 0.5, w = -1e-5;
+  store.values()[store.info(store.find("time_first")).offset] = u;
+  std::vector<double> P(3 * T, 0.0), x(T, 0.0), decay{std::log(-w)};
+  P[0] = 20;  // k_0
+  P[T] = 1;   // v_0
+  Tensor<double> Yk({T, 1, 1, 1});
+  cell.recur_forward(CView<double>(x.data(), {T, 1, 1}), CView<double>(P.data(), {T, 1, 3}),
+                     CView<double>(decay.data(), {1, 1}), {}, Yk.view(), {});
+  double worst = 0;
+  for (index_t t = 1; t < T; t += 997) {
+    const double m = double(t - 1);
+    const double A = std::exp(m * w + 20);
+    const double B = A + std::expm1(m * w) / std::expm1(w);
+    worst = std::max(worst, std::abs(Yk[t] - A / (B + std::exp(u))) / (A / (B + std::exp(u))));
+  }
+  EXPECT_LT(worst, 1e-9);
 }
 
 }  // namespace
