@@ -84,23 +84,30 @@ void token_shift_mix(In<S> x, const S* x_prev, In<S> mu, View<S> xm) {
 }
 
 // Backward of token_shift_mix. Saved from forward: x, x_prev. dx (T,B,C) +=, dmu (C) +=.
-// x_t reaches xm_t through μ and xm_{t+1} through (1 − μ).
+// x_t reaches xm_t through μ and xm_{t+1} through (1 − μ). Threads split the channels,
+// so that each owns its share of dmu and no reduction is needed.
 template <class S>
 void token_shift_mix_backward(In<S> dxm, In<S> x, const S* x_prev, In<S> mu, View<S> dx,
                               View<S> dmu) {
   const index_t T = x.dim(0), B = x.dim(1), C = x.dim(2);
-  for (index_t t = 0; t < T; ++t)
-    for (index_t b = 0; b < B; ++b) {
-      const S* g = dxm.data + (t * B + b) * C;
-      const S* gn = t + 1 < T ? dxm.data + ((t + 1) * B + b) * C : nullptr;
-      const S* xt = x.data + (t * B + b) * C;
-      const S* xs = t > 0 ? x.data + ((t - 1) * B + b) * C : x_prev ? x_prev + b * C : nullptr;
-      S* d = dx.data + (t * B + b) * C;
-      for (index_t c = 0; c < C; ++c) {
-        d[c] += mu[c] * g[c] + (gn ? (S(1) - mu[c]) * gn[c] : S(0));
-        dmu[c] += g[c] * (xt[c] - (xs ? xs[c] : S(0)));
+  constexpr index_t kBlock = 64;  // channels per task: whole cache lines
+  const index_t blocks = (C + kBlock - 1) / kBlock;
+#pragma omp parallel for if (blocks > 1 && T * B * C > (1 << 16))
+  for (index_t blk = 0; blk < blocks; ++blk) {
+    const index_t c0 = blk * kBlock, c1 = std::min(C, c0 + kBlock);
+    for (index_t t = 0; t < T; ++t)
+      for (index_t b = 0; b < B; ++b) {
+        const S* g = dxm.data + (t * B + b) * C;
+        const S* gn = t + 1 < T ? dxm.data + ((t + 1) * B + b) * C : nullptr;
+        const S* xt = x.data + (t * B + b) * C;
+        const S* xs = t > 0 ? x.data + ((t - 1) * B + b) * C : x_prev ? x_prev + b * C : nullptr;
+        S* d = dx.data + (t * B + b) * C;
+        for (index_t c = c0; c < c1; ++c) {
+          d[c] += mu[c] * g[c] + (gn ? (S(1) - mu[c]) * gn[c] : S(0));
+          dmu[c] += g[c] * (xt[c] - (xs ? xs[c] : S(0)));
+        }
       }
-    }
+  }
 }
 
 // RWKV-4's layer-dependent time-mix init: μ_c = (c/C)^e.
