@@ -84,30 +84,34 @@ void token_shift_mix(In<S> x, const S* x_prev, In<S> mu, View<S> xm) {
 }
 
 // Backward of token_shift_mix. Saved from forward: x, x_prev. dx (T,B,C) +=, dmu (C) +=.
-// x_t reaches xm_t through μ and xm_{t+1} through (1 − μ). Threads split the channels,
-// so that each owns its share of dmu and no reduction is needed.
+// x_t reaches xm_t through μ and xm_{t+1} through (1 − μ). Threads take contiguous slabs
+// of the T·B rows (streaming, as one thread would); dmu is summed per slab and the slabs
+// added in order, so the result does not depend on the thread count.
 template <class S>
 void token_shift_mix_backward(In<S> dxm, In<S> x, const S* x_prev, In<S> mu, View<S> dx,
                               View<S> dmu) {
-  const index_t T = x.dim(0), B = x.dim(1), C = x.dim(2);
-  constexpr index_t kBlock = 64;  // channels per task: whole cache lines
-  const index_t blocks = (C + kBlock - 1) / kBlock;
-#pragma omp parallel for if (blocks > 1 && T * B * C > (1 << 16))
-  for (index_t blk = 0; blk < blocks; ++blk) {
-    const index_t c0 = blk * kBlock, c1 = std::min(C, c0 + kBlock);
-    for (index_t t = 0; t < T; ++t)
-      for (index_t b = 0; b < B; ++b) {
-        const S* g = dxm.data + (t * B + b) * C;
-        const S* gn = t + 1 < T ? dxm.data + ((t + 1) * B + b) * C : nullptr;
-        const S* xt = x.data + (t * B + b) * C;
-        const S* xs = t > 0 ? x.data + ((t - 1) * B + b) * C : x_prev ? x_prev + b * C : nullptr;
-        S* d = dx.data + (t * B + b) * C;
-        for (index_t c = c0; c < c1; ++c) {
-          d[c] += mu[c] * g[c] + (gn ? (S(1) - mu[c]) * gn[c] : S(0));
-          dmu[c] += g[c] * (xt[c] - (xs ? xs[c] : S(0)));
-        }
+  const index_t T = x.dim(0), B = x.dim(1), C = x.dim(2), rows = T * B;
+  constexpr index_t kSlabs = 8;
+  const index_t slabs = rows * C > (1 << 16) ? std::min(kSlabs, rows) : 1;
+  std::vector<S> partial(slabs * C, S(0));  // once per call, not per step
+#pragma omp parallel for if (slabs > 1)
+  for (index_t slab = 0; slab < slabs; ++slab) {
+    S* part = partial.data() + slab * C;
+    for (index_t r = slab * rows / slabs; r < (slab + 1) * rows / slabs; ++r) {
+      const index_t t = r / B, b = r % B;
+      const S* g = dxm.data + r * C;
+      const S* gn = t + 1 < T ? dxm.data + (r + B) * C : nullptr;
+      const S* xt = x.data + r * C;
+      const S* xs = t > 0 ? x.data + (r - B) * C : x_prev ? x_prev + b * C : nullptr;
+      S* d = dx.data + r * C;
+      for (index_t c = 0; c < C; ++c) {
+        d[c] += mu[c] * g[c] + (gn ? (S(1) - mu[c]) * gn[c] : S(0));
+        part[c] += g[c] * (xt[c] - (xs ? xs[c] : S(0)));
       }
+    }
   }
+  for (index_t slab = 0; slab < slabs; ++slab)
+    for (index_t c = 0; c < C; ++c) dmu[c] += partial[slab * C + c];
 }
 
 // RWKV-4's layer-dependent time-mix init: μ_c = (c/C)^e.

@@ -312,7 +312,7 @@ INSTANTIATE_TEST_SUITE_P(DiagonalCells, MixedScan, testing::ValuesIn(mixed_cases
 // The diagonal scans split the B sequences over threads above a size threshold: one
 // thread and two give the same layer (each sequence is one thread's; the reductions over
 // b run after the loop in a fixed order). The shape is above both cells' thresholds, and
-// RWKV's token-shift backward splits its 136 channels into blocks of 64, the last partial.
+// above that of RWKV's token-shift backward, which sums dμ over slabs of rows.
 class ThreadedScan : public testing::TestWithParam<const char*> {};
 
 TEST_P(ThreadedScan, OneAndTwoThreadsAgree) {

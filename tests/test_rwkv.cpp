@@ -120,6 +120,35 @@ TEST(Wkv, LongSequenceWithLargeKeysStaysFiniteAndAccurate) {
   EXPECT_LT(diff / scale, 2e-5) << "float against double after 100 000 steps";
 }
 
+// Token shift's backward, which splits the rows into slabs above 2^16 elements, against
+// the plain sums: dx_t = μ dxm_t + (1 − μ) dxm_{t+1}, dμ = Σ dxm_t (x_t − x_{t−1}), with
+// x_{−1} the carried x_prev.
+TEST(TokenShift, BackwardMatchesPlainSumsAboveTheThreadThreshold) {
+  constexpr index_t T = 20, B = 32, C = 136;  // T·B·C > 2^16; 640 rows in 8 slabs
+  std::vector<double> dxm(T * B * C), x(T * B * C), x_prev(B * C), mu(C);
+  test::fill_normal(dxm, 11);
+  test::fill_normal(x, 12);
+  test::fill_normal(x_prev, 13);
+  test::fill_normal(mu, 14);
+  std::vector<double> dx(T * B * C, 0.5), dmu(C, 0.25);  // both accumulate
+  std::vector<double> dx_ref = dx, dmu_ref = dmu;
+  for (index_t t = 0; t < T; ++t)
+    for (index_t b = 0; b < B; ++b)
+      for (index_t c = 0; c < C; ++c) {
+        const index_t i = (t * B + b) * C + c;
+        const double next = t + 1 < T ? dxm[i + B * C] : 0.0;
+        const double prev = t > 0 ? x[i - B * C] : x_prev[b * C + c];
+        dx_ref[i] += mu[c] * dxm[i] + (1 - mu[c]) * next;
+        dmu_ref[c] += dxm[i] * (x[i] - prev);
+      }
+  const Shape s{T, B, C};
+  token_shift_mix_backward<double>(CView<double>(dxm.data(), s), CView<double>(x.data(), s),
+                                   x_prev.data(), CView<double>(mu.data(), {C}),
+                                   View<double>(dx.data(), s), View<double>(dmu.data(), {C}));
+  for (index_t i = 0; i < T * B * C; ++i) ASSERT_NEAR(dx[i], dx_ref[i], 1e-12) << i;
+  for (index_t c = 0; c < C; ++c) EXPECT_NEAR(dmu[c], dmu_ref[c], 1e-10) << c;
+}
+
 // The exponent p = anchor + n·w counts steps in n, which is rebased into the anchor every
 // 2^20 steps. One key of 20 followed by 1.2 million keys of 0 keeps the first key the
 // maximum throughout (w = −1e-5 takes 2 million steps to bring it down to 0), so the
