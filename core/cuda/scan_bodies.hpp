@@ -150,8 +150,10 @@ struct WkvForward {
 // gy = dA (T,B,C) and ∂L/∂wkv^k = α_k dA → dk, dv (T,B,C) overwritten (the sum over the
 // K perspectives, which share k and v); per-sequence partials gw = ∂L/∂w and gu = ∂L/∂u,
 // (B,K,C), overwritten and reduced by WkvReduce. dα is WkvMixWeightGrad's. The adjoints
-// of the sums run backwards scaled by a running maximum exponent q, cells/rwkv.hpp's
-// recur_backward.
+// of the sums run backwards in the state's own scale, ga_t = gA_t e^{p_t}, as
+// cells/rwkv.hpp's scan_backward: every factor is then the forward's output pair or its
+// advance pair (e^{w+p_t−p_{t+1}}, e^{k_t−p_{t+1}}), two exps per step and no exponent
+// of the adjoints' own.
 template <class S>
 struct WkvBackward {
   index_t T, B, C;
@@ -169,12 +171,11 @@ struct WkvBackward {
   MTP_HD void apply(index_t i) const {
     const index_t b = i / C, c = i % C;
     S ga[KM] = {}, gb[KM] = {};
-    double q[KM] = {}, wk[KM] = {}, gw[KM] = {}, gu[KM] = {};
+    double wk[KM] = {}, gw[KM] = {}, gu[KM] = {};
     MTP_UNROLL
     for (int j = 0; j < KM; ++j) {
       if (j >= K) break;
       ga[j] = gb[j] = S(0);
-      q[j] = kNoHistory;
       wk[j] = w[j * C + c];
       gw[j] = gu[j] = 0;
     }
@@ -189,25 +190,20 @@ struct WkvBackward {
         const index_t row = (t * B + b) * K + j;
         const S aa = saved_ab[row * 2 * C + c], bb = saved_ab[row * 2 * C + C + c];
         const double pp = saved_p[row * C + c];
-        const double uk = uc + double(kt);
-        const double p = hd_max(pp, uk);
-        const HdScale<S> out = hd_rescale<S>(pp, uk);
+        const HdScale<S> out = hd_rescale<S>(pp, uc + double(kt));
+        const HdScale<S> adv = hd_rescale<S>(wk[j] + pp, double(kt));
         const S inv_d = S(1) / (out.old * bb + out.fresh);
         const S yt = alpha ? (out.old * aa + out.fresh * vt) * inv_d : y[row * C + c];
         const S g = alpha ? alpha[row] * dA : gy[row * C + c];
-        const S direct = g * out.fresh * inv_d;
-        const S ek = hd_exp(S(q[j] + double(kt)));
-        const S gak = ga[j] * ek, gbk = gb[j] * ek;
+        const S direct = g * out.fresh * inv_d;  // g e^{u+k_t} / D_t
+        const S gak = ga[j] * adv.fresh, gbk = gb[j] * adv.fresh;
         dvt += direct + gak;
         dkt += direct * (vt - yt) + gak * vt + gbk;
         gu[j] += double(direct * (vt - yt));
-        gw[j] += double((ga[j] * aa + gb[j] * bb) * hd_exp(S(wk[j] + q[j] + pp)));
-        const double wq = wk[j] + q[j];
-        const HdScale<S> adj = hd_rescale<S>(wq, -p);
-        const S f_out = g * inv_d * adj.fresh;
-        ga[j] = f_out + ga[j] * adj.old;
-        gb[j] = -f_out * yt + gb[j] * adj.old;
-        q[j] = hd_max(wq, -p);
+        gw[j] += double((ga[j] * aa + gb[j] * bb) * adv.old);  // e^w (gA A + gB B)
+        const S f_out = g * out.old * inv_d;                   // g e^{p_t} / D_t
+        ga[j] = f_out + ga[j] * adv.old;
+        gb[j] = -f_out * yt + gb[j] * adv.old;
       }
       dk[(t * B + b) * C + c] = dkt;
       dv[(t * B + b) * C + c] = dvt;
