@@ -16,9 +16,11 @@
 // p ← max(p + w, k) is not done by adding: in float that rounding accumulates into
 // errors of order ulp(p)/w² (1e-3 relative with keys ~100 and slow decays). p is kept as
 // anchor + n·w instead, the anchor being the key (or carried p) that last won and n the
-// steps since, so every p is formed afresh with one rounding; w is split into two S
-// (w_hi + w_lo) so that n·w keeps double's precision. All of it stays in S: no double
-// lanes in the scan loops.
+// steps since (or the p it was rebased to every 2^20 steps), so every p is formed afresh
+// with a rounding or two instead of one per step; w is split into two S (w_hi + w_lo) so
+// that n·w stays exact to about 48 bits. All of it stays in S: no double lanes in the
+// scan loops. The carried state sT holds p itself, rounded to S, so a stream fed in
+// chunks rounds p once per chunk (once per token when generating), as a float p would.
 //
 // Params: time_mix_k, time_mix_v, time_mix_r, time_first (C); key.weight,
 // value.weight, receptance.weight, output.weight (C,C); decay (K,C), RWKV's
@@ -60,10 +62,17 @@ inline ScalePair<S> rescale(S d) {
   return {old_wins ? S(1) : e, old_wins ? e : S(1)};
 }
 
-// p = anchor + n·(w_hi + w_lo), with one rounding.
+// p = anchor + n·(w_hi + w_lo), rounded about once: n·w_lo is far below ulp(p). With
+// hardware FMA the product n·w_hi is not rounded on its own; without it, std::fma would
+// be a libm call that stops the scans vectorising, and the plain product's rounding,
+// ulp(n·w), is of the same order as the sum's.
 template <class S>
 inline S wkv_exponent(S anchor, S n, S w_hi, S w_lo) {
+#ifdef __FMA__
   return std::fma(n, w_hi, anchor) + n * w_lo;
+#else
+  return (n * w_hi + anchor) + n * w_lo;
+#endif
 }
 
 // ------------------------------------------------------------------ token shift
@@ -212,7 +221,7 @@ class RwkvTimeMix {
   }
 
   // x (T,B,C), P = [k | v | r], decay (K,C), s0 (B,K,4C) or empty → Yk = wkv (T,B,K,C),
-  // sT (B,K,4C) or empty. s0 and sT may alias. Saves the (a, b, p) entering every
+  // sT (B,K,4C) or empty. s0 and sT may alias. Saves the state entering every
   // kChunk-th step (scan_forward).
   void recur_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
     scan_forward<false>(x, P, decay, s0, {}, Yk, sT, Yk.dim(2));
@@ -299,10 +308,13 @@ class RwkvTimeMix {
     for (index_t k = 0; k < K; ++k)
       for (index_t c = 0; c < C; ++c) {
         const double w = -std::exp(double(decay[k * C + c]));
-        const S hi = S(w);
         w_[k * C + c] = w;
+        // Decays above ~88 make w overflow float: −1e30 decays as completely (e^w = 0)
+        // and keeps anchor + n·w finite.
+        const double w_kept = std::max(w, -1e30);
+        const S hi = S(w_kept);
         w_split_[k * 2 * C + c] = hi;
-        w_split_[k * 2 * C + C + c] = S(w - double(hi));
+        w_split_[k * 2 * C + C + c] = S(w_kept - double(hi));
       }
     const index_t chunks = (T + kChunk - 1) / kChunk;
     checkpoint_.resize({chunks, B, K, 4 * C});
@@ -363,8 +375,10 @@ class RwkvTimeMix {
   // ga_t = gA_t e^{p_t}: then every factor is one the forward already forms,
   //   e^{p_t} / D_t = o·inv_d, e^{u+k_t} / D_t = f·inv_d          (o, f = the output's pair)
   //   e^{w + p_t − p_{t+1}} = O, e^{k_t − p_{t+1}} = F               (O, F = the advance's)
-  // so a step costs the forward's two exps and no exponent of its own, and ga stays
-  // bounded by Σ|gy| (b ≥ 1 after the first step, and p_s ≥ p_t + (s − t)w).
+  // so the adjoints need no exponent of their own: per step one exp for (o, f) here and
+  // one for (O, F) in the chunk's recomputation, which stores the pair. ga stays bounded
+  // by Σ|gy| (b ≥ 1 after the first step, see load_initial_state, and
+  // p_s ≥ p_t + (s − t)w).
   template <bool kMixed>
   void scan_backward(CView<S> dout, CView<S> P, CView<S> alpha, View<S> dP, View<S> ddecay,
                      View<S> dalpha, index_t K) {
@@ -518,8 +532,10 @@ class RwkvTimeMix {
       std::copy_n(s0.data + b * K * 4 * C_ + 3 * C_, C_, x_prev_.data() + b * C_);
   }
   // (a, b, p) from s0 (B,K,4C) [a | b | p | last x] as [a | b | anchor p | n = 0], or
-  // "no history": a = b = 0, p = −1e38. (An all-zero state also means no history: with
-  // a = b = 0 the value of p does not matter.)
+  // "no history": a = b = 0, p = −1e38. A channel whose a = b = 0 (an all-zero state
+  // means no history too) gets p = −1e38 whatever s0 says: the sums are 0 either way,
+  // and so the first key becomes the maximum and b = 1 after it, which backward's bound
+  // on its adjoints relies on.
   void load_initial_state(CView<S> s0, index_t B, index_t K) {
     for (index_t i = 0; i < B * K; ++i) {
       S* st = state_.data() + i * 4 * C_;
@@ -528,6 +544,8 @@ class RwkvTimeMix {
         std::fill_n(st + 2 * C_, C_, S(kWkvNoHistory));
       } else {
         std::copy_n(s0.data + i * 4 * C_, 3 * C_, st);
+        for (index_t c = 0; c < C_; ++c)  // see above: then p is that of no history
+          if (st[c] == S(0) && st[C_ + c] == S(0)) st[2 * C_ + c] = S(kWkvNoHistory);
       }
       std::fill_n(st + 3 * C_, C_, S(0));
     }

@@ -150,32 +150,74 @@ TEST(TokenShift, BackwardMatchesPlainSumsAboveTheThreadThreshold) {
 }
 
 // The exponent p = anchor + n·w counts steps in n, which is rebased into the anchor every
-// 2^20 steps. One key of 20 followed by 1.2 million keys of 0 keeps the first key the
-// maximum throughout (w = −1e-5 takes 2 million steps to bring it down to 0), so the
+// 2^20 steps. One key k_0 followed by 1.2 million keys of 0 keeps the first key the
+// maximum throughout (w = −1e-5 takes 100 000·k_0 steps to bring it down to 0), so the
 // rebase happens mid-sequence. With v = 1 then 0, the sums have a closed form:
-//   A_t = e^{(t−1)w + 20},  B_t = A_t + (1 − e^{(t−1)w}) / (1 − e^w),
+//   A_t = e^{(t−1)w + k_0},  B_t = A_t + (1 − e^{(t−1)w}) / (1 − e^w),
 //   wkv_t = A_t / (B_t + e^u)   for t ≥ 1.
-TEST(Wkv, ExponentStaysExactAcrossTheCountRebase) {
+// Returns the worst relative error of wkv_t against it.
+template <class S>
+double error_across_count_rebase(double k0) {
   constexpr index_t T = 1'200'000;
-  RwkvTimeMix<double> cell({1});
-  ParamStore<double> store;
+  RwkvTimeMix<S> cell({1});
+  ParamStore<S> store;
   attach_params(cell, store);
-  const double u = 0.5, w = -1e-5;
-  store.values()[store.info(store.find("time_first")).offset] = u;
-  std::vector<double> P(3 * T, 0.0), x(T, 0.0), decay{std::log(-w)};
-  P[0] = 20;  // k_0
-  P[T] = 1;   // v_0
-  Tensor<double> Yk({T, 1, 1, 1});
-  cell.recur_forward(CView<double>(x.data(), {T, 1, 1}), CView<double>(P.data(), {T, 1, 3}),
-                     CView<double>(decay.data(), {1, 1}), {}, Yk.view(), {});
+  const double u = 0.5;
+  store.values()[store.info(store.find("time_first")).offset] = S(u);
+  std::vector<S> P(3 * T, S(0)), x(T, S(0)), decay{S(std::log(1e-5))};
+  const double w = -std::exp(double(decay[0]));  // as the cell sees it
+  P[0] = S(k0);                                  // k_0
+  P[T] = 1;                                      // v_0
+  Tensor<S> Yk({T, 1, 1, 1});
+  cell.recur_forward(CView<S>(x.data(), {T, 1, 1}), CView<S>(P.data(), {T, 1, 3}),
+                     CView<S>(decay.data(), {1, 1}), {}, Yk.view(), {});
   double worst = 0;
   for (index_t t = 1; t < T; t += 997) {
     const double m = double(t - 1);
-    const double A = std::exp(m * w + 20);
+    const double A = std::exp(m * w + k0);
     const double B = A + std::expm1(m * w) / std::expm1(w);
-    worst = std::max(worst, std::abs(Yk[t] - A / (B + std::exp(u))) / (A / (B + std::exp(u))));
+    const double ref = A / (B + std::exp(u));
+    worst = std::max(worst, std::abs(double(Yk[t]) - ref) / ref);
   }
-  EXPECT_LT(worst, 1e-9);
+  return worst;
+}
+
+TEST(Wkv, ExponentStaysExactAcrossTheCountRebase) {
+  EXPECT_LT(error_across_count_rebase<double>(20), 1e-9);
+  // Float with w split in two: k_0 = 12 keeps the added terms (e^{−p} ≥ e^{−12}) above
+  // float's resolution of b, so the error left is the sum's rounding over 10^6 steps.
+  EXPECT_LT(error_across_count_rebase<float>(12), 1e-4);
+}
+
+// Decays above ~88 overflow w = −e^decay in float. The history then vanishes after one
+// step, e^w = 0: wkv_t = (e^{k_{t−1}} v_{t−1} + e^{u+k_t} v_t) / (e^{k_{t−1}} + e^{u+k_t}).
+TEST(Wkv, DecayBeyondFloatRangeForgetsAllButTheLastStep) {
+  constexpr index_t T = 50, C = 2;
+  RwkvTimeMix<float> cell({C});
+  ParamStore<float> store;
+  attach_params(cell, store);
+  const float u = 0.3f;
+  std::fill_n(store.values() + store.info(store.find("time_first")).offset, C, u);
+  std::vector<double> Pd(3 * T * C);
+  test::fill_normal(Pd, 21, 2.0);
+  const std::vector<float> P(Pd.begin(), Pd.end());
+  std::vector<float> x(T * C, 0.0f), decay{100.0f, 89.0f};
+  Tensor<float> Yk({T, 1, 1, C});
+  cell.recur_forward(CView<float>(x.data(), {T, 1, C}), CView<float>(P.data(), {T, 1, 3 * C}),
+                     CView<float>(decay.data(), {1, C}), {}, Yk.view(), {});
+  for (index_t t = 0; t < T; ++t)
+    for (index_t c = 0; c < C; ++c) {
+      const double k = P[t * C + c], v = P[T * C + t * C + c];
+      const double ef = std::exp(u + k);
+      double num = ef * v, den = ef;
+      if (t > 0) {
+        const double ep = std::exp(double(P[(t - 1) * C + c]));
+        num += ep * P[T * C + (t - 1) * C + c];
+        den += ep;
+      }
+      ASSERT_NEAR(Yk[t * C + c], num / den, 1e-5 * std::max(1.0, std::abs(num / den)))
+          << "t " << t << " c " << c;
+    }
 }
 
 }  // namespace

@@ -26,8 +26,9 @@ namespace mtp::cuda {
 inline constexpr double kNoHistory = -1e38;
 
 // Two terms with exponents e_old, e_fresh brought to their maximum: the factors
-// e^{e_old − m}, e^{e_fresh − m} (one of them 1). The difference in double, the exp in S,
-// as cells/rwkv.hpp's rescale.
+// e^{e_old − m}, e^{e_fresh − m} (one of them 1). The difference in double, the exp in S.
+// (cells/rwkv.hpp's rescale takes the difference in S: the CPU scan keeps p as
+// anchor + n·w in S, this kernel keeps p in double.)
 template <class S>
 struct HdScale {
   S old, fresh;
