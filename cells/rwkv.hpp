@@ -354,10 +354,11 @@ class RwkvTimeMix {
         for (index_t k = 0; k < K; ++k) {
           const Planes from = planes(state_.data() + (b * K + k) * 4 * C);
           const S* w_hi = w_split_.data() + k * 2 * C;
+          const S* w_lo = w_hi + C;
           S* st = sT.data + (b * K + k) * 4 * C;
           std::copy_n(from.a, 2 * C, st);  // a | b
           for (index_t c = 0; c < C; ++c)
-            st[2 * C + c] = wkv_exponent(from.anchor[c], from.n[c], w_hi[c], w_hi[C + c]);
+            st[2 * C + c] = wkv_exponent(from.anchor[c], from.n[c], w_hi[c], w_lo[c]);
           std::copy_n(x.data + ((T - 1) * B + b) * C, C, st + 3 * C);
         }
   }

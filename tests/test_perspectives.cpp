@@ -9,6 +9,7 @@
 
 #include "gradcheck.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "test_layer.hpp"
 
 namespace mtp {
 namespace {
@@ -37,19 +38,7 @@ typename Mixer::Config layer_config(int K, const exp::AggregatorSettings& agg) {
 // A layer with its own parameters: the cell's init, then a random perturbation so that
 // no tensor is left at an initial zero (RWKV zero-initialises three matrices) and the
 // gates sit away from ½.
-template <class Mixer>
-struct TestLayer {
-  Mixer layer;
-  ParamStore<typename Mixer::Scalar> store;
-  explicit TestLayer(const typename Mixer::Config& cfg, std::uint64_t seed = 1) : layer(cfg) {
-    attach_params(layer, store);
-    RngSequence rng(seed, 2);
-    layer.init(rng);
-    RngSequence noise(seed, 3);
-    for (index_t i = 0; i < store.size(); ++i)
-      store.values()[i] += typename Mixer::Scalar(0.3 * noise.normal());
-  }
-};
+using test::TestLayer;
 
 // A random initial state (B,K,Sw). For RWKV the (a, b, p) sums must describe a real
 // history: b > 0.

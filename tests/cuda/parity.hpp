@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../test_layer.hpp"
 #include "mtp/core/cuda/program.hpp"
 #include "mtp/experiments/dispatch.hpp"
 
@@ -134,15 +135,10 @@ template <class Mixer>
 ParityInputs<typename Mixer::Scalar> parity_inputs(const ParityCase& c,
                                                    const typename Mixer::Config& cfg) {
   using S = typename Mixer::Scalar;
-  Mixer layer(cfg);
-  ParamStore<S> store;
-  attach_params(layer, store);
-  RngSequence init(5, 2);
-  layer.init(init);
-  RngSequence noise(5, 3);
-  for (index_t i = 0; i < store.size(); ++i) store.values()[i] += S(0.3 * noise.normal());
+  const TestLayer<Mixer> t(cfg, 5);
+  const Mixer& layer = t.layer;
   ParityInputs<S> in;
-  in.params.assign(store.values(), store.values() + store.size());
+  in.params.assign(t.store.values(), t.store.values() + t.store.size());
   in.x.resize(in.T * in.B * layer.input_width());
   in.dy.resize(in.T * in.B * layer.output_width());
   fill_normal(in.x, 11, 1.0);
@@ -165,6 +161,24 @@ ParityInputs<typename Mixer::Scalar> parity_inputs(const ParityCase& c,
   return in;
 }
 
+// Forward (carrying the state when there is one) and backward of a layer whose
+// parameters are set: y, the final state and dx. The caller reads the gradients, which
+// the CPU and device layers hold differently.
+template <class S, class Layer>
+LayerRun<S> forward_backward(Layer& layer, int perspectives, const ParityInputs<S>& in) {
+  const Shape xs{in.T, in.B, layer.input_width()}, ys{in.T, in.B, layer.output_width()};
+  LayerRun<S> r;
+  r.y.resize(ys.numel());
+  r.dx.resize(xs.numel());
+  r.state = in.state;
+  const View<S> state = r.state.empty()
+                            ? View<S>()
+                            : View<S>(r.state.data(), {in.B, perspectives, layer.state_width()});
+  layer.forward(CView<S>(in.x.data(), xs), View<S>(r.y.data(), ys), in.ctx, state);
+  layer.backward(CView<S>(in.x.data(), xs), CView<S>(in.dy.data(), ys), View<S>(r.dx.data(), xs));
+  return r;
+}
+
 // The CPU reference.
 template <class Mixer>
 LayerRun<typename Mixer::Scalar> cpu_run(const typename Mixer::Config& cfg,
@@ -174,16 +188,7 @@ LayerRun<typename Mixer::Scalar> cpu_run(const typename Mixer::Config& cfg,
   ParamStore<S> store;
   attach_params(layer, store);
   std::copy(in.params.begin(), in.params.end(), store.values());
-  const Shape xs{in.T, in.B, layer.input_width()}, ys{in.T, in.B, layer.output_width()};
-  LayerRun<S> r;
-  r.y.resize(ys.numel());
-  r.dx.resize(xs.numel());
-  r.state = in.state;
-  const View<S> state =
-      r.state.empty() ? View<S>()
-                      : View<S>(r.state.data(), {in.B, cfg.perspectives, layer.state_width()});
-  layer.forward(CView<S>(in.x.data(), xs), View<S>(r.y.data(), ys), in.ctx, state);
-  layer.backward(CView<S>(in.x.data(), xs), CView<S>(in.dy.data(), ys), View<S>(r.dx.data(), xs));
+  LayerRun<S> r = forward_backward(layer, cfg.perspectives, in);
   r.grads.assign(store.grads(), store.grads() + store.size());
   return r;
 }

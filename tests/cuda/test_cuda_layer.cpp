@@ -24,16 +24,7 @@ test::LayerRun<typename Mixer::Scalar> device_run(
   using S = typename Mixer::Scalar;
   cuda::PerspectiveLayer<typename Mixer::CellType, typename Mixer::AggregatorType> layer(cfg);
   layer.set_params(in.params.data());
-  const Shape xs{in.T, in.B, layer.input_width()}, ys{in.T, in.B, layer.output_width()};
-  test::LayerRun<S> r;
-  r.y.resize(ys.numel());
-  r.dx.resize(xs.numel());
-  r.state = in.state;
-  const View<S> state =
-      r.state.empty() ? View<S>()
-                      : View<S>(r.state.data(), {in.B, cfg.perspectives, layer.state_width()});
-  layer.forward(CView<S>(in.x.data(), xs), View<S>(r.y.data(), ys), in.ctx, state);
-  layer.backward(CView<S>(in.x.data(), xs), CView<S>(in.dy.data(), ys), View<S>(r.dx.data(), xs));
+  test::LayerRun<S> r = test::forward_backward(layer, cfg.perspectives, in);
   r.grads.resize(layer.param_count());
   layer.get_grads(r.grads.data());
   return r;
