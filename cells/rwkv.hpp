@@ -102,7 +102,7 @@ void token_shift_mix_backward(In<S> dxm, In<S> x, const S* x_prev, In<S> mu, Vie
   const index_t T = x.dim(0), B = x.dim(1), C = x.dim(2), rows = T * B;
   constexpr index_t kSlabs = 8;
   const index_t slabs = rows * C > (1 << 16) ? std::min(kSlabs, rows) : 1;
-  std::vector<S> partial(slabs * C, S(0));  // once per call, not per step
+  std::vector<S> partial(slabs * C, S(0));  // (slabs,C) dμ per slab; once per call
 #pragma omp parallel for if (slabs > 1)
   for (index_t slab = 0; slab < slabs; ++slab) {
     S* part = partial.data() + slab * C;
