@@ -34,6 +34,9 @@ class Gru : public GatedMatrixCell<S, 3> {
   explicit Gru(const Config& cfg) : Base(cfg) {}
 
   index_t state_width() const { return H_; }
+  // Floats per (t, b) kept for backward, with backward's scratch: the gates (K,4H) and
+  // ∂L/∂gh (K,3H). For memory estimates.
+  index_t activation_floats_per_token(int K) const { return 7 * index_t(K) * H_; }
 
   // P (T,B,3H), decay (K,H), s0 (B,K,H) or empty → Yk (T,B,K,H), sT (B,K,H) or empty.
   // s0 and sT may alias. Saves s0 and the gates (r, z, n, gh_n) for backward.

@@ -33,6 +33,9 @@ class Lstm : public GatedMatrixCell<S, 4> {
   explicit Lstm(const Config& cfg) : Base(cfg) {}
 
   index_t state_width() const { return 2 * H_; }
+  // Floats per (t, b) kept for backward, with backward's scratch: the gates (K,4H), c and
+  // tanh(c) (K,H) each, ∂L/∂gh (K,4H). For memory estimates.
+  index_t activation_floats_per_token(int K) const { return 10 * index_t(K) * H_; }
 
   // P (T,B,4H), decay (K,H), s0 (B,K,2H) or empty → Yk (T,B,K,H) = h, sT (B,K,2H) or
   // empty. s0 and sT may alias. Saves h0, c0, the gates (i, f, g, o), c and tanh(c).

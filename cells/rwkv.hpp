@@ -168,6 +168,12 @@ class RwkvTimeMix {
   index_t pre_width() const { return 3 * C_; }
   index_t recur_width() const { return C_; }
   index_t state_width() const { return 4 * C_; }
+  // Floats per (t, b) kept for backward, with backward's scratch: the token-shift mixes
+  // (3C), σ(r), σ(r) ⊙ A and two scratch rows (4C), and the scan state (K,4C) every
+  // kChunk-th step. For memory estimates.
+  index_t activation_floats_per_token(int K) const {
+    return 7 * C_ + (4 * index_t(K) * C_ + kChunk - 1) / kChunk;
+  }
   index_t decay_width() const { return C_; }
   index_t output_width() const { return C_; }
 
@@ -611,6 +617,9 @@ class RwkvChannelMix {
   }
 
   index_t state_width() const { return C_; }
+  // Floats per (t, b) kept for backward, with backward's scratch: the mixes, σ(r), the
+  // value projection (4C), W_k xk and its square (8C), scratch (6C).
+  index_t activation_floats_per_token() const { return 18 * C_; }
 
   // x (T,B,C), state (B,C) or empty → y (T,B,C); the state, when given, holds the last x
   // of the previous chunk and receives this chunk's. Saves the mixed inputs, relu(W_k

@@ -55,6 +55,11 @@ class LinearSsm {
   index_t pre_width() const { return N_; }
   index_t recur_width() const { return N_; }
   index_t state_width() const { return N_; }
+  // Floats per (t, b) kept for backward: the scan state (K,N) every kChunk-th step. For
+  // memory estimates.
+  index_t activation_floats_per_token(int K) const {
+    return (index_t(K) * N_ + kChunk - 1) / kChunk;
+  }
   index_t decay_width() const { return N_; }
   index_t output_width() const { return I_; }
 

@@ -39,6 +39,9 @@ class Mlp {
 
   // The MLP is pointwise in time: it carries no state between chunks.
   index_t state_width() const { return 0; }
+  // Floats per (t, b) kept for backward, with backward's scratch: hidden, GELU(hidden)
+  // and their gradients (4W each). For memory estimates.
+  index_t activation_floats_per_token() const { return 16 * W_; }
 
   // x (T,B,W) → y (T,B,W). Saves the hidden pre-activation and its GELU (T,B,4W).
   void forward(CView<S> x, View<S> y, View<S> /*state*/ = {}) {

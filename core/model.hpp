@@ -259,6 +259,14 @@ class Model {
     }
   }
 
+  // Floats per (t, b) the model keeps besides its mixers' and FFNs' own, for memory
+  // estimates: the embeddings (and ln0), per block the residual stream, norms and their
+  // statistics, the final norm, logits and their gradient (2V), three gradient rows.
+  static index_t activation_floats_per_token(const ModelConfig& c) {
+    const index_t W = c.width, block = c.ffn ? 6 * W + 4 : 3 * W + 2;
+    return W * (c.ln0 ? 2 : 1) + c.layers * block + W + 2 + 2 * c.vocab + 3 * W;
+  }
+
   ParamStore<S>& params() { return store_; }
   const ParamStore<S>& params() const { return store_; }
   const ModelConfig& config() const { return cfg_; }

@@ -164,6 +164,24 @@ class Perspectives {
     cell_.pre_backward(dP, x, dx);
   }
 
+  // Floats per (t, b) the layer keeps between forward and backward, with backward's
+  // scratch, for memory estimates: P, A and their gradients, Yk and dYk unless the
+  // aggregation runs inside the scan, the aggregator's weights and their gradients (at
+  // most 4K), and the cell's own: its activation_floats_per_token(K), or for a cell
+  // without one a guess of K·(Dp + Dy).
+  index_t activation_floats_per_token() const {
+    const index_t Dp = cell_.pre_width(), Dy = cell_.recur_width(), K = K_;
+    index_t n = 2 * Dp + 2 * Dy + 4 * K;
+    bool mixed = false;
+    if constexpr (MixingCell<C> && WeightingAggregator<Agg>) mixed = cfg_.mixed_scan;
+    if (!mixed) n += 2 * K * Dy;
+    if constexpr (requires { cell_.activation_floats_per_token(K_); })
+      n += cell_.activation_floats_per_token(K_);
+    else
+      n += K * (Dp + Dy);
+    return n;
+  }
+
   // Whether the last forward ran the cell's fast path (FusedCell) instead of pre + recur.
   bool used_fast_path() const { return fused_; }
 

@@ -2,13 +2,11 @@
 
 #include "mtp/core/file_io.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 namespace mtp {
@@ -80,7 +78,7 @@ index_t StoredTensor::numel() const {
 }
 
 template <class S>
-std::vector<S> StoredTensor::to(const std::string& what) const {
+std::vector<S> StoredTensor::decode(const std::string& what) const {
   const index_t n = numel();
   std::vector<S> out(n);
   const std::uint8_t* p = bytes.data();
@@ -103,8 +101,21 @@ std::vector<S> StoredTensor::to(const std::string& what) const {
   }
   return out;
 }
+
+template <class S>
+std::vector<S> StoredTensor::to(const std::string& what) const {
+  std::vector<S> out = decode<S>(what);
+  // A NaN or infinite weight (or one beyond S's range) poisons everything computed from
+  // it without any error: refuse it where it enters.
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!std::isfinite(out[i]))
+      fail("{} holds a non-finite value ({} at flat index {})", what, double(out[i]), i);
+  return out;
+}
 template std::vector<float> StoredTensor::to<float>(const std::string&) const;
 template std::vector<double> StoredTensor::to<double>(const std::string&) const;
+template std::vector<float> StoredTensor::decode<float>(const std::string&) const;
+template std::vector<double> StoredTensor::decode<double>(const std::string&) const;
 
 const StoredTensor& SafeTensors::at(const std::string& name) const {
   auto it = tensors.find(name);
@@ -147,7 +158,7 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
   try {
     header = json::parse(data + 8, data + 8 + header_len);
   } catch (const json::exception& e) {
-    fail("{}: safetensors header is not valid JSON ({})", what, e.what());
+    fail("{}: safetensors header is not valid JSON ({})", what, json_error_text(e));
   }
   MTP_CHECK(header.is_object(), "{}: safetensors header is not a JSON object", what);
   const std::uint8_t* body = data + 8 + header_len;
@@ -181,16 +192,23 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
     MTP_CHECK(known, "{}: tensor '{}' has unsupported dtype {}", what, name, jd.dump());
     MTP_CHECK(js.is_array() && js.size() <= 8, "{}: tensor '{}' shape is not a list of ≤ 8 dims",
               what, name);
-    std::uint64_t numel = 1;
+    // The element count, with a zero dimension making it 0 (a valid, empty tensor);
+    // the nonzero dimensions' product must still be representable.
+    std::uint64_t numel = 1, nonzero = 1;
     for (const json& d : js) {
       MTP_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a bad dimension {}", what, name,
                 d.dump());
       const std::uint64_t v = d.get<std::uint64_t>();
-      MTP_CHECK(v == 0 || numel <= body_len / v, "{}: tensor '{}' shape {} exceeds the file", what,
-                name, js.dump());
-      numel *= v;
+      MTP_CHECK(v <= std::uint64_t(std::numeric_limits<index_t>::max()) &&
+                    (v == 0 || !__builtin_mul_overflow(nonzero, v, &nonzero)),
+                "{}: tensor '{}' shape {} is too large", what, name, js.dump());
+      numel = v == 0 ? 0 : numel * v;
       t.shape.push_back(static_cast<index_t>(v));
     }
+    std::uint64_t nbytes = 0;
+    MTP_CHECK(!__builtin_mul_overflow(numel, std::uint64_t(dtype_size(t.dtype)), &nbytes) &&
+                  nbytes <= body_len,
+              "{}: tensor '{}' shape {} exceeds the file", what, name, js.dump());
     MTP_CHECK(
         jo.is_array() && jo.size() == 2 && jo[0].is_number_unsigned() && jo[1].is_number_unsigned(),
         "{}: tensor '{}' data_offsets must be two non-negative integers", what, name);
@@ -198,9 +216,8 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
     MTP_CHECK(b <= e && e <= body_len,
               "{}: tensor '{}' offsets [{}, {}) outside the data ({} bytes)", what, name, b, e,
               body_len);
-    MTP_CHECK(e - b == numel * std::uint64_t(dtype_size(t.dtype)),
-              "{}: tensor '{}' has {} bytes, but {} {} needs {}", what, name, e - b, js.dump(),
-              jd.get<std::string>(), numel * dtype_size(t.dtype));
+    MTP_CHECK(e - b == nbytes, "{}: tensor '{}' has {} bytes, but {} {} needs {}", what, name,
+              e - b, js.dump(), jd.get<std::string>(), nbytes);
     t.bytes.assign(body + b, body + e);
     ranges.emplace_back(b, e);
     st.tensors.emplace(name, std::move(t));
@@ -246,41 +263,9 @@ std::vector<std::uint8_t> SafeTensors::serialize() const {
   return out;
 }
 
-void SafeTensors::save(const std::string& path) const {
+void SafeTensors::save(const std::string& path, const WriteOptions& options) const {
   const std::vector<std::uint8_t> bytes = serialize();
-  write_file_atomic(path, bytes.data(), bytes.size());
-}
-
-void write_file_atomic(const std::string& path, const void* bytes, size_t size) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail("{}: cannot write ({})", path, std::strerror(errno));
-  const auto* p = static_cast<const char*>(bytes);
-  size_t left = size;
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("{}: write failed ({})", path, std::strerror(err));
-    }
-    p += n;
-    left -= size_t(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  const int sync_err = errno;
-  if (!synced || ::close(fd) != 0) {
-    const int err = synced ? errno : sync_err;
-    ::unlink(tmp.c_str());
-    fail("{}: write failed ({})", path, std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("{}: cannot rename into place ({})", path, std::strerror(err));
-  }
+  write_file_atomic(path, bytes.data(), bytes.size(), options);
 }
 
 }  // namespace mtp

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "mtp/core/file_io.hpp"
 #include "mtp/core/tensor.hpp"
 
 namespace mtp {
@@ -26,9 +27,14 @@ struct StoredTensor {
   std::vector<std::uint8_t> bytes;  // little-endian, row-major
 
   index_t numel() const;
-  // Converted to S (F64/F32/F16/BF16 only); throws naming `what` otherwise.
+  // Converted to S (F64/F32/F16/BF16 only; throws naming `what` otherwise) and checked
+  // finite: a NaN or infinite value (or one beyond S's range) is an error naming `what`
+  // and the value's index. Every tensor mtp loads goes through this.
   template <class S>
   std::vector<S> to(const std::string& what) const;
+  // The same conversion, bit for bit, without the check (NaN and ±inf pass through).
+  template <class S>
+  std::vector<S> decode(const std::string& what) const;
 };
 
 class SafeTensors {
@@ -47,12 +53,9 @@ class SafeTensors {
   // Reads and validates `path`. Throws mtp::Error naming the file and the problem.
   static SafeTensors load(const std::string& path);
   static SafeTensors parse(const std::uint8_t* data, size_t size, const std::string& what);
-  // Writes atomically: `path.tmp.<pid>`, fsync, rename.
-  void save(const std::string& path) const;
+  // Writes atomically (write_file_atomic: a temporary file, fsync, rename).
+  void save(const std::string& path, const WriteOptions& options = {}) const;
   std::vector<std::uint8_t> serialize() const;
 };
-
-// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
-void write_file_atomic(const std::string& path, const void* bytes, size_t size);
 
 }  // namespace mtp

@@ -5,15 +5,15 @@
 
 namespace mtp::exp {
 
-void save_checkpoint(const std::string& path, const ParamStore<float>& params,
-                     const nlohmann::json& config, long long step) {
+std::vector<std::uint8_t> checkpoint_bytes(const ParamStore<float>& params,
+                                           const nlohmann::json& config, long long step) {
   SafeTensors out;
   for (const ParamInfo& p : params.infos())
     out.put(p.name, p.shape.dims(), params.values() + p.offset);
   out.metadata["format"] = kCheckpointFormat;
   out.metadata["config"] = config.dump();
   out.metadata["step"] = std::to_string(step);
-  out.save(path);
+  return out.serialize();
 }
 
 nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& path) {
@@ -25,7 +25,7 @@ nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& pat
   try {
     return nlohmann::json::parse(it->second);
   } catch (const nlohmann::json::exception& e) {
-    fail("{}: checkpoint configuration is not valid JSON ({})", path, e.what());
+    fail("{}: checkpoint configuration is not valid JSON ({})", path, json_error_text(e));
   }
 }
 

@@ -13,10 +13,12 @@ namespace mtp::exp {
 
 inline constexpr const char* kCheckpointFormat = "mtp-checkpoint-1";
 
-void save_checkpoint(const std::string& path, const ParamStore<float>& params,
-                     const nlohmann::json& config, long long step);
+// The bytes of a model file: every parameter, with the run configuration and step in
+// its metadata.
+std::vector<std::uint8_t> checkpoint_bytes(const ParamStore<float>& params,
+                                           const nlohmann::json& config, long long step);
 
-// Reads the run configuration stored in a checkpoint written by save_checkpoint.
+// Reads the run configuration stored in a checkpoint written from checkpoint_bytes.
 nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& path);
 
 // Copies every parameter of `params` from the file; each must be present with the

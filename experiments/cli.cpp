@@ -14,8 +14,17 @@ bool parse(int argc, const char* const* argv, const po::options_description& des
     std::cout << help_header << "\n" << desc << "\n";
     return false;
   }
+  reject_empty_values(vm);
   po::notify(vm);
   return true;
+}
+
+void reject_empty_values(const po::variables_map& vm) {
+  for (const auto& [name, value] : vm) {
+    if (value.defaulted() || value.empty()) continue;
+    if (const auto* s = boost::any_cast<std::string>(&value.value()); s && s->empty())
+      usage_fail("--{} is empty; it needs a value", name);
+  }
 }
 
 void add_layer_flags(po::options_description& d, std::string& cell, int& k, std::string& agg,
@@ -98,7 +107,9 @@ TrainFlags::TrainFlags() {
        "for --resume (0: never)")  //
       ("resume", po::value(&resume_),
        "continue the run in this folder from its last training state, with its own settings "
-       "(only --threads may be given with it)");
+       "(only --threads may be given with it)")  //
+      ("overwrite", po::bool_switch(&overwrite_),
+       "replace the run already in the --out folder (otherwise such a folder is refused)");
 }
 
 bool TrainFlags::parse(int argc, const char* const* argv, const char* help_header) {
@@ -116,6 +127,15 @@ void TrainFlags::finish(const po::variables_map& vm) {
             "--resume continues a run with the settings it was started with; --{} cannot "
             "be given with it",
             name);
+  // A task's own sizes mean nothing to another task: given, they are a mistake (the
+  // config keeps their defaults, so only here can it be seen).
+  const std::pair<const char*, const char*> task_flags[] = {
+      {"pairs", "mqar"}, {"lags", "lag-recall"}, {"copy-tokens", "selective-copy"}};
+  for (const auto& [flag, task] : task_flags)
+    if (!vm[flag].defaulted() && c_.task != task)
+      usage_fail("--{} applies to --task {}, not {}", flag, task, c_.task);
+  if (!vm["vocab"].defaulted() && c_.task == "text")
+    usage_fail("--vocab does not apply to --task text (its vocabulary is the 256 byte values)");
   if (seed_ < 0) usage_fail("--seed must be >= 0, got {}", seed_);
   c_.seed = static_cast<std::uint64_t>(seed_);
   c_.ffn = !no_ffn_;

@@ -49,6 +49,10 @@ std::vector<T> parse_list(const char* flag, const std::string& s) {
 bool parse(int argc, const char* const* argv, const po::options_description& desc,
            po::variables_map& vm, const char* help_header);
 
+// An empty string is a value like any other, and no flag takes it: `--resume ""` must not
+// mean "no --resume". Throws UsageError naming the first flag given as "".
+void reject_empty_values(const po::variables_map& vm);
+
 // The flags every layer-level command shares: cell, K, aggregator and its options.
 void add_layer_flags(po::options_description& d, std::string& cell, int& k, std::string& agg,
                      std::string& weights, std::string& noise_mode, int& top_k);
@@ -64,6 +68,8 @@ class TrainFlags {
   const TrainConfig& config() const { return c_; }
   // The run folder given with --resume, or empty.
   const std::string& resume() const { return resume_; }
+  // Whether --overwrite asks to replace a run already in the --out folder.
+  bool overwrite() const { return overwrite_; }
   // Whether `name` is a train flag, and whether it is an on/off switch.
   bool has(const std::string& name) const;
   bool is_switch(const std::string& name) const;
@@ -73,7 +79,7 @@ class TrainFlags {
   TrainConfig c_;
   std::string weights_, lags_, resume_;
   long long seed_ = 0;
-  bool no_ffn_ = false;
+  bool no_ffn_ = false, overwrite_ = false;
   po::options_description d_{"train flags (default command)"};
 };
 

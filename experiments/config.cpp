@@ -5,6 +5,7 @@
 #include "mtp/aggregators/fixed.hpp"
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/json_file.hpp"
 
 #include <fmt/ranges.h>
 #include <algorithm>
@@ -37,16 +38,13 @@ nlohmann::json to_json(const TrainConfig& c) {
   return j;
 }
 
-TrainConfig train_config_from_json(const nlohmann::json& j) {
+TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object()) fail("{}: the run configuration is not an object", where);
   TrainConfig c;
-  try {
 #define X(f) \
-  if (j.contains(#f)) j.at(#f).get_to(c.f);
-    MTP_CONFIG_FIELDS(X)
+  if (j.contains(#f)) c.f = json_to<decltype(c.f)>(j[#f], where + ": setting '" #f "'");
+  MTP_CONFIG_FIELDS(X)
 #undef X
-  } catch (const nlohmann::json::exception& e) {
-    fail("run configuration is malformed ({})", e.what());
-  }
   return c;
 }
 
@@ -65,7 +63,27 @@ void validate(const TrainConfig& c) {
   parse_noise_mode(c.noise_mode);
   need(c.freeze.empty() || c.freeze == "base", "freeze",
        fmt::format("'{}' is not a parameter group (known: base)", c.freeze));
+  need(c.freeze.empty() || !c.init_from.empty(), "freeze",
+       "base keeps the base parameters as loaded: it needs --init-from (a random frozen base "
+       "learns nothing)");
   need(c.top_k >= 0, "top-k", fmt::format("must be >= 0 (0 keeps all), got {}", c.top_k));
+  // The selector's options have no effect on another aggregator: refused, as any value
+  // that would silently do nothing. (The learned selector at K = 1 keeps them, though
+  // one perspective leaves nothing to select: a grid over K shares its settings.)
+  const bool learned = c.aggregator == "learned";
+  need(learned || c.noise == 0, "noise",
+       fmt::format("applies to the learned aggregator's selector; --aggregator {} has none",
+                   c.aggregator));
+  need(learned || c.noise_mode == "fixed", "noise-mode",
+       fmt::format("applies to the learned aggregator's selector; --aggregator {} has none",
+                   c.aggregator));
+  need(learned || c.top_k == 0, "top-k",
+       fmt::format("applies to the learned aggregator's selector; --aggregator {} has none",
+                   c.aggregator));
+  need(c.noise_mode != "learned" || c.noise == 0, "noise",
+       "sets a fixed σ; with --noise-mode learned σ = softplus(W_n x) is learned instead");
+  need(c.top_k <= c.perspectives, "top-k",
+       fmt::format("{} is more than the {} perspectives (0 keeps all)", c.top_k, c.perspectives));
   if (!c.fixed_weights.empty()) {
     need(c.aggregator == "fixed", "fixed-weights", "needs --aggregator fixed");
     check_fixed_weights(c.fixed_weights, c.perspectives);
@@ -88,6 +106,8 @@ void validate(const TrainConfig& c) {
   need(c.task == "mqar" || c.task == "lag-recall" || c.task == "selective-copy" || c.task == "text",
        "task", fmt::format("'{}' is not one of {}", c.task, kTaskNames));
   if (c.task == "text") need(!c.data.empty(), "data", "is required with --task text");
+  if (c.task != "text")
+    need(c.data.empty(), "data", fmt::format("applies to --task text, not {}", c.task));
   if (c.carry_state) need(c.task == "text", "carry-state", "applies to --task text");
   if (c.task == "mqar") {
     need(c.vocab >= 4 && c.vocab <= 1'000'000, "vocab",

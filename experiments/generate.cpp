@@ -1,7 +1,9 @@
 #include "mtp/experiments/generate.hpp"
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "mtp/core/rng.hpp"
@@ -26,6 +28,13 @@ std::int32_t sample(const float* logits, index_t V, double temperature, double u
   return std::int32_t(V - 1);
 }
 
+// Writes and flushes: a reader sees each byte as it is made, and a failed write (a full
+// disk, a closed pipe) stops generation at once.
+void emit(const char* bytes, size_t n, std::FILE* out) {
+  if (std::fwrite(bytes, 1, n, out) != n || std::fflush(out) != 0)
+    fail("writing the generated text failed ({})", std::strerror(errno));
+}
+
 }  // namespace
 
 GenerateStats run_generation(const GenerateArgs& a, std::FILE* out) {
@@ -45,8 +54,7 @@ GenerateStats run_generation(const GenerateArgs& a, std::FILE* out) {
     auto state = model.initial_state(1);
     std::vector<std::int32_t> prompt(a.prompt.begin(), a.prompt.end());
     for (std::int32_t& t : prompt) t = std::int32_t(std::uint8_t(t));
-    std::fwrite(a.prompt.data(), 1, a.prompt.size(), out);
-    std::fflush(out);
+    emit(a.prompt.data(), a.prompt.size(), out);
     auto t0 = clock::now();
     model.forward(prompt.data(), nullptr, index_t(prompt.size()), 1, StepContext{}, &state);
     st.prompt_tokens = index_t(prompt.size());
@@ -57,8 +65,7 @@ GenerateStats run_generation(const GenerateArgs& a, std::FILE* out) {
       const float* last = model.logits().data + (model.logits().dim(0) - 1) * V;
       std::int32_t next = sample(last, V, a.temperature, rng.uniform(std::uint64_t(i)));
       const char byte = char(next);
-      std::fwrite(&byte, 1, 1, out);
-      std::fflush(out);
+      emit(&byte, 1, out);
       model.forward(&next, nullptr, 1, 1, StepContext{}, &state);
       ++st.generated;
     }

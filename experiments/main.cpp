@@ -4,11 +4,15 @@
 //   mtp-exp eval --checkpoint FILE       re-evaluate a saved model
 //   mtp-exp layer --params P --input X --output Y [flags]   run one wrapped layer
 //
-// Exit status: 0 on success, 2 on a usage error (bad flag or value), 1 on any other
-// failure (unreadable file, malformed data, numerical failure). Errors are one line.
+// Exit status: 0 on success, 2 on a usage error (bad flag or value), 3 when the folder
+// is in use by another mtp-exp (its lock is held), 1 on any other failure (unreadable
+// file, malformed data, numerical failure, memory, a write error, stdout included).
+// Errors are one line.
 #include <fmt/format.h>
 
 #include <boost/program_options.hpp>
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -21,6 +25,7 @@
 #include "mtp/experiments/generate.hpp"
 #include "mtp/experiments/layer_command.hpp"
 #include "mtp/experiments/report.hpp"
+#include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/sweep.hpp"
 #include "mtp/experiments/trainer.hpp"
 
@@ -49,7 +54,7 @@ int cmd_train(int argc, const char* const* argv) {
   if (!flags.resume().empty())
     mtp::exp::resume_training(flags.resume(), flags.config().threads);
   else
-    mtp::exp::run_training(flags.config());
+    mtp::exp::run_training(flags.config(), flags.overwrite());
   return 0;
 }
 
@@ -164,6 +169,7 @@ int cmd_sweep(int argc, const char* const* argv) {
               << d << "\n";
     return 0;
   }
+  cli::reject_empty_values(vm);
   po::notify(vm);
   o.base_args = po::collect_unrecognized(parsed.options, po::include_positional);
   const size_t slash = shard.find('/');
@@ -182,14 +188,18 @@ int cmd_sweep(int argc, const char* const* argv) {
     o.command_line += ' ';
     o.command_line += mtp::exp::shell_word(argv[i]);
   }
-  return mtp::exp::run_sweep(o) == 0 ? 0 : 1;
+  return mtp::exp::run_sweep(o);
 }
 
 int cmd_report(int argc, const char* const* argv) {
   std::string dir;
+  mtp::exp::ReportOptions options;
+  bool no_plots = false;
   po::options_description d("report flags");
   d.add_options()("help,h", "show this help")  //
-      ("dir", po::value(&dir)->required(), "the sweep folder (also the first positional argument)");
+      ("dir", po::value(&dir)->required(),
+       "the sweep folder (also the first positional argument)")  //
+      ("no-plots", po::bool_switch(&no_plots), "tables and statistics only (no gnuplot)");
   po::positional_options_description pos;
   pos.add("dir", 1);
   po::variables_map vm;
@@ -200,12 +210,15 @@ int cmd_report(int argc, const char* const* argv) {
               << d << "\n";
     return 0;
   }
+  cli::reject_empty_values(vm);
   po::notify(vm);
-  const mtp::exp::ReportSummary r = mtp::exp::write_report(dir);
+  options.plots = !no_plots;
+  const mtp::exp::ReportSummary r = mtp::exp::write_report(dir, options);
   fmt::print("report: {} runs, {} configurations, {} paired comparisons, {} plots{}\n", r.runs,
              r.configurations, r.comparisons, r.plots,
              r.plots_skipped ? " (some not rendered: is gnuplot installed?)" : "");
-  fmt::print("wrote {}/{{results.csv, summary.csv, REPORT.md, plots/}}\n", dir);
+  fmt::print("wrote {}/{{results.csv, summary.csv, REPORT.md{}}}\n", dir,
+             options.plots ? ", plots/" : "");
   return 0;
 }
 
@@ -240,6 +253,21 @@ std::string one_line(std::string s) {
   return s;
 }
 
+// A failure to write standard output (a full disk, a closed pipe read by no one) is a
+// failure of the command: the output the user asked for is not there.
+bool stdout_failed(int& err) {
+  err = 0;
+  if (std::fflush(stdout) != 0) err = errno;
+  if (std::ferror(stdout) && err == 0) err = EIO;
+  return err != 0;
+}
+
+int stdout_error(int err) {
+  fmt::print(stderr, "mtp-exp: error: writing to standard output failed ({})\n",
+             std::strerror(err));
+  return 1;
+}
+
 int usage_error(const std::string& what, const std::string& command) {
   const bool known = command == "train" || command == "eval" || command == "layer" ||
                      command == "generate" || command == "sweep" || command == "report";
@@ -264,21 +292,36 @@ int main(int argc, char** argv) {
   // argv[skip] becomes the program name seen by the command's parser.
   const int cargc = argc - skip;
   const char* const* cargv = argv + skip;
+  int status = 1, err = 0;
   try {
-    if (command == "train") return cmd_train(cargc, cargv);
-    if (command == "eval") return cmd_eval(cargc, cargv);
-    if (command == "layer") return cmd_layer(cargc, cargv);
-    if (command == "generate") return cmd_generate(cargc, cargv);
-    if (command == "sweep") return cmd_sweep(cargc, cargv);
-    if (command == "report") return cmd_report(cargc, cargv);
-    mtp::usage_fail("unknown command '{}' (commands: train, eval, layer, generate, sweep, report)",
-                    command);
+    if (command == "train")
+      status = cmd_train(cargc, cargv);
+    else if (command == "eval")
+      status = cmd_eval(cargc, cargv);
+    else if (command == "layer")
+      status = cmd_layer(cargc, cargv);
+    else if (command == "generate")
+      status = cmd_generate(cargc, cargv);
+    else if (command == "sweep")
+      status = cmd_sweep(cargc, cargv);
+    else if (command == "report")
+      status = cmd_report(cargc, cargv);
+    else
+      mtp::usage_fail(
+          "unknown command '{}' (commands: train, eval, layer, generate, sweep, report)", command);
   } catch (const mtp::UsageError& e) {
     return usage_error(e.what(), command);
   } catch (const po::error& e) {
     return usage_error(e.what(), command);
-  } catch (const std::exception& e) {
+  } catch (const mtp::exp::FolderBusy& e) {
     fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
+    return 3;
+  } catch (const std::exception& e) {
+    // The print that threw may have been the one to standard output that failed.
+    if (stdout_failed(err)) return stdout_error(err);
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(mtp::error_message(e)));
     return 1;
   }
+  if (stdout_failed(err)) return stdout_error(err);
+  return status;
 }

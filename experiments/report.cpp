@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -14,7 +15,10 @@
 #include <sstream>
 
 #include "mtp/core/error.hpp"
-#include "mtp/core/safetensors.hpp"
+#include "mtp/core/file_io.hpp"
+#include "mtp/experiments/json_file.hpp"
+#include "mtp/experiments/process.hpp"
+#include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/stats.hpp"
 
 namespace mtp::exp {
@@ -91,57 +95,72 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-void write_text(const fs::path& p, const std::string& s) {
-  write_file_atomic(p.string(), s.data(), s.size());
-}
+}  // namespace
 
-std::vector<std::pair<long long, double>> read_train_curve(const fs::path& metrics) {
+std::vector<std::pair<long long, double>> read_train_curve(const std::string& path) {
+  const std::vector<std::uint8_t> bytes = read_file_bytes(path, "", std::uint64_t(256) << 20);
+  std::stringstream in(std::string(bytes.begin(), bytes.end()));
   std::vector<std::pair<long long, double>> curve;
-  std::ifstream in(metrics);
   std::string line;
-  std::getline(in, line);  // header: step,split,loss,...
-  while (std::getline(in, line)) {
+  std::getline(in, line);
+  MTP_CHECK(line.rfind("step,split,loss", 0) == 0,
+            "{}: line 1 is not the header of a run's metrics (step,split,loss,...)", path);
+  for (int n = 2; std::getline(in, line); ++n) {
     std::stringstream ss(line);
     std::string step, split, loss;
     std::getline(ss, step, ',');
     std::getline(ss, split, ',');
     std::getline(ss, loss, ',');
-    if (split == "train" && !loss.empty()) curve.emplace_back(std::stoll(step), std::stod(loss));
+    if (split != "train" || loss.empty()) continue;
+    long long s = 0;
+    double l = 0;
+    const auto [sp, se] = std::from_chars(step.data(), step.data() + step.size(), s);
+    const auto [lp, le] = std::from_chars(loss.data(), loss.data() + loss.size(), l);
+    MTP_CHECK(se == std::errc() && sp == step.data() + step.size() && s >= 0,
+              "{}: line {}: step '{}' is not a whole number", path, n, step);
+    MTP_CHECK(le == std::errc() && lp == loss.data() + loss.size(),
+              "{}: line {}: loss '{}' is not a number", path, n, loss);
+    curve.emplace_back(s, l);
   }
   return curve;
 }
 
+namespace {
+
 Run read_run(const fs::path& dir) {
-  const fs::path result = dir / "result.json";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(std::ifstream(result));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", result.string(), e.what());
-  }
+  const std::string result = (dir / kResultFile).string();
+  const nlohmann::json j = read_json_file(result);
   Run r;
   r.id = dir.filename().string();
-  try {
-    r.config = j.at("config");
-    r.seed = r.config.at("seed").get<std::uint64_t>();
-    const auto& v = j.at("validation");
-    r.loss = v.at("loss").get<double>();
-    r.accuracy = v.at("accuracy").get<double>();
-    r.text = v.contains("bits_per_byte");
-    if (r.text) r.bpb = v.at("bits_per_byte").get<double>();
-    if (v.contains("groups"))
-      for (const auto& g : v.at("groups"))
-        r.groups.emplace_back(g.at("name").get<std::string>(), g.at("accuracy").get<double>());
-    const auto& p = j.at("parameters");
-    r.params_total = p.at("total").get<long long>();
-    r.params_perspective = p.at("perspective").get<long long>();
-    r.params_trained = p.value("trained", r.params_total);
-    r.tokens_per_s = j.at("throughput").at("train_tokens_per_s").get<double>();
-    r.train_seconds = j.at("throughput").at("train_seconds").get<double>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: missing or malformed field ({})", result.string(), e.what());
+  r.config = json_member(j, "config", result);
+  r.seed = json_field<std::uint64_t>(r.config, "seed", result + ": config");
+  const nlohmann::json& v = json_member(j, "validation", result);
+  const std::string val = result + ": validation";
+  r.loss = json_field<double>(v, "loss", val);
+  r.accuracy = json_field<double>(v, "accuracy", val);
+  r.text = v.contains("bits_per_byte");
+  if (r.text) r.bpb = json_field<double>(v, "bits_per_byte", val);
+  if (v.contains("groups")) {
+    const nlohmann::json& groups = v["groups"];
+    if (!groups.is_array()) fail("{}: 'groups' must be a list", val);
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const std::string at = val + ": groups[" + std::to_string(i) + "]";
+      r.groups.emplace_back(json_field<std::string>(groups[i], "name", at),
+                            json_field<double>(groups[i], "accuracy", at));
+    }
   }
-  if (fs::exists(dir / "metrics.csv")) r.train_curve = read_train_curve(dir / "metrics.csv");
+  const nlohmann::json& p = json_member(j, "parameters", result);
+  const std::string par = result + ": parameters";
+  r.params_total = json_field<long long>(p, "total", par);
+  r.params_perspective = json_field<long long>(p, "perspective", par);
+  r.params_trained =
+      p.contains("trained") ? json_field<long long>(p, "trained", par) : r.params_total;
+  const nlohmann::json& t = json_member(j, "throughput", result);
+  r.tokens_per_s = json_field<double>(t, "train_tokens_per_s", result + ": throughput");
+  r.train_seconds = json_field<double>(t, "train_seconds", result + ": throughput");
+  const fs::path metrics = dir / kMetricsFile;
+  std::error_code ec;
+  if (fs::exists(metrics, ec)) r.train_curve = read_train_curve(metrics.string());
   return r;
 }
 
@@ -177,42 +196,103 @@ struct Series {
   std::vector<std::array<double, 4>> points;  // x, y, y_lo, y_hi
 };
 
-std::string gnuplot_quote(std::string s) {
-  std::replace(s.begin(), s.end(), '\'', '"');
-  return fmt::format("'{}'", s);
+// A string for a gnuplot script: single-quoted (no escapes, no backquote command
+// substitution inside), a quote doubled, control characters as spaces.
+std::string gnuplot_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'')
+      q += "''";
+    else
+      q += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
+  }
+  return q + "'";
 }
 
-// Writes <name>.dat and <name>.gp and renders <name>.svg and <name>.png. Returns whether
-// gnuplot succeeded.
-bool plot(const fs::path& dir, const std::string& name, const std::string& title,
-          const std::string& xlabel, const std::string& ylabel, const std::vector<Series>& series,
-          bool error_bars, const std::string& extra = "") {
-  std::string dat, cmds;
-  for (size_t i = 0; i < series.size(); ++i) {
-    dat += fmt::format("# {}\n", series[i].title);
-    for (const auto& p : series[i].points)
+// Whether gnuplot's output is whole: an SVG that closes, a PNG that ends in IEND (a full
+// disk leaves a truncated file, and gnuplot may still exit 0).
+bool rendered_whole(const std::string& path, bool png) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (png) {
+    static const std::string kIend("IEND\xae\x42\x60\x82", 8);
+    return bytes.rfind("\x89PNG", 0) == 0 && bytes.size() >= 8 &&
+           bytes.compare(bytes.size() - 8, 8, kIend) == 0;
+  }
+  const size_t end = bytes.find_last_not_of(" \n\r\t");
+  return end != std::string::npos && end >= 5 && bytes.compare(end - 5, 6, "</svg>") == 0;
+}
+
+// The gnuplot script of a plot, reading `dat` and writing `svg` and `png` (names in the
+// plots folder).
+std::string gnuplot_script(const std::string& title, const std::string& xlabel,
+                           const std::string& ylabel, const std::vector<Series>& series,
+                           bool error_bars, const std::string& extra, const std::string& dat,
+                           const std::string& svg, const std::string& png) {
+  std::string cmds;
+  for (size_t i = 0; i < series.size(); ++i)
+    cmds += fmt::format("{}{} index {} using 1:2{} with {} title {}", i ? ", " : "",
+                        gnuplot_quote(dat), i, error_bars ? ":3:4" : "",
+                        error_bars ? "yerrorlines" : "linespoints", gnuplot_quote(series[i].title));
+  return fmt::format(
+      "set title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key outside right\n"
+      "set offsets graph 0.04, graph 0.04, graph 0.02, graph 0.02\n{}"
+      "set terminal svg size 900,520 dynamic noenhanced font 'sans,11'\nset output {}\n"
+      "plot {}\n"
+      "set terminal pngcairo size 900,520 noenhanced font 'sans,10'\nset output {}\n"
+      "replot\n",
+      gnuplot_quote(title), gnuplot_quote(xlabel), gnuplot_quote(ylabel), extra, gnuplot_quote(svg),
+      cmds, gnuplot_quote(png));
+}
+
+std::string base_name(const std::string& path) {
+  return fs::path(path).filename().string();
+}
+
+// With `render`, stages <name>.dat and <name>.gp and renders <name>.svg and <name>.png
+// through gnuplot (run without a shell, on a script of its own that writes temporary
+// files: nothing lands before the whole report does). Returns whether they rendered.
+bool plot(StagedFiles& files, const fs::path& dir, bool render, const std::string& name,
+          const std::string& title, const std::string& xlabel, const std::string& ylabel,
+          const std::vector<Series>& series, bool error_bars, const std::string& extra = "") {
+  if (!render) return true;
+  std::string dat;
+  for (const Series& s : series) {
+    dat += fmt::format("# {}\n", s.title);
+    for (const auto& p : s.points)
       dat += fmt::format("{} {} {} {}\n", p[0], p[1], std::isnan(p[2]) ? p[1] : p[2],
                          std::isnan(p[3]) ? p[1] : p[3]);
     dat += "\n\n";
-    cmds += fmt::format("{}'{}.dat' index {} using 1:2{} with {} title {}", i ? ", " : "", name, i,
-                        error_bars ? ":3:4" : "", error_bars ? "yerrorlines" : "linespoints",
-                        gnuplot_quote(series[i].title));
   }
-  const std::string gp = fmt::format(
-      "set title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key outside right\n"
-      "set offsets graph 0.04, graph 0.04, graph 0.02, graph 0.02\n{}"
-      "set terminal svg size 900,520 dynamic noenhanced font 'sans,11'\nset output '{}.svg'\n"
-      "plot {}\n"
-      "set terminal pngcairo size 900,520 noenhanced font 'sans,10'\nset output '{}.png'\n"
-      "replot\n",
-      gnuplot_quote(title), gnuplot_quote(xlabel), gnuplot_quote(ylabel), extra, name, cmds, name);
-  write_text(dir / (name + ".dat"), dat);
-  write_text(dir / (name + ".gp"), gp);
-  const std::string cmd =
-      fmt::format("cd '{}' && gnuplot '{}.gp' > '{}.log' 2>&1", dir.string(), name, name);
-  if (std::system(cmd.c_str()) != 0) return false;  // the log says why
-  fs::remove(dir / (name + ".log"));
-  return true;
+  const std::string stem = (dir / name).string();
+  files.stage(stem + ".dat", dat);
+  files.stage(stem + ".gp", gnuplot_script(title, xlabel, ylabel, series, error_bars, extra,
+                                           name + ".dat", name + ".svg", name + ".png"));
+  // The rendering script reads the staged data and writes staged images.
+  const std::string dat_tmp = files.temporary(stem + ".dat");
+  const std::string svg_tmp = files.reserve(stem + ".svg"), png_tmp = files.reserve(stem + ".png");
+  files.stage(stem + ".render.gp",
+              gnuplot_script(title, xlabel, ylabel, series, error_bars, extra, base_name(dat_tmp),
+                             base_name(svg_tmp), base_name(png_tmp)));
+  const std::string gp_tmp = files.temporary(stem + ".render.gp");
+  const std::string log = stem + ".log";
+  int status = -1;
+  try {
+    ProcessOptions where;
+    where.cwd = dir.string();
+    where.output_file = log;
+    status = run_process("gnuplot", {"gnuplot", base_name(gp_tmp)}, where);
+  } catch (const Error&) {  // gnuplot is not installed
+  }
+  files.drop(stem + ".render.gp");
+  if (status == 0 && rendered_whole(svg_tmp, false) && rendered_whole(png_tmp, true)) {
+    std::error_code ec;
+    fs::remove(log, ec);
+    return true;
+  }
+  files.drop(stem + ".svg");
+  files.drop(stem + ".png");
+  return false;  // the log says why
 }
 
 std::string machine_description() {
@@ -232,37 +312,49 @@ std::string machine_description() {
 
 }  // namespace
 
-ReportSummary write_report(const std::string& dir_name) {
+ReportSummary write_report(const std::string& dir_name, const ReportOptions& options) {
   const fs::path dir(dir_name);
-  MTP_CHECK(fs::is_directory(dir), "{}: not a folder", dir_name);
-  const fs::path runs_dir = fs::is_directory(dir / "runs") ? dir / "runs" : dir;
+  std::error_code ec;
+  MTP_CHECK(fs::is_directory(dir, ec), "{}: not a folder", dir_name);
+  const fs::path runs_dir = fs::is_directory(dir / "runs", ec) ? dir / "runs" : dir;
   std::vector<Run> runs;
   std::vector<std::string> unfinished;
   // A sweep folder lists its runs in sweep.json: folders of an earlier grid that share
   // the folder are not part of this sweep. Without sweep.json, every run folder counts.
-  nlohmann::json sweep;
-  if (fs::exists(dir / "sweep.json")) {
-    try {
-      sweep = nlohmann::json::parse(std::ifstream(dir / "sweep.json"));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", (dir / "sweep.json").string(), e.what());
-    }
+  nlohmann::json sweep = nlohmann::json::object();
+  const fs::path record = dir / "sweep.json";
+  if (fs::exists(record, ec)) {
+    sweep = read_json_file(record.string());
+    if (!sweep.is_object())
+      fail("{}: expected an object, found {}", record.string(), json_excerpt(sweep));
   }
   std::vector<fs::path> run_dirs;
   if (sweep.contains("runs")) {
-    for (const auto& id : sweep["runs"]) run_dirs.push_back(runs_dir / id.get<std::string>());
+    const auto ids = json_field<std::vector<std::string>>(sweep, "runs", record.string());
+    std::set<std::string> seen;
+    for (const std::string& id : ids) {
+      MTP_CHECK(!id.empty() && id != "." && id != ".." && id.find('/') == std::string::npos,
+                "{}: '{}' is not a run folder's name", record.string(), id);
+      if (seen.insert(id).second) run_dirs.push_back(runs_dir / id);
+    }
   } else {
-    for (const auto& e : fs::directory_iterator(runs_dir))
-      if (e.is_directory() && e.path().filename() != "plots") run_dirs.push_back(e.path());
+    for (fs::directory_iterator it(runs_dir, ec), end; !ec && it != end; it.increment(ec))
+      if (it->is_directory(ec) && it->path().filename() != "plots") run_dirs.push_back(it->path());
+    MTP_CHECK(!ec, "{}: cannot list its runs ({})", runs_dir.string(), ec.message());
     std::sort(run_dirs.begin(), run_dirs.end());
   }
+  // A run counts when its folder is done: its result belongs to its configuration.
   for (const fs::path& d : run_dirs) {
-    if (fs::exists(d / "result.json"))
+    if (inspect_run_folder(d).state == RunState::done)
       runs.push_back(read_run(d));
     else
       unfinished.push_back(d.filename().string());
   }
-  MTP_CHECK(!runs.empty(), "{}: no finished runs (no */result.json)", dir_name);
+  MTP_CHECK(!runs.empty(), "{}: no finished runs (no run folder with a result matching its config)",
+            dir_name);
+  // Everything the report writes lands at the end, together: a failure part way (a full
+  // disk) leaves the previous report as it was.
+  StagedFiles files;
 
   // Configurations: the varying settings without the seed.
   const std::vector<std::string> keys = varying_settings(runs);
@@ -300,7 +392,7 @@ ReportSummary write_report(const std::string& dir_name) {
     csv += fmt::format(",{},{},{},{:.0f},{:.2f}\n", r.params_total, r.params_perspective,
                        r.params_trained, r.tokens_per_s, r.train_seconds);
   }
-  write_text(dir / "results.csv", csv);
+  files.stage((dir / "results.csv").string(), csv);
 
   // summary.csv and the per-configuration table.
   const bool any_text = std::any_of(runs.begin(), runs.end(), [](const Run& r) { return r.text; });
@@ -342,7 +434,7 @@ ReportSummary write_report(const std::string& dir_name) {
                              double(first.params_total - first.params_perspective),
                          tps);
   }
-  write_text(dir / "summary.csv", summary);
+  files.stage((dir / "summary.csv").string(), summary);
 
   // Each perspective configuration against its K = 1 baseline, paired by seed.
   auto baseline_of = [&](const Configuration& c) -> const Configuration* {
@@ -384,7 +476,10 @@ ReportSummary write_report(const std::string& dir_name) {
 
   // Plots.
   const fs::path plots_dir = dir / "plots";
-  fs::create_directories(plots_dir);
+  if (options.plots) {
+    fs::create_directories(plots_dir, ec);
+    MTP_CHECK(!ec, "{}: cannot create the folder ({})", plots_dir.string(), ec.message());
+  }
   std::vector<std::pair<std::string, std::string>> figures;  // (file stem, caption)
   bool plots_ok = true;
   auto series_over = [&](const std::string& axis) {
@@ -394,7 +489,11 @@ ReportSummary write_report(const std::string& dir_name) {
       const MeanCI ci = mean_ci(c.headline());
       Series& s = lines[label_of(c.settings, keys, axis)];
       s.title = label_of(c.settings, keys, axis);
-      s.points.push_back({std::stod(c.settings.at(axis)), ci.mean, ci.lo, ci.hi});
+      double x = 0;
+      const std::string& v = c.settings.at(axis);
+      const auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), x);
+      if (err != std::errc() || end != v.data() + v.size()) continue;  // not on a numeric axis
+      s.points.push_back({x, ci.mean, ci.lo, ci.hi});
     }
     std::vector<Series> out;
     for (auto& [label, s] : lines) {
@@ -405,13 +504,15 @@ ReportSummary write_report(const std::string& dir_name) {
   };
   const std::string ylabel = "validation " + metric_name;
   if (std::find(keys.begin(), keys.end(), "perspectives") != keys.end()) {
-    plots_ok &= plot(plots_dir, "metric_vs_k", ylabel + " against the number of perspectives",
-                     "perspectives K", ylabel, series_over("perspectives"), true, "set xtics 1\n");
+    plots_ok &= plot(files, plots_dir, options.plots, "metric_vs_k",
+                     ylabel + " against the number of perspectives", "perspectives K", ylabel,
+                     series_over("perspectives"), true, "set xtics 1\n");
     figures.emplace_back("metric_vs_k", ylabel + " against K (mean and 95% CI over seeds)");
   }
   if (std::find(keys.begin(), keys.end(), "noise") != keys.end()) {
-    plots_ok &= plot(plots_dir, "metric_vs_noise", ylabel + " against selector noise",
-                     "selector noise sigma", ylabel, series_over("noise"), true);
+    plots_ok &=
+        plot(files, plots_dir, options.plots, "metric_vs_noise", ylabel + " against selector noise",
+             "selector noise sigma", ylabel, series_over("noise"), true);
     figures.emplace_back("metric_vs_noise", ylabel + " against the selector noise");
   }
   if (!group_names.empty()) {
@@ -431,8 +532,8 @@ ReportSummary write_report(const std::string& dir_name) {
       }
       lines.push_back(std::move(s));
     }
-    plots_ok &= plot(plots_dir, "accuracy_per_group", "validation accuracy per query group", "",
-                     "accuracy", lines, true, xtics);
+    plots_ok &= plot(files, plots_dir, options.plots, "accuracy_per_group",
+                     "validation accuracy per query group", "", "accuracy", lines, true, xtics);
     figures.emplace_back("accuracy_per_group", "accuracy per lag (mean and 95% CI over seeds)");
   }
   {
@@ -446,8 +547,8 @@ ReportSummary write_report(const std::string& dir_name) {
       if (!s.points.empty()) lines.push_back(std::move(s));
     }
     if (!lines.empty()) {
-      plots_ok &= plot(plots_dir, "training_curves", "training loss (mean over seeds)", "step",
-                       "training loss", lines, false);
+      plots_ok &= plot(files, plots_dir, options.plots, "training_curves",
+                       "training loss (mean over seeds)", "step", "training loss", lines, false);
       figures.emplace_back("training_curves", "training loss, mean over seeds");
     }
   }
@@ -474,11 +575,16 @@ ReportSummary write_report(const std::string& dir_name) {
       "p-value of a paired t-test.\n\n";
   md += comparisons ? paired : "No K > 1 configuration has a K = 1 baseline in this sweep.\n";
   md += "\n## Plots\n\n";
+  if (!options.plots) {
+    md += "Not made (report --no-plots).\n";
+    figures.clear();
+  }
   if (!plots_ok) md += "Some plots were not rendered: is gnuplot installed? (see plots/*.log)\n\n";
   for (const auto& [stem, caption] : figures)
     md += fmt::format("![{}](plots/{}.svg)\n\n*{}* ([PNG](plots/{}.png), [data](plots/{}.dat))\n\n",
                       caption, stem, caption, stem, stem);
-  write_text(dir / "REPORT.md", md);
+  files.stage((dir / "REPORT.md").string(), md);
+  files.commit();
   return {int(runs.size()), int(configs.size()), comparisons, int(figures.size()), !plots_ok};
 }
 

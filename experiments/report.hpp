@@ -12,6 +12,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mtp::exp {
 
@@ -20,6 +22,16 @@ struct ReportSummary {
   bool plots_skipped = false;  // gnuplot is missing or failed
 };
 
-ReportSummary write_report(const std::string& dir);
+struct ReportOptions {
+  bool plots = true;  // render plots with gnuplot (else tables and statistics only)
+};
+
+// Writes the report of `dir`: everything at once (staged, then renamed into place), so a
+// failure part way leaves the previous report whole. Reads the run folders strictly:
+// a malformed file is an mtp::Error naming it.
+ReportSummary write_report(const std::string& dir, const ReportOptions& options = {});
+
+// The training-loss curve of a run's metrics.csv: (step, mean loss) of its train rows.
+std::vector<std::pair<long long, double>> read_train_curve(const std::string& path);
 
 }  // namespace mtp::exp

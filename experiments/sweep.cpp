@@ -1,8 +1,5 @@
 #include "mtp/experiments/sweep.hpp"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,9 +17,12 @@
 
 #include "mtp/core/error.hpp"
 #include "mtp/core/file_io.hpp"
-#include "mtp/core/safetensors.hpp"
+#include "mtp/core/sha256.hpp"
 #include "mtp/experiments/cli.hpp"
+#include "mtp/experiments/json_file.hpp"
+#include "mtp/experiments/process.hpp"
 #include "mtp/experiments/progress.hpp"
+#include "mtp/experiments/run_folder.hpp"
 
 namespace mtp::exp {
 namespace fs = std::filesystem;
@@ -33,11 +33,17 @@ bool sweep_owned(const std::string& flag) {
   return flag == "out" || flag == "threads";
 }
 
-std::string sanitise(const std::string& s) {
+// A grid value as part of a folder name: as it is when it holds only letters, digits,
+// '.' and '-' (and is short); otherwise those kept, the rest as '_', and a hash of the
+// whole value, so that two values never share a folder ("a b.txt" and "a_b.txt").
+std::string folder_word(const std::string& v) {
+  const auto plain = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+  };
+  if (!v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), plain)) return v;
   std::string out;
-  for (char c : s)
-    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '_';
-  return out;
+  for (char c : v.substr(0, 48)) out += plain(c) ? c : '_';
+  return out + "_" + sha256_hex(v.data(), v.size()).substr(0, 8);
 }
 
 bool is_true(const std::string& v) {
@@ -50,41 +56,14 @@ bool is_false(const std::string& v) {
 // The headline number of a finished run, for the progress line.
 std::string headline(const fs::path& result) {
   try {
-    const nlohmann::json j = nlohmann::json::parse(std::ifstream(result));
-    const auto& v = j.at("validation");
+    const nlohmann::json j = read_json_file(result.string());
+    const nlohmann::json& v = json_member(j, "validation", result.string());
     if (v.contains("bits_per_byte"))
-      return fmt::format("{:.4f} bits/byte", v.at("bits_per_byte").get<double>());
-    return fmt::format("accuracy {:.4f}", v.at("accuracy").get<double>());
-  } catch (const std::exception&) {
+      return fmt::format("{:.4f} bits/byte", json_field<double>(v, "bits_per_byte", "result"));
+    return fmt::format("accuracy {:.4f}", json_field<double>(v, "accuracy", "result"));
+  } catch (const Error&) {
     return "(no result)";
   }
-}
-
-void write_text(const fs::path& p, const std::string& s) {
-  write_file_atomic(p.string(), s.data(), s.size());
-}
-
-// Children die with the sweep (SIGKILL included), so a killed sweep leaves no run
-// writing into a folder that the next sweep will redo.
-pid_t spawn_run(const std::string& exe, const std::vector<std::string>& args, const fs::path& log,
-                bool append_log) {
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  MTP_CHECK(pid >= 0, "sweep: fork failed ({})", std::strerror(errno));
-  if (pid > 0) return pid;
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) ::_exit(1);  // the sweep died before prctl
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | (append_log ? O_APPEND : O_TRUNC), 0644);
-  if (fd >= 0) {
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::close(fd);
-  }
-  std::vector<char*> argv{const_cast<char*>("mtp-exp"), const_cast<char*>("train")};
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  ::execv(exe.c_str(), argv.data());
-  ::_exit(127);
 }
 
 std::string self_executable() {
@@ -119,8 +98,10 @@ void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
   std::error_code ec;
   fs::create_directories(opt.out, ec);  // Slurm opens --output before a task starts
   MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", opt.out, ec.message());
-  write_text(opt.emit_slurm, script);
-  ::chmod(opt.emit_slurm.c_str(), 0755);
+  write_file_atomic(opt.emit_slurm, script, WriteOptions::user_named());
+  struct stat st {};
+  if (::stat(opt.emit_slurm.c_str(), &st) == 0 && S_ISREG(st.st_mode))
+    ::chmod(opt.emit_slurm.c_str(), 0755);
   fmt::print("wrote {}: {} runs in {} array tasks (sbatch {})\n", opt.emit_slurm, runs.size(),
              tasks, opt.emit_slurm);
 }
@@ -168,7 +149,9 @@ std::vector<GridAxis> parse_grid(const std::string& grid) {
       if (flags.is_switch(axis.flag) && !is_true(v) && !is_false(v))
         usage_fail("--grid: '{}' is a switch; its values are true or false, not '{}'", axis.flag,
                    v);
-      axis.values.push_back(v);
+      // A value listed twice is one run, not two runs into one folder.
+      if (std::find(axis.values.begin(), axis.values.end(), v) == axis.values.end())
+        axis.values.push_back(v);
     }
     if (axis.values.empty()) usage_fail("--grid: '{}' has no values", axis.flag);
     axes.push_back(std::move(axis));
@@ -186,9 +169,9 @@ std::vector<SweepRun> expand_grid(const std::vector<GridAxis>& axes) {
     for (size_t a = 0; a < axes.size(); ++a) {
       run.point.emplace_back(axes[a].flag, axes[a].values[at[a]]);
       if (a) run.id += '_';
-      run.id += sanitise(axes[a].flag);
+      run.id += axes[a].flag;  // a train flag: letters and '-'
       run.id += '-';
-      run.id += sanitise(axes[a].values[at[a]]);
+      run.id += folder_word(axes[a].values[at[a]]);
     }
     runs.push_back(std::move(run));
     size_t a = axes.size();
@@ -213,69 +196,114 @@ std::vector<std::string> run_arguments(const SweepRun& run, const std::vector<st
   return args;
 }
 
-int run_sweep(const SweepOptions& opt) {
-  if (opt.out.empty()) usage_fail("--out DIR is required");
-  if (opt.jobs < 1) usage_fail("--jobs must be >= 1, got {}", opt.jobs);
-  if (opt.shards < 1 || opt.shard < 0 || opt.shard >= opt.shards)
-    usage_fail("--shard {}/{} is not i/n with 0 <= i < n", opt.shard, opt.shards);
-  for (const std::string& a : opt.base_args)
-    if (a == "--out" || a == "--threads" || a.rfind("--out=", 0) == 0 ||
-        a.rfind("--threads=", 0) == 0)
-      usage_fail("{} is set by the sweep for each run (use the sweep's --out/--threads)", a);
-  const std::vector<GridAxis> axes = parse_grid(opt.grid);
-  const std::vector<SweepRun> runs = expand_grid(axes);
-  const int threads =
-      opt.threads > 0 ? opt.threads : std::max(1, int(::sysconf(_SC_NPROCESSORS_ONLN)) / opt.jobs);
-  // Every run's flags must parse and validate before any run starts.
-  const fs::path root(opt.out);
-  for (const SweepRun& run : runs) {
-    try {
-      validate(cli::parse_train_args(run_arguments(run, opt.base_args, "x", threads)));
-    } catch (const UsageError& e) {
-      usage_fail("sweep run {}: {}", run.id, e.what());
-    }
-  }
-  if (!opt.emit_slurm.empty()) {
-    emit_slurm(opt, runs);
-    return 0;
-  }
+namespace {
 
-  // Resuming (or growing the grid, e.g. more seeds) is fine; changing the flags every
-  // run shares is not: finished runs would be kept under other settings.
-  if (fs::exists(root / "sweep.json")) {
-    nlohmann::json before;
-    try {
-      before = nlohmann::json::parse(read_file_bytes((root / "sweep.json").string()));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", (root / "sweep.json").string(), e.what());
-    }
-    if (before.value("base_args", std::vector<std::string>{}) != opt.base_args)
+// sweep.json records the grid and the flags every run shares. Checking it and writing
+// it is one step under the sweep folder's lock, so two sweeps started together cannot
+// both find it absent: the second sees the first's flags, and with other flags it is
+// refused. Shards of one sweep (the same flags) pass, and run side by side.
+void record_sweep(const SweepOptions& opt, const std::vector<GridAxis>& axes,
+                  const std::vector<SweepRun>& runs) {
+  const fs::path root(opt.out);
+  const FolderLock lock = FolderLock::wait(root, "--out " + opt.out, ".sweep.lock");
+  const fs::path record = root / "sweep.json";
+  std::error_code ec;
+  if (fs::exists(record, ec)) {
+    const nlohmann::json before = read_json_file(record.string());
+    const auto shared = json_field<std::vector<std::string>>(before, "base_args", record.string());
+    if (shared != opt.base_args)
       usage_fail(
           "{} holds a sweep run with other shared flags ({}); use the same flags to resume "
           "it, or another --out",
-          opt.out, fmt::join(before.value("base_args", std::vector<std::string>{}), " "));
+          opt.out, shared.empty() ? "none" : fmt::format("{}", fmt::join(shared, " ")));
   }
-  std::error_code ec;
   fs::create_directories(root / "runs", ec);
   MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", opt.out, ec.message());
   nlohmann::json axes_json = nlohmann::json::array();
   for (const GridAxis& a : axes) axes_json.push_back({{"flag", a.flag}, {"values", a.values}});
   nlohmann::json run_ids = nlohmann::json::array();
   for (const SweepRun& r : runs) run_ids.push_back(r.id);
-  write_text(root / "sweep.json", nlohmann::json{{"grid", opt.grid},
-                                                 {"axes", axes_json},
-                                                 {"base_args", opt.base_args},
-                                                 {"command", opt.command_line},
-                                                 {"runs", run_ids}}
-                                          .dump(2) +
-                                      "\n");
+  write_file_atomic(record.string(), nlohmann::json{{"grid", opt.grid},
+                                                    {"axes", axes_json},
+                                                    {"base_args", opt.base_args},
+                                                    {"command", opt.command_line},
+                                                    {"runs", run_ids}}
+                                             .dump(2) +
+                                         "\n");
+}
+
+// What a sweep does with one run's folder, decided with the run's lock held.
+enum class RunAction { skip_done, start, restart, resume, refuse };
+
+RunAction decide(const RunFolderStatus& s, const nlohmann::json& expected, std::string& why) {
+  if (s.run_files.empty()) return RunAction::start;
+  if (!s.config.is_null() && run_settings(s.config) != expected) {
+    why = "the folder holds a run with other settings; remove it or use another --out";
+    return RunAction::refuse;
+  }
+  if (s.state == RunState::done) return RunAction::skip_done;
+  // A run killed after writing its training state continues from it; one that failed
+  // or left nothing to continue from starts over.
+  if (s.resumable && s.state != RunState::failed) return RunAction::resume;
+  return RunAction::restart;
+}
+
+struct SweepTally {
+  int done = 0, failed = 0, busy = 0;
+  std::vector<std::string> failures;  // "id (see log)"
+};
+
+}  // namespace
+
+int run_sweep(const SweepOptions& opt) {
+  if (opt.out.empty()) usage_fail("--out DIR is required");
+  if (opt.jobs < 1) usage_fail("--jobs must be >= 1, got {}", opt.jobs);
+  if (opt.shards < 1 || opt.shard < 0 || opt.shard >= opt.shards)
+    usage_fail("--shard {}/{} is not i/n with 0 <= i < n", opt.shard, opt.shards);
+  for (const std::string& a : opt.base_args)
+    if (a == "--out" || a == "--threads" || a == "--resume" || a == "--overwrite" ||
+        a.rfind("--out=", 0) == 0 || a.rfind("--threads=", 0) == 0 || a.rfind("--resume=", 0) == 0)
+      usage_fail("{} is set by the sweep for each run", a);
+  const std::vector<GridAxis> axes = parse_grid(opt.grid);
+  const std::vector<SweepRun> runs = expand_grid(axes);
+  const int threads =
+      opt.threads > 0 ? opt.threads : std::max(1, int(::sysconf(_SC_NPROCESSORS_ONLN)) / opt.jobs);
+  // Every run's flags must parse and validate before any run starts, and every run must
+  // be a configuration of its own in a folder of its own.
+  const fs::path root(opt.out);
+  std::vector<nlohmann::json> expected;
+  std::map<std::string, const SweepRun*> by_id;
+  for (const SweepRun& run : runs) {
+    TrainConfig c;
+    try {
+      c = cli::parse_train_args(run_arguments(run, opt.base_args, "x", threads));
+      validate(c);
+    } catch (const UsageError& e) {
+      usage_fail("sweep run {}: {}", run.id, e.what());
+    }
+    expected.push_back(run_settings(to_json(c)));
+    for (size_t i = 0; i + 1 < expected.size(); ++i)
+      if (expected[i] == expected.back())
+        usage_fail(
+            "--grid: runs {} and {} are the same configuration (values that mean the same, "
+            "written two ways?)",
+            runs[i].id, run.id);
+    if (!by_id.emplace(run.id, &run).second)
+      usage_fail("--grid: two runs map to the folder {}", run.id);
+  }
+  if (!opt.emit_slurm.empty()) {
+    emit_slurm(opt, runs);
+    return 0;
+  }
+  record_sweep(opt, axes, runs);
 
   std::vector<const SweepRun*> todo;
   int already = 0, mine = 0;
   for (const SweepRun& r : runs) {
     if (r.index % opt.shards != opt.shard) continue;
     ++mine;
-    if (fs::exists(root / "runs" / r.id / "result.json"))
+    const RunFolderStatus s = inspect_run_folder(root / "runs" / r.id);
+    if (s.state == RunState::done && run_settings(s.config) == expected[size_t(r.index)])
       ++already;
     else
       todo.push_back(&r);
@@ -291,23 +319,69 @@ int run_sweep(const SweepOptions& opt) {
   const auto t0 = clock::now();
   std::map<pid_t, std::pair<const SweepRun*, clock::time_point>> running;
   size_t next = 0;
-  int done = 0, failed = 0;
+  SweepTally tally;
+  int finished = 0;  // runs this sweep has dealt with (done, failed, or left to another)
+  auto report = [&](const SweepRun& r, const std::string& what, double secs) {
+    ++finished;
+    const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
+    const double eta = elapsed / finished * double(todo.size() - size_t(finished));
+    fmt::print("[{}/{}] {}: {} ({})\n", finished, todo.size(), r.id, what, format_duration(secs));
+    fmt::print("sweep: {}/{} done, {} failed, elapsed {}, eta {}\n", already + tally.done, mine,
+               tally.failed, format_duration(elapsed), format_duration(eta));
+    std::fflush(stdout);
+  };
+  auto fail_run = [&](const SweepRun& r, const std::string& why) {
+    ++tally.failed;
+    tally.failures.push_back(r.id);
+    report(r, "FAILED (" + why + ")", 0);
+  };
   while (next < todo.size() || !running.empty()) {
     while (next < todo.size() && int(running.size()) < opt.jobs) {
-      const SweepRun* r = todo[next++];
-      const fs::path dir = root / "runs" / r->id;
-      fs::create_directories(dir, ec);
-      MTP_CHECK(!ec, "{}: cannot create the folder ({})", dir.string(), ec.message());
-      // A run killed after writing a training state (--checkpoint-every) continues from
-      // it rather than starting over.
-      const bool resume = fs::exists(dir / "training-state.safetensors");
-      const std::vector<std::string> args =
-          resume ? std::vector<std::string>{"--resume", dir.string(), "--threads",
-                                            std::to_string(threads)}
-                 : run_arguments(*r, opt.base_args, dir.string(), threads);
-      const pid_t pid = spawn_run(exe, args, dir / "log.txt", resume);
-      running[pid] = {r, clock::now()};
+      const SweepRun& r = *todo[next++];
+      const fs::path dir = root / "runs" / r.id;
+      // The run's lock decides: another process training it (another sweep, a shard
+      // started twice, a manual --resume) keeps it, and this sweep goes on.
+      std::optional<FolderLock> lock = FolderLock::try_take(dir, dir.string());
+      if (!lock) {
+        ++tally.busy;
+        report(r, "in use by another process (" + FolderLock::holder(dir) + "); left to it", 0);
+        continue;
+      }
+      std::string why;
+      const RunAction action = decide(inspect_run_folder(dir), expected[size_t(r.index)], why);
+      if (action == RunAction::skip_done) {
+        ++tally.done;
+        report(r, "finished by another process", 0);
+        continue;
+      }
+      if (action == RunAction::refuse) {
+        fail_run(r, why);
+        continue;
+      }
+      std::vector<std::string> args = {"mtp-exp", "train"};
+      if (action == RunAction::resume) {
+        args.insert(args.end(), {"--resume", dir.string(), "--threads", std::to_string(threads)});
+      } else {
+        const std::vector<std::string> own = run_arguments(r, opt.base_args, dir.string(), threads);
+        args.insert(args.end(), own.begin(), own.end());
+        if (action == RunAction::restart) args.push_back("--overwrite");
+      }
+      // The child takes the lock over; children die with the sweep (SIGKILL included),
+      // so a killed sweep leaves no run writing into a folder the next sweep will redo.
+      ProcessOptions po;
+      po.output_file = (dir / "log.txt").string();
+      po.append_output = action == RunAction::resume;  // keep the first attempt's log
+      po.die_with_parent = true;
+      po.keep_fd = lock->fd();
+      po.env = {std::string(kInheritedLockVariable) + "=" + std::to_string(lock->fd())};
+      try {
+        const pid_t pid = spawn_process(exe, args, po);
+        running[pid] = {&r, clock::now()};
+      } catch (const Error& e) {
+        fail_run(r, e.what());
+      }
     }
+    if (running.empty()) continue;
     int status = 0;
     const pid_t pid = ::waitpid(-1, &status, 0);
     if (pid < 0) {
@@ -318,27 +392,38 @@ int run_sweep(const SweepOptions& opt) {
     if (it == running.end()) continue;
     const auto [r, started] = it->second;
     running.erase(it);
-    ++done;
     const double secs = std::chrono::duration<double>(clock::now() - started).count();
     const fs::path dir = root / "runs" / r->id;
-    const bool ok =
-        WIFEXITED(status) && WEXITSTATUS(status) == 0 && fs::exists(dir / "result.json");
-    failed += !ok;
-    const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
-    const double eta = elapsed / done * double(todo.size() - size_t(done));
-    fmt::print("[{}/{}] {}: {} ({})\n", done, todo.size(), r->id,
-               ok ? headline(dir / "result.json")
-                  : fmt::format("FAILED (exit {}; see {})",
-                                WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-                                (dir / "log.txt").string()),
-               format_duration(secs));
-    fmt::print("sweep: {}/{} done, {} failed, elapsed {}, eta {}\n", already + done, mine, failed,
-               format_duration(elapsed), format_duration(eta));
-    std::fflush(stdout);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const RunFolderStatus after = inspect_run_folder(dir);
+    if (code == 0 && after.state == RunState::done) {
+      ++tally.done;
+      report(*r, headline(dir / kResultFile), secs);
+    } else {
+      fail_run(*r, fmt::format("exit {}; see {}", code, (dir / "log.txt").string()));
+    }
   }
-  fmt::print("sweep: finished{}; summarise with: mtp-exp report {}\n",
-             failed ? fmt::format(" with {} failed runs", failed) : "", opt.out);
-  return failed;
+  if (tally.failed > 0) {
+    fmt::print(
+        "sweep: finished with {} failed runs; summarise the others with: mtp-exp report {}\n",
+        tally.failed, opt.out);
+    std::fflush(stdout);
+    fail("sweep: {} of {} runs failed ({}{}); their logs are DIR/runs/<run>/log.txt", tally.failed,
+         mine,
+         fmt::join(tally.failures.begin(),
+                   tally.failures.begin() + std::min<size_t>(3, tally.failures.size()), ", "),
+         tally.failures.size() > 3 ? ", ..." : "");
+  }
+  if (tally.busy > 0) {
+    fmt::print("sweep: {} runs are in use by other processes; rerun to pick up any they leave\n",
+               tally.busy);
+    std::fflush(stdout);
+    throw FolderBusy(fmt::format(
+        "sweep: {} of {} runs are in use by another process (another sweep or --resume on {})",
+        tally.busy, mine, opt.out));
+  }
+  fmt::print("sweep: finished; summarise with: mtp-exp report {}\n", opt.out);
+  return 0;
 }
 
 }  // namespace mtp::exp

@@ -3,8 +3,10 @@
 //
 //   mtp-exp sweep --grid "cell=gru,lstm;perspectives=1,3;seed=0,1" [train flags] --out DIR
 //
-// A run is finished when its result.json exists (written atomically at its end), so a
-// sweep that is killed and started again skips what is done and redoes the rest.
+// A run is finished when its folder is done (result.json matching its config.json, see
+// run_folder.hpp), so a sweep that is killed and started again skips what is done,
+// resumes what has a training state and redoes the rest. Each run is trained under its
+// folder's lock, so sweeps (or shards) that meet on a run never train it twice.
 // `--shard i/n` runs the runs whose index is i mod n, so n machines (a Slurm array,
 // `--emit-slurm`) can share one sweep folder.
 #pragma once
@@ -27,7 +29,10 @@ std::vector<GridAxis> parse_grid(const std::string& grid);
 struct SweepRun {
   int index = 0;                                           // position in the product
   std::vector<std::pair<std::string, std::string>> point;  // (flag, value) per axis
-  std::string id;                                          // "cell-gru_perspectives-3_seed-0"
+  // "cell-gru_perspectives-3_seed-0": values with other characters than letters, digits,
+  // '.' and '-' keep those, '_' for the rest, and a hash of the value, so that no two
+  // runs share a folder.
+  std::string id;
 };
 
 // The product in a fixed order: the last axis varies fastest.
@@ -56,7 +61,9 @@ std::string shell_quote(const std::string& s);
 // `s` as is when the shell would read it unchanged, else shell_quote(s).
 std::string shell_word(const std::string& s);
 
-// Runs (or, with emit_slurm, schedules) the sweep. Returns the number of failed runs.
+// Runs (or, with emit_slurm, schedules) the sweep, and returns 0 when every run of its
+// shard is finished. Throws mtp::Error when runs failed (named, with their logs), and
+// FolderBusy when runs were left to other processes holding their folders.
 int run_sweep(const SweepOptions& opt);
 
 }  // namespace mtp::exp

@@ -6,6 +6,7 @@
 #include "mtp/core/file_io.hpp"
 #include "mtp/core/ops/softmax.hpp"
 #include "mtp/core/rng.hpp"
+#include "mtp/core/sha256.hpp"
 
 namespace mtp::exp {
 namespace {
@@ -207,6 +208,7 @@ TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int
     : carry_(carry_state), path_(path), batch_(batch), seq_len_(seq_len), seed_(seed) {
   bytes_ = read_file_bytes(path, "--data");
   MTP_CHECK(!bytes_.empty(), "--data {}: the file is empty", path);
+  sha256_ = sha256_hex(bytes_.data(), bytes_.size());
   split_ = bytes_.size() * 9 / 10;
   const size_t window = size_t(seq_len) + 1;
   MTP_CHECK(split_ >= window && bytes_.size() - split_ >= window,
@@ -293,6 +295,7 @@ nlohmann::json TextTask::describe() const {
   return {{"task", "text"},
           {"data", path_},
           {"bytes", bytes_.size()},
+          {"sha256", sha256_},
           {"train_bytes", split_},
           {"validation_bytes", bytes_.size() - split_},
           {"validation_tokens", val_tokens_},

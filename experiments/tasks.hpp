@@ -25,6 +25,14 @@ struct Batch {
   std::vector<std::int32_t> groups;
 };
 
+// A file a task reads, as a training state records it: a resume on other data is
+// refused.
+struct DataFile {
+  std::string flag, path;  // "--data", as given
+  std::uint64_t bytes = 0;
+  std::string sha256;
+};
+
 class Task {
  public:
   virtual ~Task() = default;
@@ -45,6 +53,8 @@ class Task {
   // With carried state: whether training step `step` starts the streams over (the state
   // must be reset).
   virtual bool starts_streams(std::uint64_t step) const { return step == 0; }
+  // The files the task's data come from (none for generated tasks).
+  virtual std::vector<DataFile> data_files() const { return {}; }
 };
 
 // A task whose sequences are generated on the fly, one column of a (T,B) batch at a
@@ -148,6 +158,9 @@ class TextTask final : public Task {
   nlohmann::json describe() const override;
   bool carries_state() const override { return carry_; }
   bool starts_streams(std::uint64_t step) const override;
+  std::vector<DataFile> data_files() const override {
+    return {{"--data", path_, bytes_.size(), sha256_}};
+  }
 
  private:
   // Chunks of T tokens (plus the next byte as the last target) per stream when [begin,
@@ -158,6 +171,7 @@ class TextTask final : public Task {
   std::string path_;
   index_t batch_;  // the number of streams with carried state
   std::vector<std::uint8_t> bytes_;
+  std::string sha256_;  // of bytes_
   size_t split_;  // train: [0, split_), validation: [split_, size)
   int seq_len_;
   std::uint64_t seed_;

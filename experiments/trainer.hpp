@@ -15,6 +15,7 @@
 #include "mtp/experiments/checkpoint.hpp"
 #include "mtp/experiments/config.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/memory_estimate.hpp"
 #include "mtp/experiments/tasks.hpp"
 
 namespace mtp::exp {
@@ -123,21 +124,30 @@ struct Checkpoint {
 };
 Checkpoint read_checkpoint(const std::string& path);
 
+// The size of a run's --data file (0 for none, or a pipe: unknown until read).
+double corpus_bytes(const TrainConfig& c);
+
 // Rebuilds the model a checkpoint was trained as, loads its parameters, and returns
-// f(model); the model type is chosen from the stored configuration.
+// f(model); the model type is chosen from the stored configuration. A model that would
+// not fit in memory is refused first.
 template <class F>
 decltype(auto) with_checkpoint_model(const Checkpoint& ck, F&& f) {
-  return with_mixer<float>(ck.config.cell, ck.config.aggregator,
-                           [&]<class Mixer>() -> decltype(auto) {
-                             auto model = build_model<Mixer>(ck.config, task_vocab(ck.config));
-                             load_parameters(ck.file, ck.path, model.params());
-                             return f(model);
-                           });
+  return with_mixer<float>(
+      ck.config.cell, ck.config.aggregator, [&]<class Mixer>() -> decltype(auto) {
+        check_memory(estimate_memory<Mixer>(ck.config, mixer_config<Mixer>(ck.config),
+                                            task_vocab(ck.config), corpus_bytes(ck.config), false),
+                     "rebuilding the model of " + ck.path);
+        auto model = build_model<Mixer>(ck.config, task_vocab(ck.config));
+        load_parameters(ck.file, ck.path, model.params());
+        return f(model);
+      });
 }
 
 // `mtp-exp` (train): trains, evaluates, prints the summary and writes DIR/config.json,
 // DIR/metrics.csv, DIR/model.safetensors and DIR/result.json. Returns the result JSON.
-nlohmann::json run_training(const TrainConfig& cfg);
+// The folder is locked for the whole run (run_folder.hpp); one that holds a run is
+// refused unless `overwrite`.
+nlohmann::json run_training(const TrainConfig& cfg, bool overwrite = false);
 // Continues the run in `dir` (written with --checkpoint-every) from its last training
 // state, with the settings in dir/config.json; threads > 0 overrides the thread count.
 // The metrics equal an uninterrupted run's when the thread count is the same.

@@ -161,9 +161,12 @@ TEST(Resume, RefusesOtherSettingsAndMissingOrBrokenState) {
   EXPECT_EQ(run_mtp_exp({"--resume", (dir.path() / "nowhere").string()}, dir.path() / "gone.log"),
             1);
 
-  // A training state whose run had other settings than config.json is refused.
+  // A training state whose run had other settings than config.json is refused. (The
+  // run replaces the finished one in its folder: only with --overwrite.)
   std::vector<std::string> with_ckpt = run;
   with_ckpt.insert(with_ckpt.end(), {"--checkpoint-every", "2"});
+  EXPECT_EQ(run_mtp_exp(with_ckpt, dir.path() / "ckpt.log"), 2);
+  with_ckpt.push_back("--overwrite");
   ASSERT_EQ(run_mtp_exp(with_ckpt, dir.path() / "ckpt.log"), 0);
   const std::string config = test::read_file(out / "config.json");
   const std::string lr_text = "\"lr\": 0.003";

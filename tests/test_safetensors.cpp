@@ -162,8 +162,8 @@ std::vector<double> decode16(const char* dtype, const std::vector<std::uint16_t>
   EXPECT_NE(header.find(std::string("\"") + dtype + "\""), std::string::npos) << header;
   const SafeTensors back = SafeTensors::parse(bytes.data(), bytes.size(), "mem");
   EXPECT_EQ(back.at("h").dtype, t.dtype);
-  const std::vector<double> d = back.at("h").to<double>("h");
-  const std::vector<float> f = back.at("h").to<float>("h");
+  const std::vector<double> d = back.at("h").decode<double>("h");
+  const std::vector<float> f = back.at("h").decode<float>("h");
   for (size_t i = 0; i < d.size(); ++i)
     if (!std::isnan(d[i])) {
       EXPECT_EQ(double(f[i]), d[i]) << "element " << i;
@@ -395,6 +395,56 @@ TEST(SafeTensors, SaveLoadRoundTrip) {
   EXPECT_EQ(read_bytes(p), st.serialize());
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"weights.safetensors"})
       << "save() must leave no temporary file";
+}
+
+// Loading (to<S>) refuses what decoding lets through: a NaN or infinite weight, or a
+// double beyond float's range, named with its index.
+TEST(SafeTensors, LoadingRefusesNonFiniteValuesNamingTheIndex) {
+  for (const double bad : {std::nan(""), std::numeric_limits<double>::infinity(), 1e300}) {
+    const std::vector<double> v = {0.5, -1.0, bad, 2.0};
+    SafeTensors st;
+    st.put("w", {4}, v.data());
+    const std::vector<std::uint8_t> bytes = st.serialize();
+    const SafeTensors back = SafeTensors::parse(bytes.data(), bytes.size(), "m.safetensors");
+    if (std::isfinite(bad)) {
+      EXPECT_EQ(back.at("w").to<double>("w")[2], bad);
+    } else {
+      try {
+        back.at("w").to<double>("m.safetensors: tensor 'w'");
+        ADD_FAILURE() << "accepted " << bad;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("m.safetensors: tensor 'w' holds a non-finite value"),
+                  std::string::npos)
+            << e.what();
+        EXPECT_NE(std::string(e.what()).find("at flat index 2"), std::string::npos) << e.what();
+      }
+    }
+    EXPECT_THROW(back.at("w").to<float>("w"), Error) << bad << " does not fit a float";
+  }
+}
+
+// A zero-sized dimension is an empty tensor with no bytes, whatever its other
+// dimensions: valid, as the reference implementation has it.
+TEST(SafeTensors, ZeroSizedDimensionIsAnEmptyTensor) {
+  for (const std::string shape : {"[0]", "[3,0]", "[0,5,7]", "[1000000,0]"}) {
+    const std::string header = R"({"e":{"dtype":"F32","shape":)" + shape +
+                               R"(,"data_offsets":[0,0]}})";
+    std::vector<std::uint8_t> bytes(8);
+    const std::uint64_t n = header.size();
+    std::memcpy(bytes.data(), &n, 8);
+    bytes.insert(bytes.end(), header.begin(), header.end());
+    const SafeTensors st = SafeTensors::parse(bytes.data(), bytes.size(), "empty.safetensors");
+    EXPECT_EQ(st.at("e").numel(), 0) << shape;
+    EXPECT_TRUE(st.at("e").to<float>("e").empty()) << shape;
+  }
+  // Nonzero dimensions whose product overflows are still refused.
+  const std::string header =
+      R"({"e":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})";
+  std::vector<std::uint8_t> bytes(8);
+  const std::uint64_t n = header.size();
+  std::memcpy(bytes.data(), &n, 8);
+  bytes.insert(bytes.end(), header.begin(), header.end());
+  EXPECT_THROW(SafeTensors::parse(bytes.data(), bytes.size(), "huge"), Error);
 }
 
 TEST(SafeTensors, SaveReplacesAnExistingFileAtomically) {

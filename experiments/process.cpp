@@ -1,0 +1,118 @@
+#include "mtp/experiments/process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "mtp/core/error.hpp"
+
+extern char** environ;
+
+namespace mtp::exp {
+namespace {
+
+// What the child reports through the exec pipe when it cannot start: the step that
+// failed and its errno.
+struct ChildFailure {
+  int step;  // 0: chdir, 1: open the output file, 2: exec
+  int err;
+};
+
+std::vector<std::string> environment_with(const std::vector<std::string>& add) {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('='));
+    bool replaced = false;
+    for (const std::string& a : add) replaced |= a.substr(0, a.find('=')) == name;
+    if (!replaced) env.push_back(entry);
+  }
+  env.insert(env.end(), add.begin(), add.end());
+  return env;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (std::string& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+pid_t spawn_process(const std::string& program, const std::vector<std::string>& args,
+                    const ProcessOptions& o) {
+  MTP_CHECK(!args.empty(), "{}: no arguments (argv[0] is required)", program);
+  // Everything the child needs is built before fork: after it, only async-signal-safe
+  // calls are allowed.
+  std::vector<std::string> argv_storage = args, env_storage = environment_with(o.env);
+  std::vector<char*> argv = c_strings(argv_storage), envp = c_strings(env_storage);
+  int report[2];
+  MTP_CHECK(::pipe2(report, O_CLOEXEC) == 0, "{}: cannot start ({})", program,
+            std::strerror(errno));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int err = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    fail("{}: cannot start ({})", program, std::strerror(err));
+  }
+  if (pid == 0) {
+    ::close(report[0]);
+    auto give_up = [&](int step) {
+      const ChildFailure f{step, errno};
+      [[maybe_unused]] ssize_t n = ::write(report[1], &f, sizeof f);
+      ::_exit(127);
+    };
+    if (o.die_with_parent) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
+    }
+    if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) != 0) give_up(0);
+    if (!o.output_file.empty()) {
+      const int fd =
+          ::open(o.output_file.c_str(),
+                 O_WRONLY | O_CREAT | O_NOFOLLOW | (o.append_output ? O_APPEND : O_TRUNC), 0644);
+      if (fd < 0) give_up(1);
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+      if (fd > STDERR_FILENO) ::close(fd);
+    }
+    if (o.keep_fd >= 0) ::fcntl(o.keep_fd, F_SETFD, 0);  // survives exec
+    ::execvpe(program.c_str(), argv.data(), envp.data());
+    give_up(2);
+  }
+  ::close(report[1]);
+  ChildFailure f{};
+  ssize_t n;
+  do n = ::read(report[0], &f, sizeof f);
+  while (n < 0 && errno == EINTR);
+  ::close(report[0]);
+  if (n == ssize_t(sizeof f)) {
+    ::waitpid(pid, nullptr, 0);
+    if (f.step == 0) fail("{}: cannot start in {} ({})", program, o.cwd, std::strerror(f.err));
+    if (f.step == 1) fail("{}: cannot write {} ({})", program, o.output_file, std::strerror(f.err));
+    fail("{}: cannot run ({})", program, std::strerror(f.err));
+  }
+  return pid;
+}
+
+int wait_process(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) fail("waitpid failed ({})", std::strerror(errno));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int run_process(const std::string& program, const std::vector<std::string>& args,
+                const ProcessOptions& options) {
+  return wait_process(spawn_process(program, args, options));
+}
+
+}  // namespace mtp::exp
