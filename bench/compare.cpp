@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -26,7 +27,9 @@
 #include <string>
 #include <vector>
 
+#include "mtp/core/error.hpp"
 #include "mtp/core/gemm.hpp"
+#include "mtp/experiments/process.hpp"
 #include "workloads.hpp"
 
 namespace mtp::bench {
@@ -198,19 +201,31 @@ std::string cpu_name() {
 // PyTorch's peers, timed by bench/torch_peer.py in a child process with the same
 // threads; one JSON object per model. Empty when python3 or torch is missing.
 std::vector<nlohmann::json> torch_peers(const Options& o, int threads) {
-  const std::string cmd = "/usr/bin/python3 " MTP_SOURCE_DIR "/bench/torch_peer.py --T " +
-                          std::to_string(o.T) + " --B " + std::to_string(o.B) + " --H " +
-                          std::to_string(o.H) + " --threads " + std::to_string(threads) +
-                          " --repeats " + std::to_string(std::max(3, o.rounds)) + " 2>/dev/null";
   std::vector<nlohmann::json> out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) {
-    const auto j = nlohmann::json::parse(buf, nullptr, false);
-    if (!j.is_discarded() && j.contains("tokens_per_s")) out.push_back(j);
+  std::string log = (std::filesystem::temp_directory_path() / "mtp-torch-peer-XXXXXX").string();
+  const int fd = ::mkstemp(log.data());
+  if (fd < 0) return out;
+  ::close(fd);
+  // Run without a shell; the peer's stderr (warnings) goes to the same file and is
+  // skipped below, as every line that is not a result.
+  exp::ProcessOptions where;
+  where.output_file = log;
+  int status = -1;
+  try {
+    status = exp::run_process(
+        "/usr/bin/python3",
+        {"python3", MTP_SOURCE_DIR "/bench/torch_peer.py", "--T", std::to_string(o.T), "--B",
+         std::to_string(o.B), "--H", std::to_string(o.H), "--threads", std::to_string(threads),
+         "--repeats", std::to_string(std::max(3, o.rounds))},
+        where);
+  } catch (const Error&) {  // no python3
   }
-  ::pclose(p);
+  std::ifstream in(log);
+  for (std::string line; status == 0 && std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("tokens_per_s")) out.push_back(j);
+  }
+  std::filesystem::remove(log);
   return out;
 }
 

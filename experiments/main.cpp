@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/benchmarks.hpp"
@@ -214,9 +215,12 @@ int cmd_report(int argc, const char* const* argv) {
   po::notify(vm);
   options.plots = !no_plots;
   const mtp::exp::ReportSummary r = mtp::exp::write_report(dir, options);
-  fmt::print("report: {} runs, {} configurations, {} paired comparisons, {} plots{}\n", r.runs,
+  fmt::print("report: {} runs, {} configurations, {} paired comparisons, {} plots{}{}\n", r.runs,
              r.configurations, r.comparisons, r.plots,
-             r.plots_skipped ? " (some not rendered: is gnuplot installed?)" : "");
+             r.plots_skipped ? " (some not rendered: is gnuplot installed?)" : "",
+             r.unfinished
+                 ? fmt::format("; {} runs not finished (listed in REPORT.md)", r.unfinished)
+                 : "");
   fmt::print("wrote {}/{{results.csv, summary.csv, REPORT.md{}}}\n", dir,
              options.plots ? ", plots/" : "");
   return 0;
@@ -316,9 +320,15 @@ int main(int argc, char** argv) {
   } catch (const mtp::exp::FolderBusy& e) {
     fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
     return 3;
+  } catch (const mtp::Error& e) {
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
+    return 1;
+  } catch (const std::system_error& e) {
+    // fmt::print's error when standard output fails (a full disk, /dev/full).
+    if (std::ferror(stdout)) return stdout_error(e.code().value());
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
+    return 1;
   } catch (const std::exception& e) {
-    // The print that threw may have been the one to standard output that failed.
-    if (stdout_failed(err)) return stdout_error(err);
     fmt::print(stderr, "mtp-exp: error: {}\n", one_line(mtp::error_message(e)));
     return 1;
   }

@@ -18,8 +18,8 @@ struct MemoryEstimate {
   double checkpoint = 0;   // the copies a checkpoint or the final model is written from
   double data = 0;         // the validation set, the training corpus
   double total() const { return parameters + optimizer + activations + checkpoint + data; }
-  // "1.2 GiB (activations 1.1 GiB, parameters 40 MiB, ...)", the large parts first.
-  std::string describe() const;
+  // "activations 1.1 GiB, parameters and gradients 40 MiB, ...": the large parts first.
+  std::string parts() const;
 };
 
 // The parameter count and per-token activations of Model<Mixer> come from a mixer and an

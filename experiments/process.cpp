@@ -74,7 +74,6 @@ pid_t spawn_process(const std::string& program, const std::vector<std::string>& 
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
     }
-    if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) != 0) give_up(0);
     if (!o.output_file.empty()) {
       const int fd =
           ::open(o.output_file.c_str(),
@@ -84,6 +83,8 @@ pid_t spawn_process(const std::string& program, const std::vector<std::string>& 
       ::dup2(fd, STDERR_FILENO);
       if (fd > STDERR_FILENO) ::close(fd);
     }
+    // After the output file, whose path is relative to where we are.
+    if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) != 0) give_up(0);
     if (o.keep_fd >= 0) ::fcntl(o.keep_fd, F_SETFD, 0);  // survives exec
     ::execvpe(program.c_str(), argv.data(), envp.data());
     give_up(2);

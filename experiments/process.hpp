@@ -11,7 +11,7 @@ namespace mtp::exp {
 
 struct ProcessOptions {
   std::string cwd;          // where the child starts (empty: here)
-  std::string output_file;  // its stdout and stderr (empty: ours)
+  std::string output_file;  // its stdout and stderr (empty: ours); relative to our cwd
   bool append_output = false;
   bool die_with_parent = false;  // killed (SIGKILL) when this process dies, even by SIGKILL
   int keep_fd = -1;              // a descriptor the child inherits (all others close on exec)

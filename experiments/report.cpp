@@ -88,6 +88,18 @@ std::string num(double v, int digits = 4) {
   return std::isnan(v) ? std::string() : fmt::format("{:.{}f}", v, digits);
 }
 
+// Text for a Markdown table cell: '|' escaped, control characters as spaces.
+std::string markdown_cell(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '|')
+      out += "\\|";
+    else
+      out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
+  }
+  return out;
+}
+
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
   std::string q = "\"";
@@ -318,7 +330,7 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   MTP_CHECK(fs::is_directory(dir, ec), "{}: not a folder", dir_name);
   const fs::path runs_dir = fs::is_directory(dir / "runs", ec) ? dir / "runs" : dir;
   std::vector<Run> runs;
-  std::vector<std::string> unfinished;
+  std::vector<std::pair<std::string, RunFolderStatus>> unfinished;  // (run, why)
   // A sweep folder lists its runs in sweep.json: folders of an earlier grid that share
   // the folder are not part of this sweep. Without sweep.json, every run folder counts.
   nlohmann::json sweep = nlohmann::json::object();
@@ -345,10 +357,11 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   }
   // A run counts when its folder is done: its result belongs to its configuration.
   for (const fs::path& d : run_dirs) {
-    if (inspect_run_folder(d).state == RunState::done)
+    RunFolderStatus status = inspect_run_folder(d);
+    if (status.state == RunState::done)
       runs.push_back(read_run(d));
     else
-      unfinished.push_back(d.filename().string());
+      unfinished.emplace_back(d.filename().string(), std::move(status));
   }
   MTP_CHECK(!runs.empty(), "{}: no finished runs (no run folder with a result matching its config)",
             dir_name);
@@ -558,9 +571,10 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   std::string md = "# Sweep report\n\n";
   if (!command.empty())
     md += fmt::format("Produced by:\n\n```sh\n{}\nmtp-exp report {}\n```\n\n", command, dir_name);
-  md += fmt::format("{} finished runs in {} configurations{}; {}.\n\n", runs.size(), configs.size(),
-                    unfinished.empty() ? "" : fmt::format(" ({} unfinished)", unfinished.size()),
-                    machine_description());
+  md += fmt::format(
+      "{} finished runs in {} configurations{}; {}.\n\n", runs.size(), configs.size(),
+      unfinished.empty() ? "" : fmt::format(" ({} not finished: see the end)", unfinished.size()),
+      machine_description());
   md += any_text
             ? "The metric is validation bits per byte: lower is better.\n\n"
             : "The metric is validation accuracy at the labelled positions: higher is better.\n\n";
@@ -583,9 +597,18 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   for (const auto& [stem, caption] : figures)
     md += fmt::format("![{}](plots/{}.svg)\n\n*{}* ([PNG](plots/{}.png), [data](plots/{}.dat))\n\n",
                       caption, stem, caption, stem, stem);
+  if (!unfinished.empty()) {
+    md +=
+        "## Runs not counted\n\nNot finished (no result matching the run's configuration):\n\n"
+        "| run | state | why |\n|---|---|---|\n";
+    for (const auto& [id, status] : unfinished)
+      md += fmt::format("| {} | {} | {} |\n", markdown_cell(id), run_state_name(status.state),
+                        markdown_cell(status.detail.empty() ? "no run files" : status.detail));
+  }
   files.stage((dir / "REPORT.md").string(), md);
   files.commit();
-  return {int(runs.size()), int(configs.size()), comparisons, int(figures.size()), !plots_ok};
+  return {int(runs.size()),    int(configs.size()), comparisons,
+          int(figures.size()), !plots_ok,           int(unfinished.size())};
 }
 
 }  // namespace mtp::exp

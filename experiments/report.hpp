@@ -20,6 +20,7 @@ namespace mtp::exp {
 struct ReportSummary {
   int runs = 0, configurations = 0, comparisons = 0, plots = 0;
   bool plots_skipped = false;  // gnuplot is missing or failed
+  int unfinished = 0;          // run folders without a result matching their config
 };
 
 struct ReportOptions {

@@ -129,9 +129,13 @@ FolderLock FolderLock::wait(const fs::path& dir, const std::string& what, const 
 }
 
 std::string FolderLock::holder(const fs::path& dir, const std::string& name) {
-  std::ifstream in(dir / name);
+  // The holder writes its line just after taking the lock: give it a moment.
   std::string line;
-  std::getline(in, line);
+  for (int attempt = 0; attempt < 20 && line.empty(); ++attempt) {
+    if (attempt > 0) ::usleep(5000);
+    std::ifstream in(dir / name);
+    std::getline(in, line);
+  }
   return line;
 }
 

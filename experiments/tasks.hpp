@@ -172,7 +172,7 @@ class TextTask final : public Task {
   index_t batch_;  // the number of streams with carried state
   std::vector<std::uint8_t> bytes_;
   std::string sha256_;  // of bytes_
-  size_t split_;  // train: [0, split_), validation: [split_, size)
+  size_t split_;        // train: [0, split_), validation: [split_, size)
   int seq_len_;
   std::uint64_t seed_;
   std::vector<Batch> val_;

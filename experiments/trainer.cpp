@@ -232,14 +232,14 @@ void zero_frozen_grads(ParamStore<float>& p, const std::vector<bool>& trainable)
 // --init-from: every base tensor must come from the file; perspective decays grow from
 // its decays (or RWKV's time_decay), other perspective tensors of a new shape start fresh.
 std::string init_from_state_dict(const TrainConfig& cfg, ParamStore<float>& params) {
-  SafeTensors file;
+  StateDictReport r;
   try {
-    file = SafeTensors::load(cfg.init_from);
+    const SafeTensors file = SafeTensors::load(cfg.init_from);
+    r = load_state_dict(file, cfg.init_from, params, cfg.decay_spread,
+                        /*fresh_perspectives=*/true);
   } catch (const Error& e) {
     fail("--init-from {}", e.what());
   }
-  const StateDictReport r =
-      load_state_dict(file, cfg.init_from, params, cfg.decay_spread, /*fresh_perspectives=*/true);
   for (const std::string& name : r.missing) {
     const ParamInfo& info = params.info(params.find(name));
     MTP_CHECK(info.role == ParamRole::perspective,

@@ -50,8 +50,9 @@ TEST(Grid, SwitchesBecomeBareFlags) {
                                            "--threads", "2"}));
 }
 
-using test::run_mtp_exp;
-const auto run = run_mtp_exp;
+int run(const std::vector<std::string>& args, const fs::path& log) {
+  return test::run_mtp_exp(args, log);
+}
 
 const std::vector<std::string> kTiny = {
     "--task", "lag-recall", "--steps", "4", "--batch",  "2", "--seq-len",     "24",
