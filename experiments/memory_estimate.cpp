@@ -13,7 +13,8 @@ std::string MemoryEstimate::parts() const {
                                                        {parameters, "parameters and gradients"},
                                                        {optimizer, "optimizer state"},
                                                        {checkpoint, "checkpoint copies"},
-                                                       {data, "data"}};
+                                                       {data, "data"},
+                                                       {runtime, "the program itself"}};
   std::stable_sort(parts.begin(), parts.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });
   std::string s;

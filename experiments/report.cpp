@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "mtp/core/error.hpp"
 #include "mtp/core/file_io.hpp"
@@ -287,24 +288,37 @@ bool plot(StagedFiles& files, const fs::path& dir, bool render, const std::strin
               gnuplot_script(title, xlabel, ylabel, series, error_bars, extra, base_name(dat_tmp),
                              base_name(svg_tmp), base_name(png_tmp)));
   const std::string gp_tmp = files.temporary(stem + ".render.gp");
-  const std::string log = stem + ".log";
+  // gnuplot's messages land as <name>.log with the report when it fails (they say why).
+  const std::string log = files.reserve(stem + ".log");
   int status = -1;
   try {
     ProcessOptions where;
     where.cwd = dir.string();
-    where.output_file = log;
+    where.output_file = base_name(log);
     status = run_process("gnuplot", {"gnuplot", base_name(gp_tmp)}, where);
   } catch (const Error&) {  // gnuplot is not installed
   }
   files.drop(stem + ".render.gp");
-  if (status == 0 && rendered_whole(svg_tmp, false) && rendered_whole(png_tmp, true)) {
-    std::error_code ec;
-    fs::remove(log, ec);
+  if (status == 0) {
+    // gnuplot ran: an incomplete image is a write that failed (a full disk, a quota),
+    // and the report fails rather than land with images missing.
+    for (const auto& [tmp, name, png] :
+         {std::tuple{svg_tmp, stem + ".svg", false}, std::tuple{png_tmp, stem + ".png", true}})
+      if (!rendered_whole(tmp, png)) {
+        std::ifstream in(log);
+        std::string said, line;
+        while (std::getline(in, line))
+          if (!line.empty()) said = line;
+        fail("{}: gnuplot's output is incomplete (is the disk full?){}", name,
+             said.empty() ? "" : ": " + said);
+      }
+    files.drop(stem + ".log");
     return true;
   }
   files.drop(stem + ".svg");
   files.drop(stem + ".png");
-  return false;  // the log says why
+  if (status < 0) files.drop(stem + ".log");  // gnuplot did not start: no log
+  return false;                               // the log says why
 }
 
 std::string machine_description() {

@@ -198,6 +198,22 @@ std::vector<std::string> run_arguments(const SweepRun& run, const std::vector<st
 
 namespace {
 
+// Shared flags as a sorted list of "--flag=value" (and bare switches), so that the
+// same flags in another order or spelling ("--steps 40", "--steps=40") compare equal.
+std::vector<std::string> normalized_flags(const std::vector<std::string>& args) {
+  const cli::TrainFlags flags;
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i] == "-K" ? "--perspectives" : args[i];
+    if (a.rfind("--", 0) == 0 && a.find('=') == std::string::npos &&
+        !flags.is_switch(a.substr(2)) && i + 1 < args.size())
+      a += "=" + args[++i];
+    out.push_back(a);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 // sweep.json records the grid and the flags every run shares. Checking it and writing
 // it is one step under the sweep folder's lock, so two sweeps started together cannot
 // both find it absent: the second sees the first's flags, and with other flags it is
@@ -211,7 +227,7 @@ void record_sweep(const SweepOptions& opt, const std::vector<GridAxis>& axes,
   if (fs::exists(record, ec)) {
     const nlohmann::json before = read_json_file(record.string());
     const auto shared = json_field<std::vector<std::string>>(before, "base_args", record.string());
-    if (shared != opt.base_args)
+    if (normalized_flags(shared) != normalized_flags(opt.base_args))
       usage_fail(
           "{} holds a sweep run with other shared flags ({}); use the same flags to resume "
           "it, or another --out",
