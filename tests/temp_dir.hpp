@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -46,6 +48,17 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A character device node `name` in `dir` that is the kernel's /dev/null (1,3) or
+// /dev/full (1,7), for tests that write to devices: a regression that replaced the
+// device with a file replaces this copy, not the machine's. Empty when this process
+// may not create device nodes (not root).
+inline std::filesystem::path device_node(const std::filesystem::path& dir, const char* name,
+                                         unsigned minor) {
+  const std::filesystem::path p = dir / name;
+  if (::mknod(p.c_str(), S_IFCHR | 0666, makedev(1, minor)) != 0) return {};
+  return p;
+}
 
 // The whole content of a file ("" when it cannot be read).
 inline std::string read_file(const std::filesystem::path& p) {

@@ -144,20 +144,27 @@ TEST(WriteFile, LinksAndSpecialFilesAreRefusedUnlessAsked) {
             }).find("does not exist"),
             std::string::npos);
 
-  // A character device: refused, or written into (never replaced).
-  EXPECT_NE(message_of([] {
-              write_file_atomic("/dev/null", std::string_view("x"));
-            }).find("is a character device"),
-            std::string::npos);
-  EXPECT_NO_THROW(
-      write_file_atomic("/dev/null", std::string_view("x"), WriteOptions::user_named()));
-  EXPECT_NE(message_of([] {
-              write_file_atomic("/dev/full", std::string_view("x"), WriteOptions::user_named());
-            }).find("/dev/full: write failed (No space left on device)"),
-            std::string::npos);
-  struct stat st {};
-  ASSERT_EQ(::stat("/dev/null", &st), 0);
-  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  // A character device: refused, or written into (never replaced). Copies of /dev/null
+  // and /dev/full in the test's folder, so that a regression cannot clobber the real.
+  const fs::path null = test::device_node(dir.path(), "null", 3);
+  const fs::path full = test::device_node(dir.path(), "full", 7);
+  if (!null.empty() && !full.empty()) {
+    EXPECT_NE(message_of([&] {
+                write_file_atomic(null.string(), std::string_view("x"));
+              }).find("is a character device"),
+              std::string::npos);
+    EXPECT_NO_THROW(
+        write_file_atomic(null.string(), std::string_view("x"), WriteOptions::user_named()));
+    EXPECT_NE(message_of([&] {
+                write_file_atomic(full.string(), std::string_view("x"), WriteOptions::user_named());
+              }).find(full.string() + ": write failed (No space left on device)"),
+              std::string::npos);
+    for (const fs::path& device : {null, full}) {
+      struct stat st {};
+      ASSERT_EQ(::stat(device.c_str(), &st), 0);
+      EXPECT_TRUE(S_ISCHR(st.st_mode)) << device << " was replaced";
+    }
+  }
   EXPECT_NE(message_of([&] {
               write_file_atomic(dir.path().string(), std::string_view("x"));
             }).find("is a folder"),

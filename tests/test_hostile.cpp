@@ -279,11 +279,15 @@ TEST_F(Hostile, WritesNeverReplaceLinksFifosOrDevices) {
   EXPECT_TRUE(fs::is_fifo(fifo));
 
   // A device: written into; /dev/full fails as a full disk does, and stays a device.
-  expect_failure(sweep + kTinyLagRecall + std::vector<std::string>{"--emit-slurm", "/dev/full"}, 1,
-                 {"/dev/full", "No space left on device"});
-  struct stat st {};
-  ASSERT_EQ(::stat("/dev/full", &st), 0);
-  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  // (A copy of /dev/full in the test's folder: a regression must not clobber the real.)
+  const fs::path full = test::device_node(root(), "full", 7);
+  if (!full.empty()) {
+    expect_failure(sweep + kTinyLagRecall + std::vector<std::string>{"--emit-slurm", full.string()},
+                   1, {full.string(), "No space left on device"});
+    struct stat st {};
+    ASSERT_EQ(::stat(full.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISCHR(st.st_mode)) << "the device was replaced";
+  }
 
   // A link planted among a run's files is refused, and what it points to is untouched.
   const fs::path run_dir = finished_run("run");
