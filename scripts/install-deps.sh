@@ -4,7 +4,8 @@
 #   bash scripts/install-deps.sh          build + run dependencies
 #   bash scripts/install-deps.sh --test   also what the test suite uses (python3-torch
 #                                         for the independent float64 reference, clang
-#                                         for the fuzz targets)
+#                                         for the fuzz targets, Slurm and munge for the
+#                                         sweep's array test)
 set -euo pipefail
 
 packages=(
@@ -16,7 +17,10 @@ if [[ "${1:-}" == "--test" ]]; then
   # python3-torch: the independent float64 references; clang with its sanitizer and
   # fuzzer runtimes and its OpenMP: the sanitized suite and the fuzz targets
   # (scripts/test-all.sh).
-  packages+=(python3 python3-numpy python3-torch clang libclang-rt-14-dev libomp-14-dev)
+  # slurmctld, slurmd, munge, slurm-client: a private single-node Slurm that runs an
+  # emitted sweep array (tests/slurm); the test starts and stops its own daemons.
+  packages+=(python3 python3-numpy python3-torch clang libclang-rt-14-dev libomp-14-dev
+             slurmctld slurmd munge slurm-client)
 fi
 
 sudo_cmd=()

@@ -7,7 +7,7 @@
 #    without a GPU (bench/gpu_check.sh runs them on one);
 # 3. the same suite built with clang, AddressSanitizer + UndefinedBehaviorSanitizer and
 #    libFuzzer's instrumentation (build-sanitize/): any report fails the test that
-#    triggered it; then each fuzz target runs for MTP_FUZZ_SECONDS (default 45) from its
+#    triggered it; then each fuzz target runs for MTP_FUZZ_SECONDS (default 30) from its
 #    committed corpus. A crash fails the stage and leaves the input in
 #    build-sanitize/crashes/ (commit it under tests/fuzz/corpus/<target>/ once fixed:
 #    the replay tests then keep it as a regression). One sanitized build serves both.
@@ -36,11 +36,11 @@ for stage in $stages; do
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
       mkdir -p build-sanitize/crashes
-      for target in fuzz_safetensors fuzz_loaders; do
+      for target in fuzz_safetensors fuzz_loaders fuzz_run_files; do
         # A scratch copy of the corpus grows; the committed one stays as it is.
         rm -rf "build-sanitize/corpus-$target"
         cp -r "tests/fuzz/corpus/$target" "build-sanitize/corpus-$target"
-        "build-sanitize/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-45}" -max_len=16384 \
+        "build-sanitize/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-30}" -max_len=16384 \
           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
           -artifact_prefix="build-sanitize/crashes/$target-" "build-sanitize/corpus-$target"
       done
