@@ -258,9 +258,10 @@ RunAction decide(const RunFolderStatus& s, const nlohmann::json& expected, std::
     return RunAction::refuse;
   }
   if (s.state == RunState::done) return RunAction::skip_done;
-  // A run killed after writing its training state continues from it; one that failed
-  // or left nothing to continue from starts over.
-  if (s.resumable && s.state != RunState::failed) return RunAction::resume;
+  // A run killed after writing its training state continues from it; one that failed,
+  // left nothing to continue from, or whose config.json cannot be read starts over.
+  if (s.resumable && s.state != RunState::failed && !s.config.is_null())
+    return RunAction::resume;
   return RunAction::restart;
 }
 

