@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -88,10 +89,9 @@ int own_descriptor(const std::string& path) {
   return -1;
 }
 
-Target special_target(const std::string& path, const std::string& shown, unsigned mode,
-                      const WriteOptions& o) {
+Target special_target(const std::string& path, unsigned mode, const WriteOptions& o) {
   if ((S_ISFIFO(mode) || S_ISCHR(mode)) && o.write_special) return {path, true};
-  fail("{}: is {}, not a regular file; mtp-exp does not replace it", shown,
+  fail("{}: is {}, not a regular file; mtp-exp does not replace it", path,
        describe_file_type(mode));
 }
 
@@ -105,7 +105,7 @@ Target resolve_target(const std::string& path, const WriteOptions& o) {
   }
   if (S_ISREG(st.st_mode)) return {path};
   if (S_ISDIR(st.st_mode)) fail("{}: is a folder, not a file", path);
-  if (!S_ISLNK(st.st_mode)) return special_target(path, path, st.st_mode, o);
+  if (!S_ISLNK(st.st_mode)) return special_target(path, st.st_mode, o);
   if (!o.follow_symlink)
     fail("{}: is a symbolic link; mtp-exp does not replace links among its own files", path);
   // Follow the chain by hand: a hop through /proc/self/fd or /dev/fd (/dev/stdout) is
@@ -125,13 +125,14 @@ Target resolve_target(const std::string& path, const WriteOptions& o) {
     }
     if (S_ISREG(st.st_mode)) return {next};
     if (S_ISDIR(st.st_mode)) fail("{}: is a link to a folder, not to a file", path);
-    if (!S_ISLNK(st.st_mode)) return special_target(path, path, st.st_mode, o);
+    if (!S_ISLNK(st.st_mode)) return special_target(path, st.st_mode, o);
     at = next;
   }
   fail("{}: too many levels of symbolic links", path);
 }
 
 void write_direct(const Target& t, const void* bytes, size_t size) {
+  std::fflush(nullptr);  // what stdio holds for the same descriptor goes first
   if (t.descriptor >= 0) {
     write_all(t.descriptor, bytes, size, t.path);
     return;
@@ -145,11 +146,15 @@ void write_direct(const Target& t, const void* bytes, size_t size) {
 void write_temporary(const std::string& tmp, const std::string& target, const void* bytes,
                      size_t size) {
   ::unlink(tmp.c_str());
-  const Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (fd.fd < 0) fail("{}: cannot write ({})", target, std::strerror(errno));
   try {
     write_all(fd.fd, bytes, size, target);
     if (::fsync(fd.fd) != 0) fail("{}: write failed ({})", target, std::strerror(errno));
+    // Some file systems (NFS, quotas) report a failed write only here.
+    const int closing = fd.fd;
+    fd.fd = -1;
+    if (::close(closing) != 0) fail("{}: write failed ({})", target, std::strerror(errno));
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
@@ -188,53 +193,76 @@ std::string describe_file_type(unsigned mode) {
 }
 
 std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::string& what,
-                                          std::uint64_t limit) {
+                                          std::uint64_t limit, bool pipes) {
   if (path.empty()) fail("{}: the path is empty", what.empty() ? "a file to read" : what);
   const std::string name = what.empty() ? path : what + " " + path;
-  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  // Non-blocking, so that a FIFO with no writer (or a device) is looked at before
+  // anything waits on it.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (fd.fd < 0) fail("{}: cannot open ({})", name, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd.fd, &st) != 0) fail("{}: cannot read ({})", name, std::strerror(errno));
   if (S_ISDIR(st.st_mode)) fail("{}: is a folder, not a file", name);
   const bool regular = S_ISREG(st.st_mode);
-  if (!regular && !S_ISFIFO(st.st_mode))
-    fail("{}: is {}, not a file (mtp-exp reads regular files and pipes)", name,
-         describe_file_type(st.st_mode));
-  const std::uint64_t available = available_memory_bytes();
+  if (!regular && !(pipes && S_ISFIFO(st.st_mode)))
+    fail("{}: is {}, not a file (mtp-exp reads {})", name, describe_file_type(st.st_mode),
+         pipes ? "regular files and pipes" : "regular files here");
+  if (S_ISFIFO(st.st_mode)) {
+    // A named pipe, known to be one: opened again to wait for its writer (a read
+    // without one would see the end at once).
+    const int blocking = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (blocking < 0) fail("{}: cannot open ({})", name, std::strerror(errno));
+    ::close(fd.fd);
+    fd.fd = blocking;
+  } else {
+    ::fcntl(fd.fd, F_SETFL, 0);
+  }
+  std::vector<std::uint8_t> bytes;
+  size_t at = 0;
+  // Reads into bytes[at, at + n); false at the end of the file.
+  auto read_some = [&](size_t n) {
+    for (;;) {
+      const ssize_t got = ::read(fd.fd, bytes.data() + at, n);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) fail("{}: read error ({})", name, std::strerror(errno));
+      at += size_t(got);
+      return got > 0;
+    }
+  };
   if (regular) {
     const auto size = std::uint64_t(st.st_size);
     if (size > limit)
       fail("{}: {} is more than the {} mtp-exp reads from such a file", name, format_bytes(size),
            format_bytes(limit));
+    const std::uint64_t available = available_memory_bytes();
     if (size > available)
       fail("{}: reading its {} needs more memory than the {} available", name, format_bytes(size),
            format_bytes(available));
+    // The whole file into a buffer of its size: one allocation, no copy.
+    bytes.resize(size_t(size));
+    while (at < bytes.size() && read_some(bytes.size() - at)) {
+    }
+    bytes.resize(at);
+    if (at < size) return bytes;  // it shrank while being read
   }
-  std::vector<std::uint8_t> bytes;
-  if (regular) bytes.reserve(size_t(st.st_size));
+  // A pipe (or a file that grew while being read): in chunks, to the end or the limit,
+  // the memory checked as it grows.
   constexpr size_t kChunk = size_t(1) << 20;
-  std::uint64_t checked = 0;  // how much the last memory check allowed for
+  std::uint64_t checked = at;
   for (;;) {
-    const size_t at = bytes.size();
     if (at > limit)
       fail("{}: more than the {} mtp-exp reads from {}", name, format_bytes(limit),
            regular ? "such a file" : "a pipe");
-    if (!regular && at >= checked) {  // a pipe has no size: check as it grows
+    if (at >= checked) {
       checked = at + 64 * kChunk;
       if (checked > available_memory_bytes())
         fail("{}: more than the memory available ({} read so far)", name, format_bytes(at));
     }
     bytes.resize(at + kChunk);
-    const ssize_t n = ::read(fd.fd, bytes.data() + at, kChunk);
-    if (n < 0 && errno == EINTR) {
-      bytes.resize(at);
-      continue;
-    }
-    if (n < 0) fail("{}: read error ({})", name, std::strerror(errno));
-    bytes.resize(at + size_t(n));
-    if (n == 0) break;
+    const bool more = read_some(kChunk);
+    bytes.resize(at);
+    if (!more) break;
   }
-  bytes.shrink_to_fit();
   return bytes;
 }
 

@@ -20,12 +20,14 @@ namespace mtp {
 // What read_file_bytes takes unless told otherwise.
 inline constexpr std::uint64_t kDefaultReadLimit = std::uint64_t(4) << 30;  // 4 GiB
 
-// The bytes of a regular file, or of a pipe (a FIFO, process substitution, a piped
-// /dev/stdin) read to its end. Throws mtp::Error "<what> <path>: <problem>" (`what` is
-// how the user knows the file, a flag such as "--data", or empty): missing, unreadable,
-// a folder or a device, more than `limit` bytes, or more than the memory available.
+// The bytes of a regular file, or (with `pipes`) of a pipe (a FIFO, process
+// substitution, a piped /dev/stdin) read to its end. Throws mtp::Error "<what> <path>:
+// <problem>" (`what` is how the user knows the file, a flag such as "--data", or empty):
+// missing, unreadable, a folder or a device, more than `limit` bytes, or more than the
+// memory available. Nothing waits on a file before it is known to be one it reads.
 std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::string& what = "",
-                                          std::uint64_t limit = kDefaultReadLimit);
+                                          std::uint64_t limit = kDefaultReadLimit,
+                                          bool pipes = true);
 
 struct WriteOptions {
   // A symbolic link at the path: write (atomically) to the file it points to. Otherwise

@@ -51,6 +51,19 @@ float half_to_float(std::uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
+// A double as S: beyond S's range it becomes ±infinity, which the conversion itself
+// leaves undefined.
+template <class S>
+S narrow(double v) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (v > double(std::numeric_limits<float>::max()))
+      return std::numeric_limits<float>::infinity();
+    if (v < -double(std::numeric_limits<float>::max()))
+      return -std::numeric_limits<float>::infinity();
+  }
+  return S(v);
+}
+
 template <class U>
 U load(const std::uint8_t* p, index_t i) {
   U v;
@@ -84,7 +97,8 @@ std::vector<S> StoredTensor::decode(const std::string& what) const {
   const std::uint8_t* p = bytes.data();
   switch (dtype) {
     case DType::F64:
-      for (index_t i = 0; i < n; ++i) out[i] = S(std::bit_cast<double>(load<std::uint64_t>(p, i)));
+      for (index_t i = 0; i < n; ++i)
+        out[i] = narrow<S>(std::bit_cast<double>(load<std::uint64_t>(p, i)));
       break;
     case DType::F32:
       for (index_t i = 0; i < n; ++i) out[i] = S(std::bit_cast<float>(load<std::uint32_t>(p, i)));
@@ -200,7 +214,8 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
                 d.dump());
       const std::uint64_t v = d.get<std::uint64_t>();
       MTP_CHECK(v <= std::uint64_t(std::numeric_limits<index_t>::max()) &&
-                    (v == 0 || !__builtin_mul_overflow(nonzero, v, &nonzero)),
+                    (v == 0 || (!__builtin_mul_overflow(nonzero, v, &nonzero) &&
+                                nonzero <= std::uint64_t(std::numeric_limits<index_t>::max()))),
                 "{}: tensor '{}' shape {} is too large", what, name, js.dump());
       numel = v == 0 ? 0 : numel * v;
       t.shape.push_back(static_cast<index_t>(v));

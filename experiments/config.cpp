@@ -70,16 +70,12 @@ void validate(const TrainConfig& c) {
   // The selector's options have no effect on another aggregator: refused, as any value
   // that would silently do nothing. (The learned selector at K = 1 keeps them, though
   // one perspective leaves nothing to select: a grid over K shares its settings.)
+  const std::string selector_only = fmt::format(
+      "applies to the learned aggregator's selector; --aggregator {} has none", c.aggregator);
   const bool learned = c.aggregator == "learned";
-  need(learned || c.noise == 0, "noise",
-       fmt::format("applies to the learned aggregator's selector; --aggregator {} has none",
-                   c.aggregator));
-  need(learned || c.noise_mode == "fixed", "noise-mode",
-       fmt::format("applies to the learned aggregator's selector; --aggregator {} has none",
-                   c.aggregator));
-  need(learned || c.top_k == 0, "top-k",
-       fmt::format("applies to the learned aggregator's selector; --aggregator {} has none",
-                   c.aggregator));
+  need(learned || c.noise == 0, "noise", selector_only);
+  need(learned || c.noise_mode == "fixed", "noise-mode", selector_only);
+  need(learned || c.top_k == 0, "top-k", selector_only);
   need(c.noise_mode != "learned" || c.noise == 0, "noise",
        "sets a fixed σ; with --noise-mode learned σ = softplus(W_n x) is learned instead");
   need(c.top_k <= c.perspectives, "top-k",

@@ -14,7 +14,8 @@ nlohmann::json parse_json(std::string_view text, const std::string& where) {
 
 nlohmann::json read_json_file(const std::string& path) {
   // Run files are small; a larger one is not one mtp wrote.
-  const std::vector<std::uint8_t> bytes = read_file_bytes(path, "", std::uint64_t(256) << 20);
+  const std::vector<std::uint8_t> bytes =
+      read_file_bytes(path, "", std::uint64_t(256) << 20, /*pipes=*/false);
   return parse_json(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
                     path);
 }

@@ -49,7 +49,9 @@ T json_to(const nlohmann::json& v, const std::string& where) {
     fail("{} must be an integer in [{}, {}], found {}", where, std::numeric_limits<T>::min(),
          std::numeric_limits<T>::max(), json_excerpt(v));
   } else if constexpr (std::is_floating_point_v<T>) {
-    if (v.is_number() && std::isfinite(v.get<double>())) return T(v.get<double>());
+    if (v.is_number() && std::isfinite(v.get<double>()) &&
+        std::abs(v.get<double>()) <= double(std::numeric_limits<T>::max()))
+      return T(v.get<double>());
     fail("{} must be a finite number, found {}", where, json_excerpt(v));
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (v.is_string()) return v.get<std::string>();

@@ -12,7 +12,9 @@
 
 #include <boost/program_options.hpp>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -257,7 +259,7 @@ std::string one_line(std::string s) {
   return s;
 }
 
-// A failure to write standard output (a full disk, a closed pipe read by no one) is a
+// A failure to write standard output (a full disk, a pipe whose reader left) is a
 // failure of the command: the output the user asked for is not there.
 bool stdout_failed(int& err) {
   err = 0;
@@ -283,6 +285,9 @@ int usage_error(const std::string& what, const std::string& command) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A reader that goes away (| head) is a write error, named and with exit status 1, not
+  // a silent death by signal; a training run then records why it stopped.
+  std::signal(SIGPIPE, SIG_IGN);
   std::string command = "train";
   int skip = 0;
   if (argc > 1 && argv[1][0] != '-') {
@@ -323,13 +328,24 @@ int main(int argc, char** argv) {
   } catch (const mtp::Error& e) {
     fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
     return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A file system call without an error code of its own: its path and the reason.
+    fmt::print(stderr, "mtp-exp: error: {}: {}\n", one_line(e.path1().string()),
+               e.code().message());
+    return 1;
   } catch (const std::system_error& e) {
-    // fmt::print's error when standard output fails (a full disk, /dev/full).
+    // fmt::print's error when standard output fails (a full disk, /dev/full, a pipe
+    // whose reader left).
     if (std::ferror(stdout)) return stdout_error(e.code().value());
-    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.code().message()));
+    return 1;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "mtp-exp: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(mtp::error_message(e)));
+    // Every failure mtp expects is an mtp::Error naming its file or flag: this is a bug.
+    fmt::print(stderr, "mtp-exp: error: internal error ({}); please report it\n",
+               one_line(e.what()));
     return 1;
   }
   if (stdout_failed(err)) return stdout_error(err);

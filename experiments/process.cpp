@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "mtp/core/error.hpp"
@@ -36,6 +38,22 @@ std::vector<std::string> environment_with(const std::vector<std::string>& add) {
   return env;
 }
 
+// Where `program` may be: itself when it names a path, else each folder of PATH.
+std::vector<std::string> executable_candidates(const std::string& program) {
+  if (program.find('/') != std::string::npos) return {program};
+  const char* path = std::getenv("PATH");
+  std::string folders = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::vector<std::string> out;
+  size_t at = 0;
+  for (;;) {
+    const size_t colon = folders.find(':', at);
+    const std::string folder = folders.substr(at, colon - at);
+    out.push_back((folder.empty() ? "." : folder) + "/" + program);
+    if (colon == std::string::npos) return out;
+    at = colon + 1;
+  }
+}
+
 std::vector<char*> c_strings(std::vector<std::string>& v) {
   std::vector<char*> out;
   for (std::string& s : v) out.push_back(s.data());
@@ -52,6 +70,7 @@ pid_t spawn_process(const std::string& program, const std::vector<std::string>& 
   // calls are allowed.
   std::vector<std::string> argv_storage = args, env_storage = environment_with(o.env);
   std::vector<char*> argv = c_strings(argv_storage), envp = c_strings(env_storage);
+  const std::vector<std::string> candidates = executable_candidates(program);
   int report[2];
   MTP_CHECK(::pipe2(report, O_CLOEXEC) == 0, "{}: cannot start ({})", program,
             std::strerror(errno));
@@ -75,10 +94,21 @@ pid_t spawn_process(const std::string& program, const std::vector<std::string>& 
       if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
     }
     if (!o.output_file.empty()) {
-      const int fd =
-          ::open(o.output_file.c_str(),
-                 O_WRONLY | O_CREAT | O_NOFOLLOW | (o.append_output ? O_APPEND : O_TRUNC), 0644);
+      // A regular file only: a FIFO planted there must not block the child, and a device
+      // must not receive its output. (O_NONBLOCK, then checked: nothing waits before.)
+      const int fd = ::open(o.output_file.c_str(),
+                            O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+                                (o.append_output ? O_APPEND : 0),
+                            0644);
       if (fd < 0) give_up(1);
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) give_up(1);
+      if (!S_ISREG(st.st_mode)) {
+        errno = EINVAL;
+        give_up(1);
+      }
+      if (!o.append_output && ::ftruncate(fd, 0) != 0) give_up(1);
+      ::fcntl(fd, F_SETFL, o.append_output ? O_APPEND : 0);
       ::dup2(fd, STDOUT_FILENO);
       ::dup2(fd, STDERR_FILENO);
       if (fd > STDERR_FILENO) ::close(fd);
@@ -86,7 +116,15 @@ pid_t spawn_process(const std::string& program, const std::vector<std::string>& 
     // After the output file, whose path is relative to where we are.
     if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) != 0) give_up(0);
     if (o.keep_fd >= 0) ::fcntl(o.keep_fd, F_SETFD, 0);  // survives exec
-    ::execvpe(program.c_str(), argv.data(), envp.data());
+    ::signal(SIGPIPE, SIG_DFL);  // mtp-exp ignores it; its children need not
+    // execve on each candidate, never execvpe: that would hand a file without a valid
+    // header to /bin/sh.
+    int exec_errno = ENOENT;
+    for (const std::string& candidate : candidates) {
+      ::execve(candidate.c_str(), argv.data(), envp.data());
+      if (errno != ENOENT && errno != ENOTDIR) exec_errno = errno;
+    }
+    errno = exec_errno;
     give_up(2);
   }
   ::close(report[1]);
@@ -98,7 +136,9 @@ pid_t spawn_process(const std::string& program, const std::vector<std::string>& 
   if (n == ssize_t(sizeof f)) {
     ::waitpid(pid, nullptr, 0);
     if (f.step == 0) fail("{}: cannot start in {} ({})", program, o.cwd, std::strerror(f.err));
-    if (f.step == 1) fail("{}: cannot write {} ({})", program, o.output_file, std::strerror(f.err));
+    if (f.step == 1)
+      fail("{}: cannot write its output to {} ({})", program, o.output_file,
+           f.err == EINVAL ? "not a regular file" : std::strerror(f.err));
     fail("{}: cannot run ({})", program, std::strerror(f.err));
   }
   return pid;

@@ -1,6 +1,7 @@
 #include "mtp/experiments/report.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -111,7 +112,8 @@ std::string csv_field(const std::string& s) {
 }  // namespace
 
 std::vector<std::pair<long long, double>> read_train_curve(const std::string& path) {
-  const std::vector<std::uint8_t> bytes = read_file_bytes(path, "", std::uint64_t(256) << 20);
+  const std::vector<std::uint8_t> bytes =
+      read_file_bytes(path, "", std::uint64_t(256) << 20, /*pipes=*/false);
   std::stringstream in(std::string(bytes.begin(), bytes.end()));
   std::vector<std::pair<long long, double>> curve;
   std::string line;
@@ -294,7 +296,7 @@ bool plot(StagedFiles& files, const fs::path& dir, bool render, const std::strin
   try {
     ProcessOptions where;
     where.cwd = dir.string();
-    where.output_file = base_name(log);
+    where.output_file = log;  // opened before the child moves to `cwd`
     status = run_process("gnuplot", {"gnuplot", base_name(gp_tmp)}, where);
   } catch (const Error&) {  // gnuplot is not installed
   }
@@ -345,8 +347,9 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   const fs::path runs_dir = fs::is_directory(dir / "runs", ec) ? dir / "runs" : dir;
   std::vector<Run> runs;
   std::vector<std::pair<std::string, RunFolderStatus>> unfinished;  // (run, why)
-  // A sweep folder lists its runs in sweep.json: folders of an earlier grid that share
-  // the folder are not part of this sweep. Without sweep.json, every run folder counts.
+  // A sweep folder lists its runs in sweep.json (every grid run there with the same
+  // shared flags); other folders under runs/ are not part of it. Without sweep.json,
+  // every run folder counts.
   nlohmann::json sweep = nlohmann::json::object();
   const fs::path record = dir / "sweep.json";
   if (fs::exists(record, ec)) {
@@ -372,7 +375,7 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   // A run counts when its folder is done: its result belongs to its configuration.
   for (const fs::path& d : run_dirs) {
     RunFolderStatus status = inspect_run_folder(d);
-    if (status.state == RunState::done)
+    if (status.state == RunState::finished)
       runs.push_back(read_run(d));
     else
       unfinished.emplace_back(d.filename().string(), std::move(status));
@@ -581,10 +584,15 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   }
 
   // REPORT.md
-  const std::string command = sweep.value("command", "");
+  std::vector<std::string> commands;
+  if (sweep.contains("commands"))
+    commands = json_field<std::vector<std::string>>(sweep, "commands", record.string());
+  else if (sweep.contains("command"))
+    commands = {json_field<std::string>(sweep, "command", record.string())};
   std::string md = "# Sweep report\n\n";
-  if (!command.empty())
-    md += fmt::format("Produced by:\n\n```sh\n{}\nmtp-exp report {}\n```\n\n", command, dir_name);
+  if (!commands.empty())
+    md += fmt::format("Produced by:\n\n```sh\n{}\nmtp-exp report {}\n```\n\n",
+                      fmt::join(commands, "\n"), dir_name);
   md += fmt::format(
       "{} finished runs in {} configurations{}; {}.\n\n", runs.size(), configs.size(),
       unfinished.empty() ? "" : fmt::format(" ({} not finished: see the end)", unfinished.size()),

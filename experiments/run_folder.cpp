@@ -68,9 +68,6 @@ bool present(const fs::path& p) {
   return fs::symlink_status(p, ec).type() != fs::file_type::not_found && !ec;
 }
 
-constexpr const char* kRunFiles[] = {kConfigFile, kResultFile,  kFailedFile,
-                                     kModelFile,  kMetricsFile, kTrainingStateFile};
-
 }  // namespace
 
 // ------------------------------------------------------------------------- locks
@@ -104,8 +101,9 @@ std::optional<FolderLock> FolderLock::acquire(const fs::path& dir, const std::st
     if (err == EWOULDBLOCK) return std::nullopt;
     fail("{}: cannot lock {} ({})", what, file.string(), std::strerror(err));
   }
+  FolderLock lock(fd);  // owns the descriptor from here, whatever follows throws
   write_holder(fd);
-  return FolderLock(fd);
+  return lock;
 }
 
 FolderLock FolderLock::take(const fs::path& dir, const std::string& what, const std::string& name) {
@@ -125,7 +123,9 @@ std::optional<FolderLock> FolderLock::try_take(const fs::path& dir, const std::s
 }
 
 FolderLock FolderLock::wait(const fs::path& dir, const std::string& what, const std::string& name) {
-  return std::move(*acquire(dir, what, name, true));
+  std::optional<FolderLock> lock = acquire(dir, what, name, true);
+  MTP_CHECK(lock.has_value(), "{}: cannot lock {}", what, (dir / name).string());
+  return std::move(*lock);
 }
 
 std::string FolderLock::holder(const fs::path& dir, const std::string& name) {
@@ -134,8 +134,12 @@ std::string FolderLock::holder(const fs::path& dir, const std::string& name) {
   for (int attempt = 0; attempt < 20 && line.empty(); ++attempt) {
     if (attempt > 0) ::usleep(5000);
     std::ifstream in(dir / name);
-    std::getline(in, line);
+    char buf[400] = {};
+    in.getline(buf, sizeof buf);  // anyone can write the file: read a bounded line
+    line = buf;
   }
+  for (char& c : line)
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
   return line;
 }
 
@@ -159,15 +163,19 @@ void FolderLock::release() {
 
 // ----------------------------------------------------------------------- states
 
+std::vector<std::string> run_file_names() {
+  return {std::begin(kRunFiles), std::end(kRunFiles)};
+}
+
 const char* run_state_name(RunState s) {
   switch (s) {
     case RunState::empty:
       return "empty";
-    case RunState::done:
+    case RunState::finished:
       return "finished";
     case RunState::failed:
       return "failed";
-    case RunState::interrupted:
+    case RunState::unfinished:
       return "unfinished";
   }
   return "?";
@@ -199,7 +207,7 @@ RunFolderStatus inspect_run_folder(const fs::path& dir) {
     try {
       const nlohmann::json r = read_json_file(result_path);
       if (run_settings(json_member(r, "config", result_path)) == run_settings(s.config)) {
-        s.state = RunState::done;
+        s.state = RunState::finished;
         return s;
       }
       s.detail = fmt::format("{} holds another configuration than {}", result_path, config_path);
@@ -217,7 +225,7 @@ RunFolderStatus inspect_run_folder(const fs::path& dir) {
     }
     return s;
   }
-  s.state = RunState::interrupted;
+  s.state = RunState::unfinished;
   if (s.detail.empty())
     s.detail = s.config.is_null() ? "no config.json" : "no result (killed, or still running)";
   return s;
@@ -243,8 +251,7 @@ void prepare_new_run(const fs::path& dir, const std::string& what, bool overwrit
     }
     sync_folder(dir.string());
   }
-  remove_stale_temporaries(dir.string(),
-                           std::vector<std::string>(std::begin(kRunFiles), std::end(kRunFiles)),
+  remove_stale_temporaries(dir.string(), run_file_names(),
                            /*all_writers_gone=*/true);
 }
 

@@ -9,11 +9,10 @@
 //
 // States. A folder is
 //   empty        no run's files;
-//   done         result.json holds the same configuration as config.json (written
-//                last, atomically, when a run succeeds);
-//   failed       failed.json says why (a run that stopped with an error, or was killed
-//                after it);
-//   interrupted  config.json without a matching result (killed, or still running:
+//   finished     result.json holds the same configuration as config.json (written
+//                last, atomically, when a run succeeds): the run is done;
+//   failed       failed.json says why (a run that stopped with an error);
+//   unfinished   config.json without a matching result (killed, or still running:
 //                the lock tells); with training-state.safetensors it can resume.
 // A new run goes into an empty folder, or replaces the run there with --overwrite
 // (result.json is removed first, so the folder never looks done with old outputs).
@@ -81,8 +80,13 @@ inline constexpr const char* kFailedFile = "failed.json";
 inline constexpr const char* kModelFile = "model.safetensors";
 inline constexpr const char* kMetricsFile = "metrics.csv";
 inline constexpr const char* kTrainingStateFile = "training-state.safetensors";
+// All of them, in the order a replaced run's are removed: result.json first, so that the
+// folder never looks finished with old outputs.
+inline constexpr const char* kRunFiles[] = {kResultFile,  kFailedFile,        kModelFile,
+                                            kMetricsFile, kTrainingStateFile, kConfigFile};
+std::vector<std::string> run_file_names();
 
-enum class RunState { empty, done, failed, interrupted };
+enum class RunState { empty, finished, failed, unfinished };
 const char* run_state_name(RunState s);
 
 struct RunFolderStatus {
@@ -90,11 +94,11 @@ struct RunFolderStatus {
   std::vector<std::string> run_files;  // which of the run's files are present
   bool resumable = false;              // training-state.safetensors is present
   nlohmann::json config;               // config.json's "config" (null when unreadable)
-  std::string detail;                  // failed: the error; interrupted: why it is not done
+  std::string detail;                  // failed: the error; unfinished: why it is not finished
 };
 
 // What `dir` holds (a missing folder is empty). Unreadable or malformed files make a
-// folder interrupted, with the reason in `detail`; this never throws for their content.
+// folder unfinished, with the reason in `detail`; this never throws for their content.
 RunFolderStatus inspect_run_folder(const std::filesystem::path& dir);
 
 // A run's settings as compared between its files: the configuration without the

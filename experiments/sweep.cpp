@@ -73,15 +73,42 @@ std::string self_executable() {
   return p.string();
 }
 
+bool has_control_character(const std::string& s) {
+  return std::any_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+// An absolute path, naming the flag when it cannot be made (the working folder is gone).
+std::string absolute_path(const std::string& path, const char* flag) {
+  std::error_code ec;
+  const fs::path p = fs::absolute(path, ec);
+  MTP_CHECK(!ec, "--{} {}: cannot make the path absolute ({})", flag, path, ec.message());
+  return p.string();
+}
+
 void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
   const int tasks = opt.slurm_tasks > 0 ? opt.slurm_tasks : int(runs.size());
+  // Everything the script names is quoted for bash, but Slurm reads its #SBATCH lines
+  // itself (no quoting, % patterns): the output folder must need none, and no name may
+  // break a line.
+  const std::string out = absolute_path(opt.out, "out");
+  if (out.find_first_of(" \t'\"\\%") != std::string::npos || has_control_character(out))
+    usage_fail(
+        "--out {}: a Slurm script's #SBATCH --output cannot name a folder with spaces, "
+        "quotes, '%' or control characters; use another folder",
+        out);
+  if (has_control_character(opt.emit_slurm))
+    usage_fail("--emit-slurm: the file name holds a control character");
+  std::error_code ec;
+  const fs::path here = fs::current_path(ec);
+  MTP_CHECK(!ec, "--emit-slurm: cannot find the working folder ({})", ec.message());
   std::string cmd =
       fmt::format("{} sweep --grid {}", shell_quote(self_executable()), shell_quote(opt.grid));
   for (const std::string& a : opt.base_args)
     fmt::format_to(std::back_inserter(cmd), " {}", shell_quote(a));
   fmt::format_to(std::back_inserter(cmd),
                  " --out {} --jobs 1 --threads {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{}\"",
-                 shell_quote(fs::absolute(opt.out).string()), opt.slurm_cpus, tasks);
+                 shell_quote(out), opt.slurm_cpus, tasks);
   const std::string script = fmt::format(
       "#!/bin/bash\n"
       "# mtp sweep over {} runs as a Slurm array of {} tasks; task i runs shard i.\n"
@@ -93,17 +120,17 @@ void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
       "set -euo pipefail\n"
       "cd {}\n"
       "{}\n",
-      runs.size(), tasks, opt.emit_slurm, tasks - 1, opt.slurm_cpus, fs::absolute(opt.out).string(),
-      shell_quote(fs::current_path().string()), cmd);
-  std::error_code ec;
+      runs.size(), tasks, opt.emit_slurm, tasks - 1, opt.slurm_cpus, out,
+      shell_quote(here.string()), cmd);
   fs::create_directories(opt.out, ec);  // Slurm opens --output before a task starts
   MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", opt.out, ec.message());
   write_file_atomic(opt.emit_slurm, script, WriteOptions::user_named());
   struct stat st {};
   if (::stat(opt.emit_slurm.c_str(), &st) == 0 && S_ISREG(st.st_mode))
     ::chmod(opt.emit_slurm.c_str(), 0755);
-  fmt::print("wrote {}: {} runs in {} array tasks (sbatch {})\n", opt.emit_slurm, runs.size(),
-             tasks, opt.emit_slurm);
+  // On stderr: the script itself may have gone to standard output (/dev/stdout | sbatch).
+  fmt::print(stderr, "wrote {}: {} runs in {} array tasks (sbatch {})\n", opt.emit_slurm,
+             runs.size(), tasks, opt.emit_slurm);
 }
 
 }  // namespace
@@ -223,6 +250,9 @@ void record_sweep(const SweepOptions& opt, const std::vector<GridAxis>& axes,
   const fs::path root(opt.out);
   const FolderLock lock = FolderLock::wait(root, "--out " + opt.out, ".sweep.lock");
   const fs::path record = root / "sweep.json";
+  // The runs and commands of every sweep with these flags that used the folder: a sweep
+  // with another grid (more seeds, run at the same time or later) adds to them.
+  std::vector<std::string> run_ids, commands;
   std::error_code ec;
   if (fs::exists(record, ec)) {
     const nlohmann::json before = read_json_file(record.string());
@@ -232,17 +262,25 @@ void record_sweep(const SweepOptions& opt, const std::vector<GridAxis>& axes,
           "{} holds a sweep run with other shared flags ({}); use the same flags to resume "
           "it, or another --out",
           opt.out, shared.empty() ? "none" : fmt::format("{}", fmt::join(shared, " ")));
+    run_ids = json_field<std::vector<std::string>>(before, "runs", record.string());
+    commands =
+        before.contains("commands")
+            ? json_field<std::vector<std::string>>(before, "commands", record.string())
+            : std::vector<std::string>{json_field<std::string>(before, "command", record.string())};
   }
+  for (const SweepRun& r : runs)
+    if (std::find(run_ids.begin(), run_ids.end(), r.id) == run_ids.end()) run_ids.push_back(r.id);
+  if (std::find(commands.begin(), commands.end(), opt.command_line) == commands.end())
+    commands.push_back(opt.command_line);
   fs::create_directories(root / "runs", ec);
   MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", opt.out, ec.message());
   nlohmann::json axes_json = nlohmann::json::array();
   for (const GridAxis& a : axes) axes_json.push_back({{"flag", a.flag}, {"values", a.values}});
-  nlohmann::json run_ids = nlohmann::json::array();
-  for (const SweepRun& r : runs) run_ids.push_back(r.id);
   write_file_atomic(record.string(), nlohmann::json{{"grid", opt.grid},
                                                     {"axes", axes_json},
                                                     {"base_args", opt.base_args},
                                                     {"command", opt.command_line},
+                                                    {"commands", commands},
                                                     {"runs", run_ids}}
                                              .dump(2) +
                                          "\n");
@@ -257,11 +295,10 @@ RunAction decide(const RunFolderStatus& s, const nlohmann::json& expected, std::
     why = "the folder holds a run with other settings; remove it or use another --out";
     return RunAction::refuse;
   }
-  if (s.state == RunState::done) return RunAction::skip_done;
+  if (s.state == RunState::finished) return RunAction::skip_done;
   // A run killed after writing its training state continues from it; one that failed,
   // left nothing to continue from, or whose config.json cannot be read starts over.
-  if (s.resumable && s.state != RunState::failed && !s.config.is_null())
-    return RunAction::resume;
+  if (s.resumable && s.state != RunState::failed && !s.config.is_null()) return RunAction::resume;
   return RunAction::restart;
 }
 
@@ -320,7 +357,7 @@ int run_sweep(const SweepOptions& opt) {
     if (r.index % opt.shards != opt.shard) continue;
     ++mine;
     const RunFolderStatus s = inspect_run_folder(root / "runs" / r.id);
-    if (s.state == RunState::done && run_settings(s.config) == expected[size_t(r.index)])
+    if (s.state == RunState::finished && run_settings(s.config) == expected[size_t(r.index)])
       ++already;
     else
       todo.push_back(&r);
@@ -383,10 +420,18 @@ int run_sweep(const SweepOptions& opt) {
         args.insert(args.end(), own.begin(), own.end());
         if (action == RunAction::restart) args.push_back("--overwrite");
       }
+      // The run's log is a file of its own (a FIFO planted there would block the child).
+      struct stat log_stat {};
+      const fs::path log = dir / "log.txt";
+      if (::lstat(log.c_str(), &log_stat) == 0 && !S_ISREG(log_stat.st_mode)) {
+        fail_run(r, fmt::format("{} is {}, not a regular file", log.string(),
+                                describe_file_type(log_stat.st_mode)));
+        continue;
+      }
       // The child takes the lock over; children die with the sweep (SIGKILL included),
       // so a killed sweep leaves no run writing into a folder the next sweep will redo.
       ProcessOptions po;
-      po.output_file = (dir / "log.txt").string();
+      po.output_file = log.string();
       po.append_output = action == RunAction::resume;  // keep the first attempt's log
       po.die_with_parent = true;
       po.keep_fd = lock->fd();
@@ -413,7 +458,7 @@ int run_sweep(const SweepOptions& opt) {
     const fs::path dir = root / "runs" / r->id;
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     const RunFolderStatus after = inspect_run_folder(dir);
-    if (code == 0 && after.state == RunState::done) {
+    if (code == 0 && after.state == RunState::finished) {
       ++tally.done;
       report(*r, headline(dir / kResultFile), secs);
     } else {

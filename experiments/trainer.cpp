@@ -546,9 +546,7 @@ nlohmann::json resume_training(const std::string& dir, int threads) {
             "--resume {}: no {} to resume from (was the run started with --checkpoint-every?)", dir,
             kTrainingStateFile);
   validate_stored(cfg, config_path);
-  remove_stale_temporaries(dir,
-                           {kTrainingStateFile, kModelFile, kMetricsFile, kResultFile, kFailedFile},
-                           /*all_writers_gone=*/true);
+  remove_stale_temporaries(dir, run_file_names(), /*all_writers_gone=*/true);
   set_threads(cfg.threads);
   return with_mixer<float>(cfg.cell, cfg.aggregator, [&]<class Mixer>() {
     return train<Mixer>(cfg, RunStart{.resume = true});

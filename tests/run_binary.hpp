@@ -33,7 +33,7 @@ inline std::string mtp_exp_path() {
 
 struct RunOptions {
   std::filesystem::path cwd;       // where it runs (empty: here)
-  std::vector<std::string> env;    // "NAME=value" added to the environment
+  std::vector<std::string> env;    // "NAME=value" added to (or replacing in) the environment
   long long file_size_limit = -1;  // RLIMIT_FSIZE: writes past it fail as on a full disk
   std::string stdin_path = "/dev/null";
 };
@@ -46,7 +46,12 @@ inline pid_t spawn_mtp_exp(const std::vector<std::string>& args, const std::file
   std::vector<std::string> argv_s = {exe};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<std::string> env_s;
-  for (char** e = environ; e && *e; ++e) env_s.emplace_back(*e);
+  const auto named = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
+  for (char** e = environ; e && *e; ++e) {
+    bool replaced = false;
+    for (const std::string& mine : o.env) replaced |= named(mine) == named(*e);
+    if (!replaced) env_s.emplace_back(*e);
+  }
   env_s.insert(env_s.end(), o.env.begin(), o.env.end());
   std::vector<char*> argv, envp;
   for (std::string& a : argv_s) argv.push_back(a.data());

@@ -96,14 +96,11 @@ class Cli : public testing::Test {
   // The train flags every test run uses, tiny and single-threaded; a flag in `extra`
   // replaces its default (mtp-exp rejects a flag given twice).
   std::vector<std::string> tiny(const std::vector<std::string>& extra = {}) const {
-    std::vector<std::pair<std::string, std::string>> defaults = {{"--steps", "3"},
-                                                                 {"--width", "8"},
-                                                                 {"--layers", "1"},
-                                                                 {"--batch", "4"},
-                                                                 {"--seq-len", "16"},
-                                                                 {"--val-batches", "1"},
-                                                                 {"--threads", "1"},
-                                                                 {"--out", out_dir().string()}};
+    std::vector<std::pair<std::string, std::string>> defaults = {
+        {"--steps", "3"},    {"--width", "8"},
+        {"--layers", "1"},   {"--batch", "4"},
+        {"--seq-len", "16"}, {"--val-batches", "1"},
+        {"--threads", "1"},  {"--out", out_dir().string()}};
     // --pairs is mqar's own: another task refuses it.
     const auto task = std::find(extra.begin(), extra.end(), "--task");
     if (task == extra.end() || (task + 1 != extra.end() && task[1] == "mqar"))

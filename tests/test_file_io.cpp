@@ -274,14 +274,14 @@ TEST(RunFolder, StatesFollowTheFilesAndANewRunNeedsOverwrite) {
   EXPECT_EQ(exp::inspect_run_folder(run).state, exp::RunState::empty);
   fs::create_directories(run);
   dir.file("run/config.json", R"({"config": {"steps": 4, "out": "a", "threads": 1}})");
-  EXPECT_EQ(exp::inspect_run_folder(run).state, exp::RunState::interrupted);
+  EXPECT_EQ(exp::inspect_run_folder(run).state, exp::RunState::unfinished);
   // A result of the same settings (the folder and threads may differ): done.
   dir.file("run/result.json", R"({"config": {"steps": 4, "out": "b", "threads": 2}})");
-  EXPECT_EQ(exp::inspect_run_folder(run).state, exp::RunState::done);
+  EXPECT_EQ(exp::inspect_run_folder(run).state, exp::RunState::finished);
   // Of other settings: not done.
   dir.file("run/result.json", R"({"config": {"steps": 5, "out": "a", "threads": 1}})");
   exp::RunFolderStatus s = exp::inspect_run_folder(run);
-  EXPECT_EQ(s.state, exp::RunState::interrupted);
+  EXPECT_EQ(s.state, exp::RunState::unfinished);
   EXPECT_NE(s.detail.find("another configuration"), std::string::npos) << s.detail;
   dir.file("run/failed.json", R"({"error": "step 3: the loss is nan; stopping"})");
   s = exp::inspect_run_folder(run);

@@ -408,9 +408,9 @@ TEST_F(Hostile, ConcurrentResumesOneTrainsTheOtherIsRefused) {
   const fs::path run_dir = root() / "run";
   // clang-format off
   const std::vector<std::string> args = {
-      "--task", "lag-recall", "--steps", "60", "--batch", "4", "--seq-len", "32", "--lags", "1,4",
+      "--task", "lag-recall", "--steps", "120", "--batch", "4", "--seq-len", "32", "--lags", "1,4",
       "--width", "16", "--layers", "1", "--val-batches", "1", "--threads", "1",
-      "--checkpoint-every", "30", "--out", run_dir.string()};
+      "--checkpoint-every", "60", "--out", run_dir.string()};
   // clang-format on
   ASSERT_EQ(run(args).status, 0);
   const json before = json::parse(test::read_file(run_dir / "result.json"));
@@ -436,6 +436,7 @@ TEST_F(Hostile, ConcurrentResumesOneTrainsTheOtherIsRefused) {
   const pid_t a = test::spawn_mtp_exp({"--resume", run_dir.string()}, root() / "a.log");
   ASSERT_TRUE(holds_lock(run_dir, a)) << test::read_file(root() / "a.log");
   ::kill(a, SIGSTOP);
+  if (::waitpid(a, nullptr, WNOHANG) == a) GTEST_SKIP() << "the resume ended before it was paused";
   expect_failure({"--resume", run_dir.string()}, 3,
                  {"in use by another mtp-exp", "pid " + std::to_string(a)});
   ::kill(a, SIGCONT);
@@ -812,6 +813,108 @@ TEST_F(Hostile, StdoutWriteErrorsFailTheCommand) {
     ASSERT_EQ(lines.size(), 1u);
     EXPECT_NE(lines[0].find("No space left on device"), std::string::npos) << lines[0];
   }
+}
+
+// Waits for `pid` at most `seconds`: its exit status, or -2 (after killing it) when it
+// hangs, so that a regression that blocks cannot stall the whole suite.
+int wait_within(pid_t pid, int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int raw = 0;
+    if (::waitpid(pid, &raw, WNOHANG) == pid) return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid, SIGKILL);
+  test::wait_status(pid);
+  return -2;
+}
+
+// A FIFO or device where a run's file should be is refused, never waited on: as a run's
+// result.json (report, sweep) and as a sweep run's log.txt.
+TEST_F(Hostile, FifoAmongRunFilesIsRefusedWithoutWaiting) {
+  const fs::path sweep = finished_sweep("sweep");
+  const fs::path result = sweep / "runs" / "perspectives-1" / "result.json";
+  fs::remove(result);
+  ASSERT_EQ(::mkfifo(result.c_str(), 0644), 0);
+  const pid_t report =
+      test::spawn_mtp_exp({"report", "--no-plots", sweep.string()}, root() / "report.log");
+  ASSERT_EQ(wait_within(report, 60), 0) << test::read_file(root() / "report.log");
+  EXPECT_NE(test::read_file(sweep / "REPORT.md").find("result.json: is a FIFO"), std::string::npos);
+
+  const fs::path other = root() / "other";
+  const fs::path log = other / "runs" / "perspectives-1" / "log.txt";
+  fs::create_directories(log.parent_path());
+  ASSERT_EQ(::mkfifo(log.c_str(), 0644), 0);
+  const pid_t s = test::spawn_mtp_exp(
+      std::vector<std::string>{"sweep", "--grid", "perspectives=1", "--out", other.string()} +
+          kTinyLagRecall,
+      root() / "sweep.log");
+  EXPECT_EQ(wait_within(s, 60), 1) << test::read_file(root() / "sweep.log");
+  EXPECT_NE(test::read_file(root() / "sweep.log").find("not a regular file"), std::string::npos)
+      << test::read_file(root() / "sweep.log");
+}
+
+// gnuplot that fails: the report still lands, says the plots were not rendered, keeps
+// gnuplot's log beside them, and leaves nothing in the folder it was run from.
+TEST_F(Hostile, FailingGnuplotLeavesItsLogAndNothingElsewhere) {
+  const fs::path sweep = finished_sweep("sweep");
+  const fs::path bin = root() / "bin", elsewhere = root() / "elsewhere";
+  fs::create_directories(bin);
+  fs::create_directories(elsewhere);
+  write_text(bin / "gnuplot", "#!/bin/sh\necho 'gnuplot: cannot render here' >&2\nexit 1\n");
+  fs::permissions(bin / "gnuplot", fs::perms::owner_all);
+  test::RunOptions o = at(elsewhere);
+  o.env = {"PATH=" + bin.string() + ":/usr/bin:/bin"};
+  const Result r = run({"report", sweep.string()}, o);
+  EXPECT_EQ(r.status, 0) << r.describe();
+  EXPECT_NE(r.out.find("not rendered"), std::string::npos) << r.out;
+  EXPECT_NE(test::read_file(sweep / "plots" / "metric_vs_k.log").find("cannot render here"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(sweep / "plots" / "metric_vs_k.png"));
+  EXPECT_TRUE(fs::is_empty(elsewhere)) << "left in the working folder";
+  EXPECT_TRUE(temporaries(sweep).empty()) << ::testing::PrintToString(temporaries(sweep));
+}
+
+// The emitted Slurm script: a folder name cannot add lines to it, and written to
+// standard output it is the whole of standard output (ready for `| sbatch`).
+TEST_F(Hostile, SlurmScriptTakesNoInjectedLinesAndPipesCleanly) {
+  for (const std::string& out :
+       {std::string("o\ntouch PWNED"), std::string("with space"), std::string("pct%A")}) {
+    SCOPED_TRACE(out);
+    expect_failure(
+        std::vector<std::string>{"sweep", "--grid", "seed=0", "--out", (root() / out).string(),
+                                 "--emit-slurm", (root() / "s.sbatch").string()} +
+            kTinyLagRecall,
+        2, {"--out", "#SBATCH"});
+  }
+  const Result r =
+      run(std::vector<std::string>{"sweep", "--grid", "seed=0,1", "--out", (root() / "ok").string(),
+                                   "--emit-slurm", "/dev/stdout"} +
+          kTinyLagRecall);
+  EXPECT_EQ(r.status, 0) << r.describe();
+  EXPECT_EQ(r.out.rfind("#!/bin/bash\n", 0), 0u) << r.out;
+  const std::vector<std::string> lines = lines_of(r.out);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines.back().find("--shard \"${SLURM_ARRAY_TASK_ID}/2\""), std::string::npos)
+      << "the command is the script's last line\n"
+      << r.out;
+  EXPECT_NE(r.err.find("wrote /dev/stdout"), std::string::npos) << r.err;
+}
+
+// Sweeps with the same shared flags and other grids on one folder: sweep.json lists the
+// runs of both, and the report counts them all.
+TEST_F(Hostile, SweepsWithOtherGridsAddUpInOneReport) {
+  const fs::path out = root() / "sweep";
+  for (const char* seeds : {"seed=0,1", "seed=2"})
+    ASSERT_EQ(run(std::vector<std::string>{"sweep", "--grid", seeds, "--out", out.string()} +
+                  kTinyLagRecall)
+                  .status,
+              0);
+  const json record = json::parse(test::read_file(out / "sweep.json"));
+  EXPECT_EQ(record["runs"].size(), 3u) << record.dump();
+  EXPECT_EQ(record["commands"].size(), 2u) << record.dump();
+  const Result r = run({"report", "--no-plots", out.string()});
+  EXPECT_NE(r.out.find("report: 3 runs"), std::string::npos) << r.describe();
 }
 
 }  // namespace

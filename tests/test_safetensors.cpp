@@ -427,8 +427,8 @@ TEST(SafeTensors, LoadingRefusesNonFiniteValuesNamingTheIndex) {
 // dimensions: valid, as the reference implementation has it.
 TEST(SafeTensors, ZeroSizedDimensionIsAnEmptyTensor) {
   for (const std::string shape : {"[0]", "[3,0]", "[0,5,7]", "[1000000,0]"}) {
-    const std::string header = R"({"e":{"dtype":"F32","shape":)" + shape +
-                               R"(,"data_offsets":[0,0]}})";
+    const std::string header =
+        R"({"e":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,0]}})";
     std::vector<std::uint8_t> bytes(8);
     const std::uint64_t n = header.size();
     std::memcpy(bytes.data(), &n, 8);

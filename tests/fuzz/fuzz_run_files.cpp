@@ -51,7 +51,7 @@ enum Layout : std::uint8_t {
   kResult = 1 << 2,
   kResultIsFolder = 1 << 3,  // when kResult is not set
   kMetrics = 1 << 4,
-  kSecondRun = 1 << 5,      // runs/b, a copy of runs/a
+  kSecondRun = 1 << 5,        // runs/b, a copy of runs/a
   kMetricsIsDevice = 1 << 6,  // metrics.csv is a link to /dev/zero
 };
 
@@ -95,7 +95,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   // Inspecting a folder never throws: whatever its files hold, it has a state.
   const mtp::exp::RunFolderStatus status = mtp::exp::inspect_run_folder(root / "runs" / "a");
-  if (status.state == mtp::exp::RunState::done && !(layout & kResult)) std::abort();
+  if (status.state == mtp::exp::RunState::finished && !(layout & kResult)) std::abort();
   try {
     mtp::exp::read_train_curve((root / "runs" / "a" / "metrics.csv").string());
   } catch (const mtp::Error&) {
