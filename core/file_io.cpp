@@ -192,6 +192,9 @@ std::string describe_file_type(unsigned mode) {
   return "a file";
 }
 
+// How much a read may grow between looks at the memory available.
+constexpr std::uint64_t kMemoryCheckStep = std::uint64_t(64) << 20;
+
 std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::string& what,
                                           std::uint64_t limit, bool pipes) {
   if (path.empty()) fail("{}: the path is empty", what.empty() ? "a file to read" : what);
@@ -234,10 +237,13 @@ std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::st
     if (size > limit)
       fail("{}: {} is more than the {} mtp-exp reads from such a file", name, format_bytes(size),
            format_bytes(limit));
-    const std::uint64_t available = available_memory_bytes();
-    if (size > available)
-      fail("{}: reading its {} needs more memory than the {} available", name, format_bytes(size),
-           format_bytes(available));
+    // (Small files cannot exhaust memory: only large ones are worth the look.)
+    if (size > kMemoryCheckStep) {
+      const std::uint64_t available = available_memory_bytes();
+      if (size > available)
+        fail("{}: reading its {} needs more memory than the {} available", name, format_bytes(size),
+             format_bytes(available));
+    }
     // The whole file into a buffer of its size: one allocation, no copy.
     bytes.resize(size_t(size));
     while (at < bytes.size() && read_some(bytes.size() - at)) {
@@ -248,13 +254,13 @@ std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::st
   // A pipe (or a file that grew while being read): in chunks, to the end or the limit,
   // the memory checked as it grows.
   constexpr size_t kChunk = size_t(1) << 20;
-  std::uint64_t checked = at;
+  std::uint64_t checked = at + kMemoryCheckStep;
   for (;;) {
     if (at > limit)
       fail("{}: more than the {} mtp-exp reads from {}", name, format_bytes(limit),
            regular ? "such a file" : "a pipe");
     if (at >= checked) {
-      checked = at + 64 * kChunk;
+      checked = at + kMemoryCheckStep;
       if (checked > available_memory_bytes())
         fail("{}: more than the memory available ({} read so far)", name, format_bytes(at));
     }

@@ -9,6 +9,7 @@
 
 #include <fmt/ranges.h>
 #include <algorithm>
+#include <set>
 
 namespace mtp::exp {
 
@@ -40,6 +41,14 @@ nlohmann::json to_json(const TrainConfig& c) {
 
 TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) fail("{}: the run configuration is not an object", where);
+  // A setting this build does not know (a newer mtp's, or an edit) cannot be honoured.
+  static const std::set<std::string> known = {
+#define X(f) #f,
+      MTP_CONFIG_FIELDS(X)
+#undef X
+  };
+  for (const auto& [key, value] : j.items())
+    if (!known.count(key)) fail("{}: setting '{}' is not one this mtp-exp knows", where, key);
   TrainConfig c;
 #define X(f) \
   if (j.contains(#f)) c.f = json_to<decltype(c.f)>(j[#f], where + ": setting '" #f "'");

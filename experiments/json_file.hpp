@@ -46,8 +46,12 @@ T json_to(const nlohmann::json& v, const std::string& where) {
         return T(i);
       }
     }
-    fail("{} must be an integer in [{}, {}], found {}", where, std::numeric_limits<T>::min(),
-         std::numeric_limits<T>::max(), json_excerpt(v));
+    if constexpr (sizeof(T) >= 8)
+      fail("{} must be {}an integer, found {}", where, std::is_signed_v<T> ? "" : "a non-negative ",
+           json_excerpt(v));
+    else
+      fail("{} must be an integer in [{}, {}], found {}", where, std::numeric_limits<T>::min(),
+           std::numeric_limits<T>::max(), json_excerpt(v));
   } else if constexpr (std::is_floating_point_v<T>) {
     if (v.is_number() && std::isfinite(v.get<double>()) &&
         std::abs(v.get<double>()) <= double(std::numeric_limits<T>::max()))

@@ -27,6 +27,7 @@
 #include "mtp/experiments/config.hpp"
 #include "mtp/experiments/generate.hpp"
 #include "mtp/experiments/layer_command.hpp"
+#include "mtp/experiments/process.hpp"
 #include "mtp/experiments/report.hpp"
 #include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/sweep.hpp"
@@ -150,10 +151,11 @@ int cmd_sweep(int argc, const char* const* argv) {
   d.add_options()("help,h", "show this help")  //
       ("grid", po::value(&o.grid)->required(),
        "the axes: \"flag=v1,v2;flag=v1,...\" over train flags (cell, perspectives, aggregator, "
-       "noise, seed, ...)")                                                                      //
-      ("out", po::value(&o.out)->required(), "sweep folder: DIR/runs/<run>/, DIR/sweep.json")    //
-      ("jobs", po::value(&o.jobs)->default_value(1), "runs at a time (child processes)")         //
-      ("threads", po::value(&o.threads)->default_value(0), "threads per run (0: cores / jobs)")  //
+       "noise, seed, ...)")                                                                    //
+      ("out", po::value(&o.out)->required(), "sweep folder: DIR/runs/<run>/, DIR/sweep.json")  //
+      ("jobs", po::value(&o.jobs)->default_value(1), "runs at a time (child processes)")       //
+      ("threads", po::value(&o.threads)->default_value(0),
+       "threads per run (0: cores / jobs; in a Slurm script, --slurm-cpus)")  //
       ("shard", po::value(&shard)->default_value("0/1"),
        "run only slice i of n (runs with index = i mod n), e.g. a Slurm array task")  //
       ("emit-slurm", po::value(&o.emit_slurm),
@@ -216,6 +218,11 @@ int cmd_report(int argc, const char* const* argv) {
   cli::reject_empty_values(vm);
   po::notify(vm);
   options.plots = !no_plots;
+  options.command_line = "mtp-exp report";
+  for (int i = 1; i < argc; ++i) {
+    options.command_line += ' ';
+    options.command_line += mtp::exp::shell_word(argv[i]);
+  }
   const mtp::exp::ReportSummary r = mtp::exp::write_report(dir, options);
   fmt::print("report: {} runs, {} configurations, {} paired comparisons, {} plots{}{}\n", r.runs,
              r.configurations, r.comparisons, r.plots,

@@ -27,6 +27,12 @@ pid_t spawn_process(const std::string& program, const std::vector<std::string>& 
 // Waits for `pid`: its exit status, or 128 + the signal that ended it.
 int wait_process(pid_t pid);
 
+// `s` in single quotes, safe to paste into a POSIX shell (the Slurm script, the
+// commands a sweep and a lock record for a user to rerun).
+std::string shell_quote(const std::string& s);
+// `s` as is when the shell would read it unchanged, else shell_quote(s).
+std::string shell_word(const std::string& s);
+
 // spawn_process then wait_process.
 int run_process(const std::string& program, const std::vector<std::string>& args,
                 const ProcessOptions& options = {});

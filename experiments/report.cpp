@@ -380,6 +380,11 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     else
       unfinished.emplace_back(d.filename().string(), std::move(status));
   }
+  if (runs.empty() && !inspect_run_folder(dir).run_files.empty())
+    fail(
+        "{}: is a run's folder; report summarises a sweep's folder (DIR/runs/<run>/) or a folder "
+        "of run folders",
+        dir_name);
   MTP_CHECK(!runs.empty(), "{}: no finished runs (no run folder with a result matching its config)",
             dir_name);
   // Everything the report writes lands at the end, together: a failure part way (a full
@@ -591,8 +596,9 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     commands = {json_field<std::string>(sweep, "command", record.string())};
   std::string md = "# Sweep report\n\n";
   if (!commands.empty())
-    md += fmt::format("Produced by:\n\n```sh\n{}\nmtp-exp report {}\n```\n\n",
-                      fmt::join(commands, "\n"), dir_name);
+    md += fmt::format("Produced by:\n\n```sh\n{}\n{}\n```\n\n", fmt::join(commands, "\n"),
+                      options.command_line.empty() ? "mtp-exp report " + shell_word(dir_name)
+                                                   : options.command_line);
   md += fmt::format(
       "{} finished runs in {} configurations{}; {}.\n\n", runs.size(), configs.size(),
       unfinished.empty() ? "" : fmt::format(" ({} not finished: see the end)", unfinished.size()),

@@ -24,7 +24,8 @@ struct ReportSummary {
 };
 
 struct ReportOptions {
-  bool plots = true;  // render plots with gnuplot (else tables and statistics only)
+  bool plots = true;         // render plots with gnuplot (else tables and statistics only)
+  std::string command_line;  // how the report was asked for (REPORT.md shows it)
 };
 
 // Writes the report of `dir`: everything at once (staged, then renamed into place), so a

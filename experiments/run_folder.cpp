@@ -12,6 +12,7 @@
 
 #include "mtp/core/file_io.hpp"
 #include "mtp/experiments/json_file.hpp"
+#include "mtp/experiments/process.hpp"
 
 namespace mtp::exp {
 namespace fs = std::filesystem;
@@ -26,14 +27,21 @@ std::string now_utc() {
   return buf;
 }
 
+// This process's command line, each argument as a shell would need it.
 std::string command_line() {
   std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string args((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  for (char& c : args)
-    if (c == '\0' || c == '\n') c = ' ';
-  while (!args.empty() && args.back() == ' ') args.pop_back();
-  if (args.size() > 300) args = args.substr(0, 297) + "...";
-  return args;
+  const std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string line;
+  for (size_t at = 0; at < raw.size();) {
+    const size_t end = std::min(raw.find('\0', at), raw.size());
+    if (!line.empty()) line += ' ';
+    line += shell_word(raw.substr(at, end - at));
+    at = end + 1;
+  }
+  for (char& c : line)
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  if (line.size() > 300) line = line.substr(0, 297) + "...";
+  return line;
 }
 
 // Records who holds the lock, for the message of the next process that finds it taken.
@@ -241,7 +249,8 @@ void prepare_new_run(const fs::path& dir, const std::string& what, bool overwrit
       usage_fail(
           "{} already holds a run ({}); pass --overwrite to replace it{}, or choose another "
           "folder",
-          what, run_state_name(s.state), s.resumable ? ", --resume to continue it" : "");
+          what, run_state_name(s.state),
+          s.resumable && s.state != RunState::finished ? ", --resume to continue it" : "");
     // result.json first: from then on the folder never looks done with old outputs.
     for (const char* name :
          {kResultFile, kFailedFile, kModelFile, kMetricsFile, kTrainingStateFile, kConfigFile}) {
@@ -255,8 +264,8 @@ void prepare_new_run(const fs::path& dir, const std::string& what, bool overwrit
                            /*all_writers_gone=*/true);
 }
 
-void mark_run_failed(const fs::path& dir, const std::string& error, long long step) {
-  const nlohmann::json j = {{"error", error}, {"step", step}, {"time", now_utc()}};
+void mark_run_failed(const fs::path& dir, const std::string& error, long long steps_done) {
+  const nlohmann::json j = {{"error", error}, {"steps_done", steps_done}, {"time", now_utc()}};
   try {
     write_file_atomic((dir / kFailedFile).string(), j.dump(2) + "\n");
   } catch (const Error&) {

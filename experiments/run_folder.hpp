@@ -110,9 +110,10 @@ nlohmann::json run_settings(nlohmann::json config);
 // (result.json first); removes temporaries that killed writers left.
 void prepare_new_run(const std::filesystem::path& dir, const std::string& what, bool overwrite);
 
-// Records that the run in `dir` stopped with `error` at `step` (failed.json), or
-// forgets an earlier failure when a new attempt starts.
-void mark_run_failed(const std::filesystem::path& dir, const std::string& error, long long step);
+// Records that the run in `dir` stopped with `error` after `steps_done` training steps
+// (failed.json), or forgets an earlier failure when a new attempt starts.
+void mark_run_failed(const std::filesystem::path& dir, const std::string& error,
+                     long long steps_done);
 void clear_run_failure(const std::filesystem::path& dir);
 
 }  // namespace mtp::exp

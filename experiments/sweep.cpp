@@ -102,13 +102,16 @@ void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
   std::error_code ec;
   const fs::path here = fs::current_path(ec);
   MTP_CHECK(!ec, "--emit-slurm: cannot find the working folder ({})", ec.message());
+  // A script sent to a descriptor or device (/dev/stdout | sbatch) has no name to submit.
+  const bool named_file =
+      opt.emit_slurm.rfind("/dev/", 0) != 0 && opt.emit_slurm.rfind("/proc/", 0) != 0;
   std::string cmd =
       fmt::format("{} sweep --grid {}", shell_quote(self_executable()), shell_quote(opt.grid));
   for (const std::string& a : opt.base_args)
     fmt::format_to(std::back_inserter(cmd), " {}", shell_quote(a));
   fmt::format_to(std::back_inserter(cmd),
                  " --out {} --jobs 1 --threads {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{}\"",
-                 shell_quote(out), opt.slurm_cpus, tasks);
+                 shell_quote(out), opt.threads > 0 ? opt.threads : opt.slurm_cpus, tasks);
   const std::string script = fmt::format(
       "#!/bin/bash\n"
       "# mtp sweep over {} runs as a Slurm array of {} tasks; task i runs shard i.\n"
@@ -120,8 +123,8 @@ void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
       "set -euo pipefail\n"
       "cd {}\n"
       "{}\n",
-      runs.size(), tasks, opt.emit_slurm, tasks - 1, opt.slurm_cpus, out,
-      shell_quote(here.string()), cmd);
+      runs.size(), tasks, named_file ? opt.emit_slurm : "<this script>", tasks - 1, opt.slurm_cpus,
+      out, shell_quote(here.string()), cmd);
   fs::create_directories(opt.out, ec);  // Slurm opens --output before a task starts
   MTP_CHECK(!ec, "--out {}: cannot create the folder ({})", opt.out, ec.message());
   write_file_atomic(opt.emit_slurm, script, WriteOptions::user_named());
@@ -129,24 +132,11 @@ void emit_slurm(const SweepOptions& opt, const std::vector<SweepRun>& runs) {
   if (::stat(opt.emit_slurm.c_str(), &st) == 0 && S_ISREG(st.st_mode))
     ::chmod(opt.emit_slurm.c_str(), 0755);
   // On stderr: the script itself may have gone to standard output (/dev/stdout | sbatch).
-  fmt::print(stderr, "wrote {}: {} runs in {} array tasks (sbatch {})\n", opt.emit_slurm,
-             runs.size(), tasks, opt.emit_slurm);
+  fmt::print(stderr, "wrote {}: {} runs in {} array tasks{}\n", opt.emit_slurm, runs.size(), tasks,
+             named_file ? fmt::format(" (sbatch {})", opt.emit_slurm) : "");
 }
 
 }  // namespace
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string shell_word(const std::string& s) {
-  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_-./=,:+@%", c) != nullptr;
-  });
-  return plain ? s : shell_quote(s);
-}
 
 std::vector<GridAxis> parse_grid(const std::string& grid) {
   std::vector<GridAxis> axes;
@@ -303,7 +293,7 @@ RunAction decide(const RunFolderStatus& s, const nlohmann::json& expected, std::
 }
 
 struct SweepTally {
-  int done = 0, failed = 0, busy = 0;
+  int done = 0, failed = 0;
   std::vector<std::string> failures;  // "id (see log)"
 };
 
@@ -374,7 +364,7 @@ int run_sweep(const SweepOptions& opt) {
   std::map<pid_t, std::pair<const SweepRun*, clock::time_point>> running;
   size_t next = 0;
   SweepTally tally;
-  int finished = 0;  // runs this sweep has dealt with (done, failed, or left to another)
+  int finished = 0;  // runs this sweep has dealt with (done or failed)
   auto report = [&](const SweepRun& r, const std::string& what, double secs) {
     ++finished;
     const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
@@ -389,59 +379,71 @@ int run_sweep(const SweepOptions& opt) {
     tally.failures.push_back(r.id);
     report(r, "FAILED (" + why + ")", 0);
   };
-  while (next < todo.size() || !running.empty()) {
+  // Starts run `r` with its folder's lock held: skips it when another process finished
+  // it meanwhile, refuses a folder of other settings, else hands the lock to the child.
+  auto start = [&](const SweepRun& r, FolderLock lock) {
+    const fs::path dir = root / "runs" / r.id;
+    std::string why;
+    const RunAction action = decide(inspect_run_folder(dir), expected[size_t(r.index)], why);
+    if (action == RunAction::skip_done) {
+      ++tally.done;
+      report(r, "finished by another process", 0);
+      return;
+    }
+    if (action == RunAction::refuse) return fail_run(r, why);
+    std::vector<std::string> args = {"mtp-exp", "train"};
+    if (action == RunAction::resume) {
+      args.insert(args.end(), {"--resume", dir.string(), "--threads", std::to_string(threads)});
+    } else {
+      const std::vector<std::string> own = run_arguments(r, opt.base_args, dir.string(), threads);
+      args.insert(args.end(), own.begin(), own.end());
+      if (action == RunAction::restart) args.push_back("--overwrite");
+    }
+    // The run's log is a file of its own (a FIFO planted there would block the child).
+    struct stat log_stat {};
+    const fs::path log = dir / "log.txt";
+    if (::lstat(log.c_str(), &log_stat) == 0 && !S_ISREG(log_stat.st_mode))
+      return fail_run(r, fmt::format("{} is {}, not a regular file", log.string(),
+                                     describe_file_type(log_stat.st_mode)));
+    // The child takes the lock over; children die with the sweep (SIGKILL included),
+    // so a killed sweep leaves no run writing into a folder the next sweep will redo.
+    ProcessOptions po;
+    po.output_file = log.string();
+    po.append_output = action == RunAction::resume;  // keep the first attempt's log
+    po.die_with_parent = true;
+    po.keep_fd = lock.fd();
+    po.env = {std::string(kInheritedLockVariable) + "=" + std::to_string(lock.fd())};
+    try {
+      const pid_t pid = spawn_process(exe, args, po);
+      running[pid] = {&r, clock::now()};
+    } catch (const Error& e) {
+      fail_run(r, e.what());
+    }
+  };
+  // Runs held by another process (another sweep, a shard started twice, a manual
+  // --resume) are left to it while this sweep does the others, then waited for: once
+  // their lock is free, they are done, or this sweep does them.
+  std::vector<const SweepRun*> held;
+  while (next < todo.size() || !running.empty() || !held.empty()) {
     while (next < todo.size() && int(running.size()) < opt.jobs) {
       const SweepRun& r = *todo[next++];
       const fs::path dir = root / "runs" / r.id;
-      // The run's lock decides: another process training it (another sweep, a shard
-      // started twice, a manual --resume) keeps it, and this sweep goes on.
-      std::optional<FolderLock> lock = FolderLock::try_take(dir, dir.string());
-      if (!lock) {
-        ++tally.busy;
-        report(r, "in use by another process (" + FolderLock::holder(dir) + "); left to it", 0);
-        continue;
-      }
-      std::string why;
-      const RunAction action = decide(inspect_run_folder(dir), expected[size_t(r.index)], why);
-      if (action == RunAction::skip_done) {
-        ++tally.done;
-        report(r, "finished by another process", 0);
-        continue;
-      }
-      if (action == RunAction::refuse) {
-        fail_run(r, why);
-        continue;
-      }
-      std::vector<std::string> args = {"mtp-exp", "train"};
-      if (action == RunAction::resume) {
-        args.insert(args.end(), {"--resume", dir.string(), "--threads", std::to_string(threads)});
+      if (std::optional<FolderLock> lock = FolderLock::try_take(dir, dir.string())) {
+        start(r, std::move(*lock));
       } else {
-        const std::vector<std::string> own = run_arguments(r, opt.base_args, dir.string(), threads);
-        args.insert(args.end(), own.begin(), own.end());
-        if (action == RunAction::restart) args.push_back("--overwrite");
+        fmt::print("sweep: {} is in use by another process ({}); coming back to it\n", r.id,
+                   FolderLock::holder(dir));
+        std::fflush(stdout);
+        held.push_back(&r);
       }
-      // The run's log is a file of its own (a FIFO planted there would block the child).
-      struct stat log_stat {};
-      const fs::path log = dir / "log.txt";
-      if (::lstat(log.c_str(), &log_stat) == 0 && !S_ISREG(log_stat.st_mode)) {
-        fail_run(r, fmt::format("{} is {}, not a regular file", log.string(),
-                                describe_file_type(log_stat.st_mode)));
-        continue;
-      }
-      // The child takes the lock over; children die with the sweep (SIGKILL included),
-      // so a killed sweep leaves no run writing into a folder the next sweep will redo.
-      ProcessOptions po;
-      po.output_file = log.string();
-      po.append_output = action == RunAction::resume;  // keep the first attempt's log
-      po.die_with_parent = true;
-      po.keep_fd = lock->fd();
-      po.env = {std::string(kInheritedLockVariable) + "=" + std::to_string(lock->fd())};
-      try {
-        const pid_t pid = spawn_process(exe, args, po);
-        running[pid] = {&r, clock::now()};
-      } catch (const Error& e) {
-        fail_run(r, e.what());
-      }
+    }
+    if (running.empty() && next == todo.size() && !held.empty()) {
+      const SweepRun& r = *held.front();
+      held.erase(held.begin());
+      const fs::path dir = root / "runs" / r.id;
+      fmt::print("sweep: waiting for {} ({})\n", r.id, FolderLock::holder(dir));
+      std::fflush(stdout);
+      start(r, FolderLock::wait(dir, dir.string()));
     }
     if (running.empty()) continue;
     int status = 0;
@@ -475,14 +477,6 @@ int run_sweep(const SweepOptions& opt) {
          fmt::join(tally.failures.begin(),
                    tally.failures.begin() + std::min<size_t>(3, tally.failures.size()), ", "),
          tally.failures.size() > 3 ? ", ..." : "");
-  }
-  if (tally.busy > 0) {
-    fmt::print("sweep: {} runs are in use by other processes; rerun to pick up any they leave\n",
-               tally.busy);
-    std::fflush(stdout);
-    throw FolderBusy(fmt::format(
-        "sweep: {} of {} runs are in use by another process (another sweep or --resume on {})",
-        tally.busy, mine, opt.out));
   }
   fmt::print("sweep: finished; summarise with: mtp-exp report {}\n", opt.out);
   return 0;

@@ -56,14 +56,9 @@ struct SweepOptions {
   std::string command_line;  // recorded in sweep.json
 };
 
-// `s` in single quotes, safe to paste into a POSIX shell.
-std::string shell_quote(const std::string& s);
-// `s` as is when the shell would read it unchanged, else shell_quote(s).
-std::string shell_word(const std::string& s);
-
 // Runs (or, with emit_slurm, schedules) the sweep, and returns 0 when every run of its
-// shard is finished. Throws mtp::Error when runs failed (named, with their logs), and
-// FolderBusy when runs were left to other processes holding their folders.
+// shard is finished; a run held by another process is waited for. Throws mtp::Error
+// when runs failed (named, with their logs).
 int run_sweep(const SweepOptions& opt);
 
 }  // namespace mtp::exp

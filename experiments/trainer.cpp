@@ -157,10 +157,19 @@ TrainTally load_training_state(const std::filesystem::path& path, ParamStore<flo
   };
   MTP_CHECK(meta("format") == kTrainingStateFormat, "{}: not an mtp training state", where);
   // The settings must be the run's; the thread count and the folder may differ.
-  MTP_CHECK(
-      run_settings(nlohmann::json::parse(meta("config"), nullptr, false)) == run_settings(config),
-      "{}: written by a run with other settings than {}", where,
-      (path.parent_path() / kConfigFile).string());
+  const nlohmann::json stored = run_settings(nlohmann::json::parse(meta("config"), nullptr, false));
+  const nlohmann::json wanted = run_settings(config);
+  if (stored != wanted) {
+    std::vector<std::string> differ;
+    for (const auto& [key, value] : wanted.items())
+      if (!stored.is_object() || !stored.contains(key) || stored[key] != value)
+        differ.push_back(key);
+    fail(
+        "{}: written by a run with other settings than {} ({}); restore them, or start over "
+        "with --overwrite",
+        where, (path.parent_path() / kConfigFile).string(),
+        differ.empty() ? "unreadable" : fmt::format("{}", fmt::join(differ, ", ")));
+  }
   // Written before data files were recorded: nothing to compare.
   if (file.metadata.count("data_files"))
     check_same_data(parse_json(meta("data_files"), where + ": data_files"), data, where);

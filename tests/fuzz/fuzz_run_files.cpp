@@ -108,7 +108,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const mtp::UsageError&) {
   }
   try {
-    mtp::exp::write_report(root.string(), mtp::exp::ReportOptions{.plots = false});
+    mtp::exp::ReportOptions tables_only;
+    tables_only.plots = false;
+    mtp::exp::write_report(root.string(), tables_only);
   } catch (const mtp::Error&) {
   } catch (const mtp::UsageError&) {
   }
