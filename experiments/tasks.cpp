@@ -208,7 +208,6 @@ TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int
     : carry_(carry_state), path_(path), batch_(batch), seq_len_(seq_len), seed_(seed) {
   bytes_ = read_file_bytes(path, "--data");
   MTP_CHECK(!bytes_.empty(), "--data {}: the file is empty", path);
-  sha256_ = sha256_hex(bytes_.data(), bytes_.size());
   split_ = bytes_.size() * 9 / 10;
   const size_t window = size_t(seq_len) + 1;
   MTP_CHECK(split_ >= window && bytes_.size() - split_ >= window,
@@ -291,11 +290,16 @@ Batch TextTask::train_batch(std::uint64_t step, index_t B) const {
   return b;
 }
 
+const std::string& TextTask::sha256() const {
+  if (sha256_.empty()) sha256_ = sha256_hex(bytes_.data(), bytes_.size());
+  return sha256_;
+}
+
 nlohmann::json TextTask::describe() const {
   return {{"task", "text"},
           {"data", path_},
           {"bytes", bytes_.size()},
-          {"sha256", sha256_},
+          {"sha256", sha256()},
           {"train_bytes", split_},
           {"validation_bytes", bytes_.size() - split_},
           {"validation_tokens", val_tokens_},

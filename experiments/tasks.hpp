@@ -159,7 +159,7 @@ class TextTask final : public Task {
   bool carries_state() const override { return carry_; }
   bool starts_streams(std::uint64_t step) const override;
   std::vector<DataFile> data_files() const override {
-    return {{"--data", path_, bytes_.size(), sha256_}};
+    return {{"--data", path_, bytes_.size(), sha256()}};
   }
 
  private:
@@ -171,7 +171,9 @@ class TextTask final : public Task {
   std::string path_;
   index_t batch_;  // the number of streams with carried state
   std::vector<std::uint8_t> bytes_;
-  std::string sha256_;  // of bytes_
+  // The corpus's SHA-256, computed when first asked for (a training state, a result).
+  const std::string& sha256() const;
+  mutable std::string sha256_;
   size_t split_;        // train: [0, split_), validation: [split_, size)
   int seq_len_;
   std::uint64_t seed_;
