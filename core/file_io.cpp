@@ -115,7 +115,8 @@ Target resolve_target(const std::string& path, const WriteOptions& o) {
     if (const int fd = own_descriptor(at); fd >= 0 && o.write_special) return {path, true, fd};
     char buf[PATH_MAX];
     const ssize_t n = ::readlink(at.c_str(), buf, sizeof buf - 1);
-    if (n < 0) fail("{}: cannot follow its link ({})", path, std::strerror(errno));
+    if (n <= 0)
+      fail("{}: cannot follow its link ({})", path, std::strerror(n < 0 ? errno : EINVAL));
     const std::string link(buf, size_t(n));
     const std::string next = link.front() == '/' ? link : folder_of(at) + "/" + link;
     if (const int fd = own_descriptor(next); fd >= 0 && o.write_special) return {path, true, fd};
