@@ -142,9 +142,10 @@ std::vector<std::pair<long long, double>> read_train_curve(const std::string& pa
 
 namespace {
 
-Run read_run(const fs::path& dir) {
+// A finished run from its folder's status (which holds its parsed result.json).
+Run read_run(const fs::path& dir, const RunFolderStatus& status) {
   const std::string result = (dir / kResultFile).string();
-  const nlohmann::json j = read_json_file(result);
+  const nlohmann::json& j = status.result;
   Run r;
   r.id = dir.filename().string();
   r.config = json_member(j, "config", result);
@@ -376,7 +377,7 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   for (const fs::path& d : run_dirs) {
     RunFolderStatus status = inspect_run_folder(d);
     if (status.state == RunState::finished)
-      runs.push_back(read_run(d));
+      runs.push_back(read_run(d, status));
     else
       unfinished.emplace_back(d.filename().string(), std::move(status));
   }

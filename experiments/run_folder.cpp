@@ -213,9 +213,10 @@ RunFolderStatus inspect_run_folder(const fs::path& dir) {
   if (present(dir / kResultFile) && !s.config.is_null()) {
     const std::string result_path = (dir / kResultFile).string();
     try {
-      const nlohmann::json r = read_json_file(result_path);
+      nlohmann::json r = read_json_file(result_path);
       if (run_settings(json_member(r, "config", result_path)) == run_settings(s.config)) {
         s.state = RunState::finished;
+        s.result = std::move(r);
         return s;
       }
       s.detail = fmt::format("{} holds another configuration than {}", result_path, config_path);

@@ -94,6 +94,7 @@ struct RunFolderStatus {
   std::vector<std::string> run_files;  // which of the run's files are present
   bool resumable = false;              // training-state.safetensors is present
   nlohmann::json config;               // config.json's "config" (null when unreadable)
+  nlohmann::json result;               // result.json, parsed, when the run is finished
   std::string detail;                  // failed: the error; unfinished: why it is not finished
 };
 

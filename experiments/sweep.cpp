@@ -53,11 +53,10 @@ bool is_false(const std::string& v) {
   return v == "0" || v == "false" || v == "no" || v == "off";
 }
 
-// The headline number of a finished run, for the progress line.
-std::string headline(const fs::path& result) {
+// The headline number of a finished run (its parsed result.json), for the progress line.
+std::string headline(const nlohmann::json& result) {
   try {
-    const nlohmann::json j = read_json_file(result.string());
-    const nlohmann::json& v = json_member(j, "validation", result.string());
+    const nlohmann::json& v = json_member(result, "validation", "result");
     if (v.contains("bits_per_byte"))
       return fmt::format("{:.4f} bits/byte", json_field<double>(v, "bits_per_byte", "result"));
     return fmt::format("accuracy {:.4f}", json_field<double>(v, "accuracy", "result"));
@@ -462,7 +461,7 @@ int run_sweep(const SweepOptions& opt) {
     const RunFolderStatus after = inspect_run_folder(dir);
     if (code == 0 && after.state == RunState::finished) {
       ++tally.done;
-      report(*r, headline(dir / kResultFile), secs);
+      report(*r, headline(after.result), secs);
     } else {
       fail_run(*r, fmt::format("exit {}; see {}", code, (dir / "log.txt").string()));
     }
