@@ -280,15 +280,10 @@ void write_file_atomic(const std::string& path, const void* bytes, size_t size,
     write_direct(t, bytes, size);
     return;
   }
-  remove_stale_temporaries(folder_of(t.path), {fs::path(t.path).filename().string()}, false);
-  const std::string tmp = temporary_name(t.path);
-  write_temporary(tmp, t.path, bytes, size);
-  if (::rename(tmp.c_str(), t.path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("{}: cannot rename into place ({})", path, std::strerror(err));
-  }
-  sync_folder(folder_of(t.path));
+  // A regular file (or none yet) at t.path, a link's target included: one staged file.
+  StagedFiles file;
+  file.stage(t.path, bytes, size);
+  file.commit();
 }
 
 StagedFiles::~StagedFiles() {

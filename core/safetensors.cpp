@@ -208,7 +208,8 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
               what, name);
     // The element count, with a zero dimension making it 0 (a valid, empty tensor);
     // the nonzero dimensions' product must still be representable.
-    std::uint64_t numel = 1, nonzero = 1;
+    std::uint64_t nonzero = 1;
+    bool empty = false;
     for (const json& d : js) {
       MTP_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a bad dimension {}", what, name,
                 d.dump());
@@ -217,9 +218,10 @@ SafeTensors SafeTensors::parse(const std::uint8_t* data, size_t size, const std:
                     (v == 0 || (!__builtin_mul_overflow(nonzero, v, &nonzero) &&
                                 nonzero <= std::uint64_t(std::numeric_limits<index_t>::max()))),
                 "{}: tensor '{}' shape {} is too large", what, name, js.dump());
-      numel = v == 0 ? 0 : numel * v;
+      empty |= v == 0;
       t.shape.push_back(static_cast<index_t>(v));
     }
+    const std::uint64_t numel = empty ? 0 : nonzero;
     std::uint64_t nbytes = 0;
     MTP_CHECK(!__builtin_mul_overflow(numel, std::uint64_t(dtype_size(t.dtype)), &nbytes) &&
                   nbytes <= body_len,

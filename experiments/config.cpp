@@ -57,6 +57,28 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
   return c;
 }
 
+void check_selector_options(const std::string& aggregator, int perspectives, double noise,
+                            const std::string& noise_mode, int top_k) {
+  // No effect on another aggregator: refused, as any value that would silently do
+  // nothing. (The learned selector at K = 1 keeps them, though one perspective leaves
+  // nothing to select: a grid over K shares its settings.)
+  const auto selector_only = [&](const char* flag) {
+    usage_fail("--{} applies to the learned aggregator's selector; --aggregator {} has none", flag,
+               aggregator);
+  };
+  if (aggregator != "learned") {
+    if (noise != 0) selector_only("noise");
+    if (noise_mode != "fixed") selector_only("noise-mode");
+    if (top_k != 0) selector_only("top-k");
+  }
+  if (noise_mode == "learned" && noise != 0)
+    usage_fail(
+        "--noise sets a fixed σ; with --noise-mode learned σ = softplus(W_n x) is learned "
+        "instead");
+  if (top_k > perspectives)
+    usage_fail("--top-k {} is more than the {} perspectives (0 keeps all)", top_k, perspectives);
+}
+
 void validate(const TrainConfig& c) {
   auto need = [](bool ok, const char* flag, const std::string& why) {
     if (!ok) usage_fail("--{} {}", flag, why);
@@ -76,19 +98,7 @@ void validate(const TrainConfig& c) {
        "base keeps the base parameters as loaded: it needs --init-from (a random frozen base "
        "learns nothing)");
   need(c.top_k >= 0, "top-k", fmt::format("must be >= 0 (0 keeps all), got {}", c.top_k));
-  // The selector's options have no effect on another aggregator: refused, as any value
-  // that would silently do nothing. (The learned selector at K = 1 keeps them, though
-  // one perspective leaves nothing to select: a grid over K shares its settings.)
-  const std::string selector_only = fmt::format(
-      "applies to the learned aggregator's selector; --aggregator {} has none", c.aggregator);
-  const bool learned = c.aggregator == "learned";
-  need(learned || c.noise == 0, "noise", selector_only);
-  need(learned || c.noise_mode == "fixed", "noise-mode", selector_only);
-  need(learned || c.top_k == 0, "top-k", selector_only);
-  need(c.noise_mode != "learned" || c.noise == 0, "noise",
-       "sets a fixed σ; with --noise-mode learned σ = softplus(W_n x) is learned instead");
-  need(c.top_k <= c.perspectives, "top-k",
-       fmt::format("{} is more than the {} perspectives (0 keeps all)", c.top_k, c.perspectives));
+  check_selector_options(c.aggregator, c.perspectives, c.noise, c.noise_mode, c.top_k);
   if (!c.fixed_weights.empty()) {
     need(c.aggregator == "fixed", "fixed-weights", "needs --aggregator fixed");
     check_fixed_weights(c.fixed_weights, c.perspectives);

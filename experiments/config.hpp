@@ -71,4 +71,9 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
 // Range and consistency checks on a config; throws UsageError naming the flag.
 void validate(const TrainConfig& c);
 
+// The learned selector's options (--noise, --noise-mode, --top-k) against the aggregator
+// and K, for train and layer alike; throws UsageError naming the flag.
+void check_selector_options(const std::string& aggregator, int perspectives, double noise,
+                            const std::string& noise_mode, int top_k);
+
 }  // namespace mtp::exp

@@ -23,7 +23,6 @@ nlohmann::json read_json_file(const std::string& path) {
 std::string json_excerpt(const nlohmann::json& v) {
   std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (s.size() > 40) s = s.substr(0, 37) + "...";
-  if (v.is_null()) return "null";
   return s;
 }
 

@@ -110,12 +110,7 @@ void run_layer(const LayerArgs& a) {
   if (a.dtype != "f32" && a.dtype != "f64") usage_fail("--dtype must be f32 or f64");
   parse_noise_mode(a.noise_mode);
   if (a.top_k < 0) usage_fail("--top-k must be >= 0 (0 keeps all), got {}", a.top_k);
-  if (a.aggregator != "learned" && (a.top_k != 0 || a.noise_mode != "fixed"))
-    usage_fail("--{} applies to the learned aggregator's selector; --aggregator {} has none",
-               a.top_k != 0 ? "top-k" : "noise-mode", a.aggregator);
-  if (a.top_k > a.perspectives)
-    usage_fail("--top-k {} is more than the {} perspectives (0 keeps all)", a.top_k,
-               a.perspectives);
+  check_selector_options(a.aggregator, a.perspectives, /*noise=*/0.0, a.noise_mode, a.top_k);
   if (a.params.empty()) usage_fail("--params FILE is required");
   if (a.input.empty()) usage_fail("--input FILE is required");
   if (a.output.empty()) usage_fail("--output FILE is required");

@@ -52,6 +52,16 @@ constexpr const char* kUsage =
     "       mtp-exp COMMAND --help                  the flags of a command\n"
     "       mtp-exp --version                       the version\n";
 
+// "mtp-exp <command> <args...>" as a shell would need it, to be recorded and rerun.
+std::string command_line(const char* command, int argc, const char* const* argv) {
+  std::string line = fmt::format("mtp-exp {}", command);
+  for (int i = 1; i < argc; ++i) {
+    line += ' ';
+    line += mtp::exp::shell_word(argv[i]);
+  }
+  return line;
+}
+
 int cmd_train(int argc, const char* const* argv) {
   mtp::exp::cli::TrainFlags flags;
   if (!flags.parse(argc, argv, kUsage)) return 0;
@@ -188,11 +198,7 @@ int cmd_sweep(int argc, const char* const* argv) {
   } catch (const std::exception&) {
     mtp::usage_fail("--shard '{}' is not i/n", shard);
   }
-  o.command_line = "mtp-exp sweep";
-  for (int i = 1; i < argc; ++i) {
-    o.command_line += ' ';
-    o.command_line += mtp::exp::shell_word(argv[i]);
-  }
+  o.command_line = command_line("sweep", argc, argv);
   return mtp::exp::run_sweep(o);
 }
 
@@ -218,11 +224,7 @@ int cmd_report(int argc, const char* const* argv) {
   cli::reject_empty_values(vm);
   po::notify(vm);
   options.plots = !no_plots;
-  options.command_line = "mtp-exp report";
-  for (int i = 1; i < argc; ++i) {
-    options.command_line += ' ';
-    options.command_line += mtp::exp::shell_word(argv[i]);
-  }
+  options.command_line = command_line("report", argc, argv);
   const mtp::exp::ReportSummary r = mtp::exp::write_report(dir, options);
   fmt::print("report: {} runs, {} configurations, {} paired comparisons, {} plots{}{}\n", r.runs,
              r.configurations, r.comparisons, r.plots,

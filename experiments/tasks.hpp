@@ -174,7 +174,7 @@ class TextTask final : public Task {
   // The corpus's SHA-256, computed when first asked for (a training state, a result).
   const std::string& sha256() const;
   mutable std::string sha256_;
-  size_t split_;        // train: [0, split_), validation: [split_, size)
+  size_t split_;  // train: [0, split_), validation: [split_, size)
   int seq_len_;
   std::uint64_t seed_;
   std::vector<Batch> val_;
