@@ -1,5 +1,5 @@
 // Learned aggregator: a softmax selector over the K perspectives, computed from the
-// layer input (DESIGN §2).
+// layer input (docs/contract.md §5.3).
 //
 //   ℓ_t = W_s x_t + b_s + σ_t ⊙ ε_t                                       (T,B,K)
 //         σ_t = noise (fixed), or softplus(W_n x_t) (learned, noisy gating);
@@ -10,9 +10,10 @@
 //
 // Params: selector.weight (K,I), selector.bias (K), and with learned noise
 // selector.noise.weight (K,I). At K = 1, α ≡ 1 and the selector's gradients are exactly
-// zero. The noise comes from a counter-based generator keyed by (seed, layer, step, t,
-// b, k), so it is reproducible, independent of threading, and needs no saving:
-// backward draws the same ε again.
+// zero. The noise comes from a counter-based generator keyed by (seed, layer's noise
+// stream, step) with counter (step << 40) + (t·B + b)·K + k, so it is reproducible,
+// independent of threading, and needs no saving: backward draws the same ε again. The
+// draws depend on the batch shape (B), not only on (t, b, k).
 #pragma once
 
 #include <cmath>

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU peer for bench_layer's K = 1 GRU/LSTM training step (DESIGN §5).
+"""PyTorch CPU peer for bench_layer's K = 1 GRU/LSTM training step (docs/performance.md).
 
 Times torch.nn.LSTM and torch.nn.GRU training steps, forward + backward of an MSE
 loss against a fixed target, in float32 with time-major input x (T,B,I), I = H, the

@@ -1,4 +1,4 @@
-// GRU cell with a per-perspective update-gate decay (DESIGN §2). PyTorch gate order
+// GRU cell with a per-perspective update-gate decay (docs/contract.md §4.1). PyTorch gate order
 // (r, z, n), "linear before reset": the reset gate scales W_hn h + b_hn.
 //
 //   gi = W_ih x + b_ih                       pre,   (T,B,3H) over all T·B rows at once

@@ -1,4 +1,4 @@
-// LSTM cell with a per-perspective forget-gate decay (DESIGN §2). PyTorch gate order
+// LSTM cell with a per-perspective forget-gate decay (docs/contract.md §4.2). PyTorch gate order
 // (i, f, g, o).
 //
 //   gi = W_ih x + b_ih                         pre,   (T,B,4H) over all T·B rows at once

@@ -37,7 +37,7 @@ class GatedMatrixCell {
     index_t hidden = 0;  // H
     bool fused = true;   // use oneDNN's fused primitive where it applies (K = 1, float)
   };
-  // The mixer of a model of width W (DESIGN §2): H = W.
+  // The mixer of a model of width W (docs/contract.md §7): H = W.
   static Config model_config(index_t width) { return {width, width, true}; }
   // I and H from the shapes of a parameter file: weight_ih is (G·H, I).
   template <class ShapeOf>

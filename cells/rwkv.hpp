@@ -1,4 +1,4 @@
-// RWKV-4 (Peng et al. 2023) with K temporal perspectives (DESIGN §2): the time-mix
+// RWKV-4 (Peng et al. 2023) with K temporal perspectives (docs/contract.md §4.3): the time-mix
 // cell, whose per-channel decay is the perspective's, and the channel-mix FFN of the
 // RWKV block. Tensor names are RWKV-4's, so its state dicts load by name.
 //

@@ -1,4 +1,4 @@
-// Diagonal real linear state-space layer, LRU-style (DESIGN §2; Orvieto et al. 2023),
+// Diagonal real linear state-space layer, LRU-style (docs/contract.md §4.4; Orvieto et al. 2023),
 // with a per-perspective decay of its N state channels:
 //
 //   b_t = W_in x_t                                    pre,   (T,B,N), one GEMM

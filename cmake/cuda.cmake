@@ -1,4 +1,4 @@
-# The CUDA backend (DESIGN §4, issue 7): core/cuda/ as the library mtp_cuda (mtp::cuda).
+# The CUDA backend (docs/cuda.md): core/cuda/ as the library mtp_cuda (mtp::cuda).
 # On by default wherever a CUDA compiler is found, so that every build on a machine with
 # the toolkit compiles the kernels, GPU or not; the GPU tests skip without a device.
 include(CheckLanguage)
@@ -13,12 +13,13 @@ if(NOT DEFINED CMAKE_CUDA_HOST_COMPILER AND NOT DEFINED ENV{CUDAHOSTCXX})
   set(CMAKE_CUDA_HOST_COMPILER ${CMAKE_CXX_COMPILER})
 endif()
 check_language(CUDA)
-if(CMAKE_CUDA_COMPILER)
+# As a subproject, the parent asks for it: nvcc is slow, and a parent may not want it.
+if(CMAKE_CUDA_COMPILER AND PROJECT_IS_TOP_LEVEL)
   set(mtp_cuda_default ON)
 else()
   set(mtp_cuda_default OFF)
 endif()
-option(MTP_CUDA "Build the CUDA backend (mtp::cuda); default: on when nvcc is found"
+option(MTP_CUDA "Build the CUDA backend (mtp::cuda); default: on when nvcc is found (top level)"
        ${mtp_cuda_default})
 if(NOT MTP_CUDA)
   return()
@@ -51,9 +52,7 @@ add_library(mtp::cuda ALIAS mtp_cuda)
 target_link_libraries(mtp_cuda PUBLIC mtp PRIVATE CUDA::cudart CUDA::cublas
                                                   $<BUILD_INTERFACE:mtp_warnings>)
 target_compile_definitions(mtp_cuda PUBLIC MTP_WITH_CUDA=1)
-# Installed as mtp::cuda, the name the build tree's alias has.
-set_target_properties(mtp_cuda PROPERTIES CUDA_STANDARD 17 EXPORT_NAME cuda)
-install(TARGETS mtp_cuda EXPORT mtpTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-file(GLOB mtp_cuda_headers ${PROJECT_SOURCE_DIR}/core/cuda/*.hpp)
-install(FILES ${mtp_cuda_headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/mtp/core/cuda)
+# Installed (cmake/install.cmake) as mtp::cuda, the name the build tree's alias has.
+set_target_properties(mtp_cuda PROPERTIES CUDA_STANDARD 17 EXPORT_NAME cuda
+                                          POSITION_INDEPENDENT_CODE ON)
 set(MTP_WITH_CUDA ON)

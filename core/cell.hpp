@@ -1,5 +1,5 @@
 // What a recurrent cell must provide to be wrapped in K temporal perspectives, and
-// what an aggregator must provide to combine them (DESIGN §2).
+// what an aggregator must provide to combine them (docs/contract.md §2).
 //
 // A cell is split in three parts so that the wrapper can share everything that does
 // not depend on the perspective:

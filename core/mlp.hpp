@@ -1,4 +1,4 @@
-// The 4× MLP of a block (DESIGN §2): y = W_proj GELU(W_fc x + b_fc) + b_proj.
+// The 4× MLP of a block (docs/contract.md §7): y = W_proj GELU(W_fc x + b_fc) + b_proj.
 // Params: fc.weight (4W,W), fc.bias (4W), proj.weight (W,4W), proj.bias (W).
 #pragma once
 

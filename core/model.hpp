@@ -1,4 +1,4 @@
-// The language / synthetic-task model of DESIGN §2, generic over its mixer layer and
+// The language / synthetic-task model of docs/contract.md §7, generic over its mixer layer and
 // its FFN:
 //
 //   x_0 = emb[tokens]   (then ln0 x_0 with ModelConfig::ln0, as RWKV-4)     (T,B,W)

@@ -1,4 +1,4 @@
-// Perspectives<Cell, Aggregator>: any cell, K temporal perspectives (DESIGN §2).
+// Perspectives<Cell, Aggregator>: any cell, K temporal perspectives (docs/contract.md §3).
 //
 // Every perspective runs the same cell with the same weights but its own decay row
 // decay[k] and its own state; the aggregator combines their outputs:

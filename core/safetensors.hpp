@@ -1,4 +1,4 @@
-// safetensors files (DESIGN §3): an 8-byte little-endian header length, a JSON header
+// safetensors files (docs/contract.md §11.1): an 8-byte little-endian header length, a JSON header
 // {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},
 // then the raw little-endian tensor bytes. Reading checks every field against the
 // file (lengths, offsets, overlap, dtype sizes) and names the file and tensor in its

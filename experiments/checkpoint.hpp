@@ -1,4 +1,4 @@
-// Model checkpoints: every parameter under its name (DESIGN §3), float32, with the run
+// Model checkpoints: every parameter under its name (docs/contract.md §11.2), float32, with the run
 // configuration and progress in __metadata__.
 #pragma once
 

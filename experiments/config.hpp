@@ -65,7 +65,7 @@ TaskDefaults task_defaults(const std::string& task);
 
 nlohmann::json to_json(const TrainConfig& c);
 // Strict: a setting of the wrong type or out of its type's range is an mtp::Error naming
-// `where` (the file) and the setting. Settings it does not know are ignored.
+// `where` (the file) and the setting. Settings it does not know are errors.
 TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& where);
 
 // Range and consistency checks on a config; throws UsageError naming the flag.

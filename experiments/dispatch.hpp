@@ -46,7 +46,7 @@ decltype(auto) with_mixer(std::string_view cell, std::string_view aggregator, F&
   });
 }
 
-// The model of DESIGN §2 around a cell: a 4× MLP after the mixer, PyTorch-style names
+// The model of docs/contract.md §7 around a cell: a 4× MLP after the mixer, PyTorch-style names
 // and init...
 template <class Cell>
 struct ModelFamily {

@@ -1,5 +1,5 @@
 // `mtp-exp layer`: one wrapped layer on x (T,B,I) from safetensors files, for
-// interoperability and testing (DESIGN §3).
+// interoperability and testing (docs/contract.md §11.8).
 #pragma once
 
 #include <string>

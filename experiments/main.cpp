@@ -32,6 +32,7 @@
 #include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/sweep.hpp"
 #include "mtp/experiments/trainer.hpp"
+#include "mtp/version.hpp"
 
 namespace po = boost::program_options;
 namespace cli = mtp::exp::cli;
@@ -243,8 +244,9 @@ int cmd_layer(int argc, const char* const* argv) {
   po::options_description d("layer flags");
   d.add_options()("help,h", "show this help");
   cli::add_layer_flags(d, a.cell, a.perspectives, a.aggregator, weights, a.noise_mode, a.top_k);
-  d.add_options()                                                                                //
-      ("params", po::value(&a.params), "safetensors with the layer's parameters (DESIGN §3)")    //
+  d.add_options()  //
+      ("params", po::value(&a.params),
+       "safetensors with the layer's parameters (docs/contract.md §11.8)")                       //
       ("input", po::value(&a.input), "safetensors with x (T,B,I) and optionally dy (T,B,O)")     //
       ("output", po::value(&a.output), "where to write y, and with dy grad.x and grad.<param>")  //
       ("dtype", po::value(&a.dtype)->default_value(a.dtype), "compute precision: f32 | f64")     //
@@ -304,7 +306,7 @@ int main(int argc, char** argv) {
     skip = 1;
   }
   if (argc == 2 && std::string_view(argv[1]) == "--version") {
-    fmt::print("mtp-exp {}\n", MTP_VERSION);
+    fmt::print("mtp-exp {}\n", mtp::version);
     return 0;
   }
   // argv[skip] becomes the program name seen by the command's parser.

@@ -22,7 +22,9 @@ for stage in $stages; do
   start=$SECONDS
   case $stage in
     release)
-      cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+      # MTP_CUDA back to its default (on where nvcc is found), whatever the main job's
+      # command (README) left in the cache.
+      cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMTP_NATIVE=ON -UMTP_CUDA
       cmake --build build -j"$jobs"
       ctest --test-dir build --output-on-failure -j"$jobs"
       ;;
@@ -31,7 +33,7 @@ for stage in $stages; do
       # No CUDA here: nvcc's host pass and ASan do not mix; the kernel bodies still run
       # sanitized, in host loops (test_cuda_bodies).
       cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-        -DMTP_FUZZ=ON -DMTP_BUILD_BENCH=OFF -DMTP_CUDA=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g"
+        -DMTP_FUZZ=ON -DMTP_NATIVE=ON -DMTP_BUILD_BENCH=OFF -DMTP_CUDA=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g"
       cmake --build build-sanitize -j"$jobs"
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-sanitize --output-on-failure -j"$jobs"

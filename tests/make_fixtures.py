@@ -8,7 +8,7 @@ Everything is drawn from fixed torch seeds in float64 and written with sorted na
 rerunning rewrites byte-identical files.
 
 1. tests/fixtures/gru_*.safetensors and lstm_*.safetensors: torch.nn.GRU / torch.nn.LSTM
-   reference outputs and gradients (DESIGN §2: with K = 1 and decay = 0 the wrapped cell
+   reference outputs and gradients (docs/contract.md §4.1–4.2: with K = 1 and decay = 0 the wrapped cell
    is exactly the torch cell). Each file holds, for one shape (T, B, I, H), with G = 3
    (GRU) or 4 (LSTM) gate blocks:
      weight_ih (GH,I), weight_hh (GH,H), bias_ih (GH), bias_hh (GH)   torch's params, renamed
@@ -27,7 +27,7 @@ rerunning rewrites byte-identical files.
      ref.logits_k3_spread1_mean (B,T,V) float64     the same model with K = 3 perspectives
                                                     per time mix, decay rows time_decay + (-1,
                                                     0, +1), averaged (mean aggregator)
-   The reference is written below from RWKV-4's equations (DESIGN §2) with the plain
+   The reference is written below from RWKV-4's equations (docs/contract.md §4.3) with the plain
    O(T²) wkv sum, sharing no code with the library. The state dict is everything not
    under `ref.`.
 """
@@ -146,7 +146,7 @@ def time_shift(x):
 
 
 def wkv_naive(w, u, k, v):
-    """The plain sum of DESIGN §2: w, u (C); k, v (B,T,C) → wkv (B,T,C).
+    """The plain sum of docs/contract.md §4.3: w, u (C); k, v (B,T,C) → wkv (B,T,C).
     wkv_t = (Σ_{i<t} e^{(t-1-i)w + k_i} v_i + e^{u+k_t} v_t)
           / (Σ_{i<t} e^{(t-1-i)w + k_i}     + e^{u+k_t})"""
     T = k.shape[1]

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""An independent float64 reference of the wrapped layers of DESIGN §2 (GRU, LSTM,
+"""An independent float64 reference of the wrapped layers of docs/contract.md §2–5 (GRU, LSTM,
 RWKV-4 time mix, linear SSM, and the mean / learned / fixed aggregators), checked
-against the real CLI, `mtp-exp layer` (DESIGN §3).
+against the real CLI, `mtp-exp layer` (docs/contract.md §11.8).
 
     /usr/bin/python3 tests/reference_layer.py path/to/mtp-exp [cell ...]
 
@@ -44,7 +44,7 @@ CASES += [(3, "fixed", [0.2, 0.5, 0.3]), (2, "fixed", [0.75, 0.25]), (1, "fixed"
 
 
 # ----------------------------------------------------------------------------------
-# Aggregators, DESIGN §2: Yk (B,K,D) per-perspective outputs at step t, x_t (B,I) the
+# Aggregators, docs/contract.md §5: Yk (B,K,D) per-perspective outputs at step t, x_t (B,I) the
 # layer input at that step.
 
 

@@ -1,4 +1,4 @@
-"""A minimal, dependency-free safetensors reader and writer (DESIGN §3).
+"""A minimal, dependency-free safetensors reader and writer (docs/contract.md §11.1).
 
 Layout: an 8-byte little-endian header length N, N bytes of JSON
 {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},

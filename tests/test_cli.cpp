@@ -1,4 +1,4 @@
-// The mtp-exp binary end to end (DESIGN §3, §6): help output, exit statuses and
+// The mtp-exp binary end to end (docs/cli.md, docs/reliability.md): help output, exit statuses and
 // one-line errors for bad flags and files, no output written on failure, a tiny
 // training run with its files, eval reproducing the run's validation result, text
 // runs, and the `layer` command checked against an independent GRU reference.
@@ -446,7 +446,7 @@ TEST_F(Cli, TextCorpusTooShortExitsOne) {
 
 // -------------------------------------------------------------------------- layer
 
-// The wrapped GRU of DESIGN §2 with the mean aggregator, in double, written
+// The wrapped GRU of docs/contract.md §4.1 with the mean aggregator, in double, written
 // independently of the library: x (T,B,I) → y (T,B,H).
 struct GruRef {
   index_t T, B, I, H, K;

@@ -1,4 +1,4 @@
-// RWKV-4's WKV: the stable (a, b, p) scan against the naive sum formula of DESIGN §2,
+// RWKV-4's WKV: the stable (a, b, p) scan against the naive sum formula of docs/contract.md §4.3,
 // and its stability over T = 100 000 steps with large keys, forward and backward.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// safetensors IO (DESIGN §3, §6): round trips of every dtype the library writes,
+// safetensors IO (docs/contract.md §11.1, docs/reliability.md): round trips of every dtype the library writes,
 // half-precision decoding against known bit patterns, the 8-byte data alignment, a
 // corpus of malformed files that must each be rejected with a one-line mtp::Error
 // naming the file, and atomic saving.

@@ -1,4 +1,4 @@
-// GPU benchmarks of the CUDA backend (DESIGN §5, issue 7), on the first visible device:
+// GPU benchmarks of the CUDA backend (docs/cuda.md, issue 7), on the first visible device:
 //  - the fused WKV and SSM scan kernels, forward (training: saving for backward; and
 //    inference) and backward, K = 1 and K = 3: time, achieved bandwidth (bytes the kernel
 //    must move / time) and its share of the device's peak (2 × memory clock × bus width);

@@ -207,7 +207,7 @@ double time_step(CudnnCell cell, index_t T, index_t B, index_t I, index_t H, int
   check(a.cudnnSetDropoutDescriptor(dropout.get(), handle.get(), 0.f, nullptr, 0, 0),
         "cudnnSetDropoutDescriptor");
   // CUDNN_GRU is PyTorch's GRU (linear before reset, r ⊙ (W_hn h + b_hn)), CUDNN_LSTM is
-  // PyTorch's LSTM: the cells of DESIGN §2 with K = 1. ALGO_STANDARD is the general
+  // PyTorch's LSTM: the cells of docs/contract.md §4.1–4.2 with K = 1. ALGO_STANDARD is the general
   // algorithm (PyTorch's choice for float); projSize = H means no projection.
   RnnDesc rnn("cudnnCreateRNNDescriptor");
   check(a.cudnnSetRNNDescriptor_v8(rnn.get(), CUDNN_RNN_ALGO_STANDARD,

@@ -1,4 +1,4 @@
-// cuDNN's RNN as the benchmark peer of mtp's GRU and LSTM layers on the GPU (DESIGN §5,
+// cuDNN's RNN as the benchmark peer of mtp's GRU and LSTM layers on the GPU (docs/cuda.md,
 // issue 7: "LSTM K = 1 >= 0.8 x cuDNN"). One training step is what mtp's layer does in
 // forward + backward: cudnnRNNForward (CUDNN_FWD_MODE_TRAINING), cudnnRNNBackwardData_v8
 // (dx) and cudnnRNNBackwardWeights_v8 (weight and bias gradients, accumulated), for one

@@ -1,20 +1,57 @@
-# ctest driver: install the freshly built mtp into a scratch prefix, then configure,
-# build and run tests/consumer against that prefix only.
-#   cmake -DMTP_BUILD_DIR=... -DCONSUMER_CXX=... -DCONSUMER_SOURCE=... -DWORK_DIR=... \
-#         -P run_consumer.cmake
+# ctest driver for tests/consumer, three ways:
+#  1. install the freshly built mtp into a scratch prefix, then configure, build and run
+#     the consumer against that prefix only (find_package);
+#  2. the same consumer with mtp's source tree as a subproject (add_subdirectory), in a
+#     build folder of its own and without a build type (mtp must not force one);
+#  3. a program built by the compiler alone from the installed prefix's pkg-config file.
+#   cmake -DMTP_BUILD_DIR=... -DMTP_SOURCE=... -DCONSUMER_CXX=... -DCONSUMER_SOURCE=... \
+#         -DWORK_DIR=... [-DCONSUMER_MODES="package;subproject;pkgconfig"] -P run_consumer.cmake
+cmake_policy(VERSION 3.25)
 file(REMOVE_RECURSE ${WORK_DIR})
+if(NOT CONSUMER_MODES)
+  set(CONSUMER_MODES package subproject pkgconfig)
+endif()
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "consumer test: '${ARGN}' failed (${rc})")
   endif()
 endfunction()
-run(${CMAKE_COMMAND} --install ${MTP_BUILD_DIR} --prefix ${WORK_DIR}/prefix)
-# The consumer uses mtp's compiler: a sanitized mtp::mtp passes on compiler-specific flags.
-run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/build -DCMAKE_BUILD_TYPE=Release
-    -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_CXX_COMPILER=${CONSUMER_CXX})
-run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
-run(${WORK_DIR}/build/user_cell_consumer)
-if(EXISTS ${WORK_DIR}/build/cuda_consumer)
-  run(${WORK_DIR}/build/cuda_consumer)
+set(prefix ${WORK_DIR}/prefix)
+run(${CMAKE_COMMAND} --install ${MTP_BUILD_DIR} --prefix ${prefix})
+
+if(package IN_LIST CONSUMER_MODES)
+  # The consumer uses mtp's compiler: a sanitized mtp::mtp passes on compiler-specific flags.
+  run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/package -DCMAKE_BUILD_TYPE=Release
+      -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CONSUMER_CXX})
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/package)
+  run(${WORK_DIR}/package/user_cell_consumer)
+  if(EXISTS ${WORK_DIR}/package/cuda_consumer)
+    run(${WORK_DIR}/package/cuda_consumer)
+  endif()
+endif()
+
+if(subproject IN_LIST CONSUMER_MODES)
+  run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/subproject -DMTP_SOURCE=${MTP_SOURCE}
+      -DCMAKE_CXX_FLAGS=-O2 -DCMAKE_CXX_COMPILER=${CONSUMER_CXX})
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/subproject --target user_cell_consumer)
+  # In the parent's own output folder: mtp did not redirect the parent's executables.
+  run(${WORK_DIR}/subproject/user_cell_consumer)
+endif()
+
+if(pkgconfig IN_LIST CONSUMER_MODES)
+  file(GLOB_RECURSE pc_file ${prefix}/mtp.pc)
+  get_filename_component(pc_dir "${pc_file}" DIRECTORY)
+  set(ENV{PKG_CONFIG_PATH} ${pc_dir})
+  foreach(what cflags libs)
+    execute_process(COMMAND pkg-config --${what} mtp OUTPUT_VARIABLE flags_${what}
+                    OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "consumer test: pkg-config --${what} mtp failed (${rc})")
+    endif()
+    separate_arguments(flags_${what} UNIX_COMMAND "${flags_${what}}")
+  endforeach()
+  run(${CONSUMER_CXX} -O1 ${flags_cflags} ${CONSUMER_SOURCE}/pkgconfig_main.cpp -o
+      ${WORK_DIR}/pkgconfig_consumer ${flags_libs})
+  run(${WORK_DIR}/pkgconfig_consumer)
 endif()
