@@ -33,6 +33,7 @@ template <class S>
 class FixedAggregator : public ConstantWeightAggregator<S> {
  public:
   struct Options {
+    MTP_DESIGNATED_ONLY;
     std::vector<double> weights;  // empty: default_fixed_weights(K)
   };
   static constexpr std::string_view kName = "fixed";

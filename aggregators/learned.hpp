@@ -36,6 +36,7 @@ class LearnedAggregator {
  public:
   using Scalar = S;
   struct Options {
+    MTP_DESIGNATED_ONLY;
     double noise = 0.0;  // σ with NoiseMode::fixed, training only
     NoiseMode noise_mode = NoiseMode::fixed;
     int top_k = 0;  // keep the k largest logits; 0 (or ≥ K) keeps all

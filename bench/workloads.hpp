@@ -93,7 +93,7 @@ struct LayerWorkload {
   }
   // A forward pass, or with `train` a training step (forward in training mode + backward).
   void run(bool train) {
-    layer.forward(x.view(), y.view(), StepContext{train, 0, 0});
+    layer.forward(x.view(), y.view(), StepContext{.training = train, .seed = 0, .step = 0});
     if (train) layer.backward(x.view(), dy.view(), dx.view());
   }
   double flops_per_token(bool train) const {
@@ -158,7 +158,8 @@ struct ModelWorkload {
     ParamStore<float>& params = model.params();
     params.zero_grad();
     const CrossEntropyStats st =
-        model.forward(tokens.data(), targets.data(), T, B, StepContext{true, 0, step++});
+        model.forward(tokens.data(), targets.data(), T, B,
+                      StepContext{.training = true, .seed = 0, .step = step++});
     model.backward();
     last_loss = st.loss_sum;
     clip_grad_global_norm(params, grad_global_norm(params), 1.0);

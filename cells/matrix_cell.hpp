@@ -33,19 +33,20 @@ class GatedMatrixCell {
  public:
   using Scalar = S;
   struct Config {
+    MTP_DESIGNATED_ONLY;
     index_t input = 0;   // I
     index_t hidden = 0;  // H
     bool fused = true;   // use oneDNN's fused primitive where it applies (K = 1, float)
   };
   // The mixer of a model of width W (docs/contract.md §7): H = W.
-  static Config model_config(index_t width) { return {width, width, true}; }
+  static Config model_config(index_t width) { return {.input = width, .hidden = width}; }
   // I and H from the shapes of a parameter file: weight_ih is (G·H, I).
   template <class ShapeOf>
   static Config infer_config(ShapeOf&& shape_of) {
     const std::vector<index_t> w = shape_of("weight_ih");
     MTP_CHECK(w.size() == 2 && w[0] % G == 0 && w[0] > 0 && w[1] > 0,
               "weight_ih has shape {}, expected ({}H,I)", shape_str(w), G);
-    return {w[1], w[0] / G, true};
+    return {.input = w[1], .hidden = w[0] / G};
   }
 
   index_t input_width() const { return I_; }

@@ -146,18 +146,19 @@ class RwkvTimeMix {
  public:
   using Scalar = S;
   struct Config {
+    MTP_DESIGNATED_ONLY;
     index_t channels = 0;  // C = I
   };
   static constexpr std::string_view kName = "rwkv";
 
-  static Config model_config(index_t width) { return {width}; }
+  static Config model_config(index_t width) { return {.channels = width}; }
   // C from the shape of a parameter file: key.weight is (C, C).
   template <class ShapeOf>
   static Config infer_config(ShapeOf&& shape_of) {
     const std::vector<index_t> w = shape_of("key.weight");
     MTP_CHECK(w.size() == 2 && w[0] == w[1] && w[0] > 0, "key.weight has shape {}, expected (C,C)",
               shape_str(w));
-    return {w[0]};
+    return {.channels = w[0]};
   }
 
   explicit RwkvTimeMix(const Config& cfg) : C_(cfg.channels) {

@@ -30,6 +30,7 @@ class LinearSsm {
  public:
   using Scalar = S;
   struct Config {
+    MTP_DESIGNATED_ONLY;
     index_t input = 0;  // I
     index_t state = 0;  // N
   };
@@ -37,14 +38,14 @@ class LinearSsm {
   static constexpr double kRingMin = 0.9, kRingMax = 0.999;
 
   // The mixer of a model of width W: N = W state channels, output back to W.
-  static Config model_config(index_t width) { return {width, width}; }
+  static Config model_config(index_t width) { return {.input = width, .state = width}; }
   // I and N from the shapes of a parameter file: in_proj.weight is (N, I).
   template <class ShapeOf>
   static Config infer_config(ShapeOf&& shape_of) {
     const std::vector<index_t> w = shape_of("in_proj.weight");
     MTP_CHECK(w.size() == 2 && w[0] > 0 && w[1] > 0, "in_proj.weight has shape {}, expected (N,I)",
               shape_str(w));
-    return {w[1], w[0]};
+    return {.input = w[1], .state = w[0]};
   }
 
   explicit LinearSsm(const Config& cfg) : I_(cfg.input), N_(cfg.state) {

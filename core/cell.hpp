@@ -32,8 +32,18 @@
 
 namespace mtp {
 
+// The first member of a configuration struct: it makes positional initialisation a
+// compile error, because `{64, 128}` reads differently for every cell ({input, hidden},
+// {input, state}, {channels}). Name the fields: `{.input = 64, .hidden = 128}`.
+struct DesignatedOnly {
+  explicit DesignatedOnly() = default;
+};
+#define MTP_DESIGNATED_ONLY \
+  [[no_unique_address]] ::mtp::DesignatedOnly designated_only_ {}
+
 // Where a layer sits in its model; some initialisation recipes depend on depth.
 struct LayerPosition {
+  MTP_DESIGNATED_ONLY;
   int index = 0;
   int count = 1;
 };
@@ -41,6 +51,7 @@ struct LayerPosition {
 // Per-call facts that are not data: training or evaluation (selector noise is
 // training-only), and the key of this step's random numbers.
 struct StepContext {
+  MTP_DESIGNATED_ONLY;
   bool training = false;
   std::uint64_t seed = 0;
   std::uint64_t step = 0;

@@ -57,6 +57,7 @@ enum class ModelInit {
 };
 
 struct ModelConfig {
+  MTP_DESIGNATED_ONLY;
   index_t vocab = 0;                 // V
   index_t width = 0;                 // W
   int layers = 1;                    // L
@@ -83,8 +84,10 @@ class Model {
       ln0_b_ = store_.add("blocks.0.ln0.bias", {W});
     }
     for (int l = 0; l < cfg.layers; ++l) {
-      const LayerPosition pos{l, cfg.layers};
+      const LayerPosition pos{.index = l, .count = cfg.layers};
       mixer_config.position = pos;
+      if constexpr (requires { mixer_config.noise_stream; })
+        mixer_config.noise_stream = rng_stream::kSelectorNoise + std::uint64_t(l);
       auto& blk = *blocks_.emplace_back(std::make_unique<Block>(mixer_config, W, pos));
       MTP_CHECK(blk.mixer.input_width() == W && blk.mixer.output_width() == W,
                 "mixer maps {} → {}, the model needs {} → {}", blk.mixer.input_width(),
@@ -146,6 +149,7 @@ class Model {
       const double a = 1.0 / std::sqrt(double(W));
       for (S& w : head_.value) w = S(rng.uniform(-a, a));
     }
+    store_.mark_all_set();
   }
 
   // A zero ("no history") state for B streams.
@@ -165,6 +169,9 @@ class Model {
   CrossEntropyStats forward(const std::int32_t* tokens, const std::int32_t* targets, index_t T,
                             index_t B, const StepContext& ctx, ModelState<S>* state = nullptr) {
     const index_t V = cfg_.vocab, W = cfg_.width, TB = T * B;
+    MTP_CHECK(store_.is_set(emb_.ref),
+              "model used before its parameters were set: call init(seed) or load them "
+              "(after writing params().values() directly, params().mark_all_set())");
     for (index_t i = 0; i < TB; ++i)
       MTP_CHECK(tokens[i] >= 0 && tokens[i] < V, "token {} outside the vocabulary [0,{})",
                 tokens[i], V);

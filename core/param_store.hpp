@@ -6,6 +6,8 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,14 +33,20 @@ struct ParamRef {
   int index = -1;
 };
 
-// A layer's handle on one parameter: the declaration, then (after bind) views.
+// A layer's handle on one parameter: the declaration, then (after bind) views. `store`
+// is the id of the store that declared it (a copy of a store keeps its id); binding it
+// to another store is an error.
 template <class S>
 struct Param {
   ParamRef ref;
   View<S> value;
   View<S> grad;
+  std::uint64_t store = 0;
 };
 
+// Values start at zero and count as *unset* until an initialiser or a loader writes them
+// (mark_set / mark_all_set): a layer refuses to run on unset parameters instead of
+// training silently from zeros.
 template <class S>
 class ParamStore {
  public:
@@ -48,13 +56,14 @@ class ParamStore {
     MTP_CHECK(find(name).index < 0, "parameter '{}' declared twice", name);
     infos_.push_back({std::move(name), shape, total_, role, weight_decay});
     total_ += shape.numel();
-    return Param<S>{ParamRef{static_cast<int>(infos_.size()) - 1}, {}, {}};
+    return Param<S>{ParamRef{static_cast<int>(infos_.size()) - 1}, {}, {}, id_};
   }
 
-  // Allocates values (zero) and gradients (zero). No parameter may be added after.
+  // Allocates values (zero, unset) and gradients (zero). No parameter may be added after.
   void finalize() {
     values_.assign(total_, S(0));
     grads_.assign(total_, S(0));
+    set_.assign(infos_.size(), false);
     finalized_ = true;
   }
   bool finalized() const { return finalized_; }
@@ -62,6 +71,9 @@ class ParamStore {
   template <class... Ps>
   void bind(Param<S>& p, Ps&... rest) {
     MTP_CHECK(finalized_, "bind before finalize");
+    MTP_CHECK(p.store == id_ && p.ref.index >= 0,
+              "a parameter is bound to a store it was not declared in (declare and bind "
+              "each layer with the same ParamStore)");
     const ParamInfo& info = infos_.at(p.ref.index);
     p.value = View<S>(values_.data() + info.offset, info.shape);
     p.grad = View<S>(grads_.data() + info.offset, info.shape);
@@ -92,11 +104,29 @@ class ParamStore {
   }
   void zero_grad() { std::fill(grads_.begin(), grads_.end(), S(0)); }
 
+  // Whether a parameter's values were written by an initialiser or a loader. Code that
+  // writes values() directly says so with mark_set / mark_all_set.
+  bool is_set(ParamRef r) const { return finalized_ && set_.at(r.index); }
+  void mark_set(ParamRef r) { set_.at(r.index) = true; }
+  void mark_all_set() { std::fill(set_.begin(), set_.end(), true); }
+  template <class... Ps>
+  void mark_set(const Param<S>& p, const Ps&... rest) {
+    mark_set(p.ref);
+    if constexpr (sizeof...(rest) > 0) mark_set(rest...);
+  }
+
  private:
+  static std::uint64_t next_id() {
+    static std::atomic<std::uint64_t> counter{0};
+    return ++counter;
+  }
+
   std::vector<ParamInfo> infos_;
   std::vector<S> values_, grads_;
+  std::vector<bool> set_;
   index_t total_ = 0;
   bool finalized_ = false;
+  std::uint64_t id_ = next_id();
 };
 
 // For a layer used on its own (tests, benchmarks, `mtp-exp layer`): declares its

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
+#include <optional>
 #include <string>
 
 #include "mtp/core/cell.hpp"
@@ -47,6 +49,10 @@ class Perspectives {
     // the (T,B,K,Dy) outputs are never materialised; false runs recur + aggregator
     // separately (the reference, and needed for perspective_outputs()).
     bool mixed_scan = true;
+    // The random-number stream of the selector noise. Unset, it is derived from the
+    // prefix the layer is declared under, so every layer of one store draws its own
+    // noise; Model sets kSelectorNoise + layer index.
+    std::optional<std::uint64_t> noise_stream{};
   };
 
   explicit Perspectives(const Config& cfg)
@@ -69,13 +75,22 @@ class Perspectives {
     cell_.declare(store, prefix);
     decay_ = store.add(prefix + "decay", {K_, cell_.decay_width()}, ParamRole::perspective);
     agg_.declare(store, prefix);
+    prefix_ = prefix;
+    noise_stream_ = cfg_.noise_stream ? *cfg_.noise_stream : prefix_noise_stream(prefix);
   }
   void bind(ParamStore<S>& store) {
+    MTP_CHECK(decay_.ref.index >= 0, "perspective layer bound before declare(store, prefix)");
     cell_.bind(store);
     store.bind(decay_);
     agg_.bind(store);
+    store_ = &store;
   }
+  // Writes every parameter of the layer (cell, decay rows, aggregator) and marks them set.
   void init(RngSequence& rng) {
+    MTP_CHECK(store_ != nullptr,
+              "perspective layer '{}' initialised before bind(store) (attach_params does "
+              "declare, finalize and bind)",
+              prefix_);
     const index_t D = cell_.decay_width();
     Tensor<S> base({D});
     cell_.init(rng, base.view(), cfg_.position);
@@ -84,12 +99,24 @@ class Perspectives {
       for (index_t c = 0; c < D; ++c) decay_.value[k * D + c] = base[c] + S(offset);
     }
     agg_.init(rng);
+    store_->mark_set(decay_);
   }
+
+  // The stream the selector noise of this layer is drawn from (docs/contract.md §6).
+  std::uint64_t noise_stream() const { return noise_stream_; }
 
   // x (T,B,I) → y (T,B,O). When `state` (B,K,Sw) is given, it is the initial state and
   // receives the final one (streaming, carried state); otherwise states start at zero.
   // Saves what backward needs.
   void forward(CView<S> x, View<S> y, const StepContext& ctx, View<S> state = {}) {
+    MTP_CHECK(store_ != nullptr,
+              "perspective layer '{}' used before bind(store) (attach_params does declare, "
+              "finalize and bind)",
+              prefix_);
+    MTP_CHECK(store_->is_set(decay_.ref),
+              "perspective layer '{}' used before its parameters were set: call init(rng) "
+              "or load them (after writing the store's values() directly, mark_set)",
+              prefix_);
     MTP_CHECK(x.shape.rank() == 3 && x.dim(2) == input_width(),
               "perspective layer input has shape {}, expected (T,B,{})", x.shape.str(),
               input_width());
@@ -99,7 +126,8 @@ class Perspectives {
 
     P_.resize({T, B, cell_.pre_width()});
     A_.resize({T, B, cell_.recur_width()});
-    const std::uint64_t noise_stream = rng_stream::kSelectorNoise + cfg_.position.index;
+    const std::uint64_t noise_stream = noise_stream_;
+    forward_x_ = Fingerprint::of(x);
     fused_ = mixed_ = false;
     if constexpr (MixingCell<C> && WeightingAggregator<Agg>) {
       if (cfg_.mixed_scan) {
@@ -129,6 +157,10 @@ class Perspectives {
     MTP_CHECK(P_.numel() > 0, "perspective layer backward before any forward");
     check_shape(x.shape, {P_.shape()[0], P_.shape()[1], input_width()},
                 "perspective layer x (backward takes the last forward's input)");
+    MTP_CHECK(Fingerprint::of(x) == forward_x_,
+              "perspective layer '{}': backward's x differs from the last forward's x "
+              "(backward belongs to the last forward only; run forward again first)",
+              prefix_);
     check_shape(dy.shape, {x.dim(0), x.dim(1), output_width()}, "perspective layer dy");
     check_shape(dx.shape, x.shape, "perspective layer dx");
     dA_.resize(A_.shape());
@@ -193,11 +225,40 @@ class Perspectives {
   CView<S> perspective_outputs() const { return Yk_.view(); }
 
  private:
+  // Identifies an input by its contents (not its address), so that a backward for
+  // anything but the last forward is caught even when the caller reuses one buffer for
+  // another batch. Hashes at most 4096 evenly spaced elements: two batches differ almost
+  // everywhere, and a full pass would cost a few percent of a small layer's step.
+  struct Fingerprint {
+    std::uint64_t hash = 0;
+    bool operator==(const Fingerprint&) const = default;
+    static Fingerprint of(CView<S> x) {
+      const index_t n = x.numel(), stride = std::max<index_t>(1, n / 4096);
+      std::uint64_t h = 0x9E3779B97F4A7C15ull ^ std::uint64_t(n);
+      for (index_t i = 0; i < n; i += stride) {
+        std::uint64_t bits = 0;
+        std::memcpy(&bits, &x.data[i], sizeof(S));
+        h = (h ^ bits) * 0x100000001B3ull;
+      }
+      return {h};
+    }
+  };
+  // FNV-1a of the prefix, above the index-keyed streams that Model uses.
+  static std::uint64_t prefix_noise_stream(const std::string& prefix) {
+    std::uint64_t h = 0xCBF29CE484222325ull;
+    for (unsigned char c : prefix) h = (h ^ c) * 0x100000001B3ull;
+    return rng_stream::kSelectorNoise + (1ull << 31) + (h >> 33);
+  }
+
   Config cfg_;
   C cell_;
   Agg agg_;
   int K_;
   Param<S> decay_;
+  ParamStore<S>* store_ = nullptr;  // set by bind
+  std::string prefix_;
+  std::uint64_t noise_stream_ = 0;
+  Fingerprint forward_x_;
   Tensor<S> P_, Yk_, A_;     // forward activations
   bool fused_ = false;       // the last forward ran the cell's fast path
   bool mixed_ = false;       // the last forward ran the mixed scan (no Yk)

@@ -42,6 +42,7 @@ void load_parameters(const SafeTensors& file, const std::string& path, ParamStor
   }
   for (const auto& [name, t] : file.tensors)
     MTP_CHECK(expected.count(name), "{}: unexpected tensor '{}' for this model", path, name);
+  params.mark_all_set();
 }
 
 namespace {
@@ -87,9 +88,11 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
       if (squeezed(t.shape) == squeezed(p.shape.dims())) {
         const std::vector<float> v = t.to<float>(what);
         std::copy(v.begin(), v.end(), dst.data);
+        params.mark_set(params.find(p.name));
         report.loaded.push_back(p.name);
       } else if (is_decay && t.shape.size() == 2 && t.shape[1] == D && t.shape[0] > 0) {
         expand_decay(t.to<float>(what), t.shape[0], dst, decay_spread);  // another K
+        params.mark_set(params.find(p.name));
         report.expanded.push_back(p.name);
       } else if (fresh_perspectives && p.role == ParamRole::perspective) {
         report.fresh.push_back(p.name);
@@ -108,6 +111,7 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
                 "{}: tensor '{}' has shape {}, the model's {} needs ({})", path, time_decay,
                 shape_str(t.shape), p.name, D);
       expand_decay(t.to<float>(path + ": tensor '" + time_decay + "'"), 1, dst, decay_spread);
+      params.mark_set(params.find(p.name));
       report.expanded.push_back(p.name);
       used.insert(time_decay);
       continue;

@@ -49,6 +49,7 @@ void run(const LayerArgs& a, const SafeTensors& pf, const SafeTensors& in) {
   for (const auto& [name, t] : pf.tensors)
     MTP_CHECK(needed.count(name), "{}: unexpected tensor '{}' for {} K={} {}", a.params, name,
               a.cell, a.perspectives, a.aggregator);
+  store.mark_all_set();
 
   MTP_CHECK(in.has("x"), "{}: missing tensor 'x'", a.input);
   for (const auto& [name, t] : in.tensors)

@@ -37,7 +37,7 @@ MemoryEstimate estimate_memory(const TrainConfig& c, typename Mixer::Config mixe
   ModelConfig mc{.vocab = vocab, .width = c.width, .layers = c.layers, .ffn = c.ffn};
   ModelFamily<Cell>::configure(mc);
   Mixer mixer(mixer_config);
-  typename ModelFamily<Cell>::Ffn ffn(c.width, LayerPosition{0, c.layers});
+  typename ModelFamily<Cell>::Ffn ffn(c.width, LayerPosition{.index = 0, .count = c.layers});
   ParamStore<typename Mixer::Scalar> block;  // declared, never finalized
   mixer.declare(block, "mixer.");
   if (c.ffn) ffn.declare(block, "ffn.");

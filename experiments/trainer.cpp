@@ -188,6 +188,7 @@ TrainTally load_training_state(const std::filesystem::path& path, ParamStore<flo
     restore("optimizer.m." + p.name, p.shape, opt.first_moment().data() + p.offset);
     restore("optimizer.v." + p.name, p.shape, opt.second_moment().data() + p.offset);
   }
+  params.mark_all_set();
   for (const auto& [group, tensors] : {std::pair{"mixer", &state.mixer}, {"ffn", &state.ffn}})
     for (size_t i = 0; i < tensors->size(); ++i)
       if ((*tensors)[i].numel() > 0)
@@ -396,7 +397,8 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
       const auto ts = clock::now();
       const Batch batch = task->train_batch(static_cast<std::uint64_t>(step), cfg.batch);
       params.zero_grad();
-      const StepContext ctx{true, cfg.seed, static_cast<std::uint64_t>(step)};
+      const StepContext ctx{
+          .training = true, .seed = cfg.seed, .step = static_cast<std::uint64_t>(step)};
       if (task->carries_state() && task->starts_streams(std::uint64_t(step))) state.reset();
       const CrossEntropyStats st =
           model.forward(batch.tokens.data(), batch.targets.data(), batch.T, batch.B, ctx,

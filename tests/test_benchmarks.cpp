@@ -282,6 +282,7 @@ TEST_P(ModelScoring, StateReuseEqualsFullForwardFromScratch) {
         ASSERT_EQ(index_t(v.size()), info.shape.numel());
         std::copy(v.begin(), v.end(), model.params().values() + info.offset);
       }
+      model.params().mark_all_set();
       CountingModel<decltype(model)> counting{model};
       ModelScorer scorer(counting, /*chunk=*/3);
       const std::vector<ContinuationScore> got = scorer.score(context, conts);

@@ -114,7 +114,7 @@ TEST(CudaBodies, MixedWkvScanLongSequenceLargeKeys) {
 TEST(CudaBodies, RejectsTooManyPerspectives) {
   HostExec ex;
   Perspectives<LinearSsm<double>, MeanAggregator<double>>::Config cfg;
-  cfg.cell = {4, 4};
+  cfg.cell = {.input = 4, .state = 4};
   cfg.perspectives = 65;
   using Prog = cuda::LayerProgram<LinearSsm<double>, MeanAggregator<double>, HostExec>;
   EXPECT_THROW(Prog(ex, cfg), Error);

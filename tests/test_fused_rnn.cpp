@@ -25,7 +25,7 @@ struct Layer {
   }
   static typename Mixer::Config config(index_t I, index_t H, int K, bool fused) {
     typename Mixer::Config c;
-    c.cell = {I, H, fused};
+    c.cell = {.input = I, .hidden = H, .fused = fused};
     c.perspectives = K;
     return c;
   }
@@ -33,6 +33,7 @@ struct Layer {
   template <class From>
   void set_params(const From& values) {
     for (index_t i = 0; i < store.size(); ++i) store.values()[i] = S(values[i]);
+    store.mark_all_set();
   }
 };
 
@@ -56,7 +57,8 @@ std::vector<S> run(L& l, const std::vector<S>& x, const std::vector<S>& dy,
   Tensor<S> y({T, B, O}), dx({T, B, I}), state({B, index_t(K), l.layer.state_width()});
   std::copy(s0.begin(), s0.end(), state.data());
   l.store.zero_grad();
-  l.layer.forward(CView<S>(x.data(), {T, B, I}), y.view(), StepContext{true, 1, 2}, state.view());
+  l.layer.forward(CView<S>(x.data(), {T, B, I}), y.view(),
+                  StepContext{.training = true, .seed = 1, .step = 2}, state.view());
   l.layer.backward(CView<S>(x.data(), {T, B, I}), CView<S>(dy.data(), {T, B, O}), dx.view());
   std::vector<S> out(y.data(), y.data() + y.numel());
   out.insert(out.end(), state.data(), state.data() + state.numel());
@@ -161,7 +163,7 @@ void chunks_equal_whole_run() {
   std::vector<float> x(T * B * I);
   test::fill_normal(x, 6);
   Tensor<float> whole({T, B, H});
-  const StepContext training{true, 0, 0};
+  const StepContext training{.training = true};
   l.layer.forward(CView<float>(x.data(), {T, B, I}), whole.view(), training);
   Tensor<float> state({B, 1, l.layer.state_width()});
   state.zero();
@@ -200,7 +202,7 @@ TEST(FusedRnn, OnlyInTraining) {
   l.layer.init(rng);
   Tensor<float> x({5, 2, 4}), y({5, 2, 6});
   x.zero();
-  l.layer.forward(x.view(), y.view(), StepContext{true, 0, 0});
+  l.layer.forward(x.view(), y.view(), StepContext{.training = true, .seed = 0, .step = 0});
   EXPECT_TRUE(l.layer.used_fast_path());
   l.layer.forward(x.view(), y.view(), StepContext{});
   EXPECT_FALSE(l.layer.used_fast_path()) << "evaluation brings a new T per sequence";

@@ -42,7 +42,7 @@ void check_model(const ModelCase& mc) {
       tokens[i] = std::int32_t(rng.below(V));
       targets[i] = i % 3 == 1 ? kIgnoreTarget : std::int32_t(rng.below(V));
     }
-    const StepContext ctx{true, 11, 2};
+    const StepContext ctx{.training = true, .seed = 11, .step = 2};
     auto loss = [&] { return model.forward(tokens.data(), targets.data(), T, B, ctx).mean_loss(); };
     loss();
     p.zero_grad();
@@ -136,7 +136,7 @@ TEST(Model, ParameterNamesFollowTheContract) {
   typename Mixer::Config mc;
   mc.cell = Gru<float>::model_config(8);
   mc.perspectives = 3;
-  Model<Mixer> model(ModelConfig{10, 8, 2, true}, mc);
+  Model<Mixer> model(ModelConfig{.vocab = 10, .width = 8, .layers = 2, .ffn = true}, mc);
   const ParamStore<float>& p = model.params();
   for (const char* name :
        {"emb.weight", "blocks.0.ln1.weight", "blocks.0.mixer.weight_ih", "blocks.0.mixer.weight_hh",
@@ -152,7 +152,7 @@ TEST(Model, ParameterNamesFollowTheContract) {
 TEST(Model, DecaysStartSpreadAroundTheBase) {
   using Mixer = Perspectives<Gru<double>, MeanAggregator<double>>;
   typename Mixer::Config mc;
-  mc.cell = {3, 4};
+  mc.cell = {.input = 3, .hidden = 4};
   mc.perspectives = 3;
   mc.decay_spread = 0.5;
   Mixer layer(mc);
@@ -193,9 +193,10 @@ std::vector<float> train_params(const exp::TrainConfig& c, double* first_loss, d
   for (long long s = 0; s < c.steps; ++s) {
     const exp::Batch b = task->train_batch(s, c.batch);
     model.params().zero_grad();
-    const double loss =
-        model.forward(b.tokens.data(), b.targets.data(), b.T, b.B, {true, c.seed, std::uint64_t(s)})
-            .mean_loss();
+    const double loss = model
+                            .forward(b.tokens.data(), b.targets.data(), b.T, b.B,
+                                     {.training = true, .seed = c.seed, .step = std::uint64_t(s)})
+                            .mean_loss();
     if (s == 0) *first_loss = loss;
     *last_loss = loss;
     model.backward();

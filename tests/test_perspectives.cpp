@@ -20,9 +20,11 @@ constexpr index_t kT = 5, kB = 3;
 template <class C>
 typename C::Config small_config() {
   if constexpr (C::kName == std::string_view("rwkv"))
-    return {5};
+    return {.channels = 5};
+  else if constexpr (C::kName == std::string_view("ssm"))
+    return {.input = 4, .state = 6};
   else
-    return {4, 6};
+    return {.input = 4, .hidden = 6};
 }
 
 template <class Mixer>
@@ -90,7 +92,8 @@ void check_gradients(const Case& c) {
   test::fill_normal(R, 4);
   const std::vector<double> s0 = random_state<Mixer, double>(layer, kB, c.K, 5);
   const Shape xs{c.T, kB, I}, ys{c.T, kB, O}, ss{kB, index_t(c.K), layer.state_width()};
-  const StepContext ctx{c.noise > 0 || c.noise_mode == NoiseMode::learned, 42, 7};
+  const StepContext ctx{
+      .training = c.noise > 0 || c.noise_mode == NoiseMode::learned, .seed = 42, .step = 7};
   Tensor<double> y(ys), state(ss);
   auto loss = [&] {
     if (c.carried_state) std::copy(s0.begin(), s0.end(), state.data());
@@ -175,6 +178,7 @@ TEST_P(FloatPath, MatchesDoubleReference) {
       ParamStore<float> f_store;
       attach_params(f_layer, f_store);
       for (index_t i = 0; i < d.store.size(); ++i) f_store.values()[i] = float(d.store.values()[i]);
+      f_store.mark_all_set();
       std::vector<double> x(T * B * W), dy(T * B * W);
       test::fill_normal(x, 8);
       test::fill_normal(dy, 9);
@@ -255,7 +259,7 @@ TEST_P(MixedScan, EqualsSeparateAggregation) {
     test::fill_normal(dy, 22);
     const std::vector<double> s0 = random_state<Mixer, double>(mixed.layer, B, c.K, 23);
     const Shape xs{T, B, I}, ys{T, B, O}, ss{B, index_t(c.K), mixed.layer.state_width()};
-    const StepContext ctx{true, 5, 11};
+    const StepContext ctx{.training = true, .seed = 5, .step = 11};
     struct Run {
       Tensor<double> y, state, dx;
     };
@@ -381,9 +385,12 @@ TEST(Selector, LearnedNoiseActsInTrainingOnly) {
   test::fill_normal(x, 22);
   const Shape xs{kT, kB, I}, ys{kT, kB, H};
   Tensor<double> eval1(ys), eval2(ys), train(ys), dx(xs);
-  t.layer.forward(CView<double>(x.data(), xs), eval1.view(), StepContext{false, 1, 0});
-  t.layer.forward(CView<double>(x.data(), xs), eval2.view(), StepContext{false, 2, 5});
-  t.layer.forward(CView<double>(x.data(), xs), train.view(), StepContext{true, 1, 0});
+  t.layer.forward(CView<double>(x.data(), xs), eval1.view(),
+                  StepContext{.training = false, .seed = 1, .step = 0});
+  t.layer.forward(CView<double>(x.data(), xs), eval2.view(),
+                  StepContext{.training = false, .seed = 2, .step = 5});
+  t.layer.forward(CView<double>(x.data(), xs), train.view(),
+                  StepContext{.training = true, .seed = 1, .step = 0});
   double eval_diff = 0, train_diff = 0;
   for (index_t i = 0; i < eval1.numel(); ++i) {
     eval_diff = std::max(eval_diff, std::abs(eval1[i] - eval2[i]));

@@ -27,7 +27,7 @@ double naive_wkv(const std::vector<double>& k, const std::vector<double>& v, dou
 
 TEST(Wkv, StableScanMatchesNaiveSumFormula) {
   constexpr index_t T = 9, B = 2, K = 3, C = 4;
-  RwkvTimeMix<double> cell({C});
+  RwkvTimeMix<double> cell({.channels = C});
   ParamStore<double> store;
   attach_params(cell, store);
   CView<double> u_view = store.value(store.find("time_first"));
@@ -69,10 +69,10 @@ TEST(Wkv, LongSequenceWithLargeKeysStaysFiniteAndAccurate) {
   using LayerD = Perspectives<RwkvTimeMix<double>, MeanAggregator<double>>;
   using LayerF = Perspectives<RwkvTimeMix<float>, MeanAggregator<float>>;
   LayerD::Config cd;
-  cd.cell = {C};
+  cd.cell = {.channels = C};
   cd.perspectives = K;
   LayerF::Config cf;
-  cf.cell = {C};
+  cf.cell = {.channels = C};
   cf.perspectives = K;
   LayerD ld(cd);
   LayerF lf(cf);
@@ -88,6 +88,7 @@ TEST(Wkv, LongSequenceWithLargeKeysStaysFiniteAndAccurate) {
   const ParamInfo& key = sd.info(sd.find("key.weight"));
   for (index_t i = 0; i < key.shape.numel(); ++i) sd.values()[key.offset + i] = 40 * noise.normal();
   for (index_t i = 0; i < sd.size(); ++i) sf.values()[i] = float(sd.values()[i]);
+  sf.mark_all_set();
 
   std::vector<double> x(T * B * C), dy(T * B * C);
   test::fill_normal(x, 8);
@@ -159,7 +160,7 @@ TEST(TokenShift, BackwardMatchesPlainSumsAboveTheThreadThreshold) {
 template <class S>
 double error_across_count_rebase(double k0) {
   constexpr index_t T = 1'200'000;
-  RwkvTimeMix<S> cell({1});
+  RwkvTimeMix<S> cell({.channels = 1});
   ParamStore<S> store;
   attach_params(cell, store);
   const double u = 0.5;
@@ -193,7 +194,7 @@ TEST(Wkv, ExponentStaysExactAcrossTheCountRebase) {
 // step, e^w = 0: wkv_t = (e^{k_{t−1}} v_{t−1} + e^{u+k_t} v_t) / (e^{k_{t−1}} + e^{u+k_t}).
 TEST(Wkv, DecayBeyondFloatRangeForgetsAllButTheLastStep) {
   constexpr index_t T = 50, C = 2;
-  RwkvTimeMix<float> cell({C});
+  RwkvTimeMix<float> cell({.channels = C});
   ParamStore<float> store;
   attach_params(cell, store);
   const float u = 0.3f;

@@ -1,5 +1,5 @@
-// An RWKV-4 state dict loads into the perspective model by name (docs/contract.md §11.9) and computes
-// what RWKV-4 computes. tests/fixtures/rwkv4_model.safetensors, written by
+// An RWKV-4 state dict loads into the perspective model by name (docs/contract.md §11.9) and
+// computes what RWKV-4 computes. tests/fixtures/rwkv4_model.safetensors, written by
 // `/usr/bin/python3 tests/make_fixtures.py`, holds a tiny RWKV-4 model (V = 11, C = 8,
 // L = 2) under RWKV-4's exact names and shapes (time_decay (C), time mixes (1,1,C), ...),
 // plus, under `ref.`, tokens (B,T) int32 and the logits (B,T,V) of an independent

@@ -1,5 +1,5 @@
-// safetensors IO (docs/contract.md §11.1, docs/reliability.md): round trips of every dtype the library writes,
-// half-precision decoding against known bit patterns, the 8-byte data alignment, a
+// safetensors IO (docs/contract.md §11.1, docs/reliability.md): round trips of every dtype the
+// library writes, half-precision decoding against known bit patterns, the 8-byte data alignment, a
 // corpus of malformed files that must each be rejected with a one-line mtp::Error
 // naming the file, and atomic saving.
 #include <gtest/gtest.h>

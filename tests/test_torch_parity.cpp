@@ -121,6 +121,7 @@ void check_fixture(const std::string& path) {
     const std::vector<S> v = f.at(p.name).to<S>(p.name);
     std::copy(v.begin(), v.end(), store.values() + p.offset);
   }
+  store.mark_all_set();
   ASSERT_EQ(f.at("decay").shape, (std::vector<index_t>{1, H}));
   ASSERT_EQ(f.at("weight_ih").shape, (std::vector<index_t>{G * H, I}));
 

@@ -170,7 +170,7 @@ template <class C>
 double bench_matrix_layer(Report& rep, const char* name, index_t T, index_t B, index_t H, int K) {
   using S = float;
   typename Perspectives<C, MeanAggregator<S>>::Config cfg;
-  cfg.cell = {H, H};
+  cfg.cell = {.input = H, .hidden = H};
   cfg.perspectives = K;
   PerspectiveLayer<C, MeanAggregator<S>> layer(cfg);
   DeviceExec& ex = layer.executor();
@@ -185,10 +185,12 @@ double bench_matrix_layer(Report& rep, const char* name, index_t T, index_t B, i
   y.resize(T * B * H), dx.resize(T * B * H);
   auto& prog = layer.program();
   const double fwd = time_ms(ex, 5, [&] {
-    prog.forward(x.data(), y.data(), T, B, StepContext{true, 0, 0}, nullptr);
+    prog.forward(x.data(), y.data(), T, B, StepContext{.training = true, .seed = 0, .step = 0},
+                 nullptr);
   });
   const double both = time_ms(ex, 5, [&] {
-    prog.forward(x.data(), y.data(), T, B, StepContext{true, 0, 0}, nullptr);
+    prog.forward(x.data(), y.data(), T, B, StepContext{.training = true, .seed = 0, .step = 0},
+                 nullptr);
     prog.backward(x.data(), dy.data(), dx.data());
   });
   rep.lines.push_back(

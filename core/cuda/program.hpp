@@ -747,7 +747,7 @@ class LayerProgram {
   // final one. Saves what backward needs (x itself is passed again to backward).
   void forward(const S* x, S* y, index_t T, index_t B, const StepContext& ctx, S* state) {
     const index_t Dy = ref_.cell().recur_width(), TB = T * B;
-    const std::uint64_t stream = rng_stream::kSelectorNoise + ref_.config().position.index;
+    const std::uint64_t stream = ref_.noise_stream();
     cs_ = {T, B, K_};
     A_.resize(TB * Dy);
     mixed_ = false;

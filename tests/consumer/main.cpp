@@ -91,9 +91,10 @@ std::pair<double, double> train_lag_copy() {
       for (index_t b = 0; b < B; ++b)
         targets[t * B + b] = t >= 2 ? tokens[(t - 2) * B + b] : mtp::kIgnoreTarget;
     model.params().zero_grad();
-    const double loss =
-        model.forward(tokens.data(), targets.data(), T, B, {true, 0, std::uint64_t(step)})
-            .mean_loss();
+    const double loss = model
+                            .forward(tokens.data(), targets.data(), T, B,
+                                     {.training = true, .step = std::uint64_t(step)})
+                            .mean_loss();
     model.backward();
     mtp::clip_grad_global_norm(model.params(), mtp::grad_global_norm(model.params()), 1.0);
     opt.step(model.params(), 1e-2, {});

@@ -104,9 +104,11 @@ struct ParityInputs {
 template <class C>
 typename C::Config parity_cell_config() {
   if constexpr (C::kName == std::string_view("rwkv"))
-    return {5};
+    return {.channels = 5};
+  else if constexpr (C::kName == std::string_view("ssm"))
+    return {.input = 5, .state = 6};
   else
-    return {5, 6};
+    return {.input = 5, .hidden = 6};
 }
 
 template <class Mixer>
@@ -117,7 +119,8 @@ typename Mixer::Config parity_config(const ParityCase& c) {
   cfg.decay_spread = 0.7;
   cfg.aggregator =
       exp::aggregator_options<typename Mixer::AggregatorType>({c.noise, {}, c.noise_mode, c.top_k});
-  cfg.position = {2, 4};  // the noise stream depends on the index
+  cfg.position = {.index = 2, .count = 4};
+  cfg.noise_stream = 0x5eed;  // any stream: the CPU and the device layer share it
   cfg.mixed_scan = c.mixed;
   return cfg;
 }
@@ -157,7 +160,7 @@ ParityInputs<typename Mixer::Scalar> parity_inputs(const ParityCase& c,
         }
     }
   }
-  in.ctx = {c.training, 21, 4};
+  in.ctx = {.training = c.training, .seed = 21, .step = 4};
   return in;
 }
 
@@ -188,6 +191,7 @@ LayerRun<typename Mixer::Scalar> cpu_run(const typename Mixer::Config& cfg,
   ParamStore<S> store;
   attach_params(layer, store);
   std::copy(in.params.begin(), in.params.end(), store.values());
+  store.mark_all_set();
   LayerRun<S> r = forward_backward(layer, cfg.perspectives, in);
   r.grads.assign(store.grads(), store.grads() + store.size());
   return r;
@@ -245,7 +249,7 @@ void with_case_mixer(const ParityCase& c, F&& f) {
 template <class S, class Exec>
 void expect_wkv_scan_parity(Exec& ex, int K, index_t T, double tol) {
   const index_t B = 2, C = 3, TBC = T * B * C;
-  RwkvTimeMix<S> cell({C});
+  RwkvTimeMix<S> cell({.channels = C});
   ParamStore<S> store;
   cell.declare(store, "");
   store.finalize();
@@ -339,7 +343,7 @@ void expect_wkv_scan_parity(Exec& ex, int K, index_t T, double tol) {
 template <class S, class Exec>
 void expect_wkv_mixed_scan_parity(Exec& ex, int K, index_t T, double tol) {
   const index_t B = 2, C = 3, TBC = T * B * C, TBK = T * B * K;
-  RwkvTimeMix<S> cell({C});
+  RwkvTimeMix<S> cell({.channels = C});
   ParamStore<S> store;
   cell.declare(store, "");
   store.finalize();

@@ -37,9 +37,11 @@ void write_layer_files(const std::string& cell, int K, const std::string& agg, L
   using S = typename Mixer::Scalar;
   typename Mixer::Config cfg;
   if constexpr (Mixer::CellType::kName == std::string_view("rwkv"))
-    cfg.cell = {6};
+    cfg.cell = {.channels = 6};
+  else if constexpr (Mixer::CellType::kName == std::string_view("ssm"))
+    cfg.cell = {.input = 5, .state = 7};
   else
-    cfg.cell = {5, 7};
+    cfg.cell = {.input = 5, .hidden = 7};
   cfg.perspectives = K;
   Mixer layer(cfg);
   ParamStore<S> store;

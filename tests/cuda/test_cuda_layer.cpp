@@ -68,7 +68,7 @@ TEST(DeviceKernels, MixedWkvScanLongSequenceLargeKeys) {
 TEST(DeviceLayerApi, RejectsWrongShapes) {
   MTP_SKIP_WITHOUT_GPU();
   Perspectives<Gru<float>, MeanAggregator<float>>::Config cfg;
-  cfg.cell = {4, 5};
+  cfg.cell = {.input = 4, .hidden = 5};
   cfg.perspectives = 2;
   cuda::PerspectiveLayer<Gru<float>, MeanAggregator<float>> layer(cfg);
   std::vector<float> x(2 * 3 * 3), y(2 * 3 * 5);
