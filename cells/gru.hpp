@@ -30,6 +30,7 @@ class Gru : public GatedMatrixCell<S, 3> {
  public:
   using typename Base::Config;
   static constexpr std::string_view kName = "gru";
+  static constexpr std::string_view kDescription = "GRU, decay on the update gate";
 
   explicit Gru(const Config& cfg) : Base(cfg) {}
 

@@ -29,6 +29,7 @@ class Lstm : public GatedMatrixCell<S, 4> {
  public:
   using typename Base::Config;
   static constexpr std::string_view kName = "lstm";
+  static constexpr std::string_view kDescription = "LSTM, decay on the forget gate";
 
   explicit Lstm(const Config& cfg) : Base(cfg) {}
 

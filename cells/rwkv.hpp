@@ -40,6 +40,7 @@
 #include "mtp/core/cell.hpp"
 #include "mtp/core/gemm.hpp"
 #include "mtp/core/init.hpp"
+#include "mtp/core/model_config.hpp"
 #include "mtp/core/ops/activations.hpp"
 #include "mtp/core/ops/linear.hpp"
 
@@ -142,6 +143,9 @@ struct RwkvDepth {
 // ------------------------------------------------------------------ time mix
 
 template <class S>
+class RwkvChannelMix;
+
+template <class S>
 class RwkvTimeMix {
  public:
   using Scalar = S;
@@ -150,6 +154,17 @@ class RwkvTimeMix {
     index_t channels = 0;  // C = I
   };
   static constexpr std::string_view kName = "rwkv";
+  static constexpr std::string_view kDescription = "RWKV-4 time mix, decay on w (per channel)";
+
+  // Model-level hooks (docs/contract.md §7): RWKV-4's block has the channel mix as its
+  // FFN, ln0 on the embeddings, the time mix named "att" and RWKV-4's init, so that
+  // RWKV-4 state dicts load by name.
+  using ModelFfn = RwkvChannelMix<S>;
+  static void configure_model(ModelConfig& c) {
+    c.mixer_name = "att";
+    c.ln0 = true;
+    c.init = ModelInit::rwkv4;
+  }
 
   static Config model_config(index_t width) { return {.channels = width}; }
   // C from the shape of a parameter file: key.weight is (C, C).
@@ -595,6 +610,7 @@ template <class S>
 class RwkvChannelMix {
  public:
   using Scalar = S;
+  static constexpr std::string_view kDescription = "channel mix";
 
   RwkvChannelMix(index_t width, LayerPosition pos) : C_(width), pos_(pos) {}
 

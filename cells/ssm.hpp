@@ -35,6 +35,7 @@ class LinearSsm {
     index_t state = 0;  // N
   };
   static constexpr std::string_view kName = "ssm";
+  static constexpr std::string_view kDescription = "diagonal linear SSM (LRU-style), decay on |a|";
   static constexpr double kRingMin = 0.9, kRingMax = 0.999;
 
   // The mixer of a model of width W: N = W state channels, output back to W.

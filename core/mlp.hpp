@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <string_view>
 
 #include "mtp/core/cell.hpp"
 #include "mtp/core/ops/activations.hpp"
@@ -15,6 +16,7 @@ template <class S>
 class Mlp {
  public:
   using Scalar = S;
+  static constexpr std::string_view kDescription = "MLP";
 
   Mlp(index_t width, LayerPosition pos) : W_(width), pos_(pos) {}
 

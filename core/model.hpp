@@ -22,6 +22,7 @@
 #include "mtp/core/cell.hpp"
 #include "mtp/core/init.hpp"
 #include "mtp/core/mlp.hpp"
+#include "mtp/core/model_config.hpp"
 #include "mtp/core/ops/embedding.hpp"
 #include "mtp/core/ops/layernorm.hpp"
 #include "mtp/core/ops/linear.hpp"
@@ -49,22 +50,6 @@ struct ModelState {
         std::fill_n(t.data() + b * row, row, S(0));
       }
   }
-};
-
-enum class ModelInit {
-  standard,  // emb N(0,1), head U(±1/√W): PyTorch's defaults
-  rwkv4,     // emb ≈ 1e-4 (orthogonal), head orthogonal with gain 0.5·√(V/W): RWKV-4
-};
-
-struct ModelConfig {
-  MTP_DESIGNATED_ONLY;
-  index_t vocab = 0;                 // V
-  index_t width = 0;                 // W
-  int layers = 1;                    // L
-  bool ffn = true;                   // an FFN after each mixer
-  std::string mixer_name = "mixer";  // "att" gives RWKV-4's names
-  bool ln0 = false;                  // LayerNorm on the embeddings (RWKV-4)
-  ModelInit init = ModelInit::standard;
 };
 
 template <class Mixer, class Ffn = Mlp<typename Mixer::Scalar>>
@@ -117,11 +102,12 @@ class Model {
       }
     }
   }
-  // Layers hold views into the parameter store: copying would leave them pointing
-  // into the original. Moving keeps the store's buffer and so the views.
+  // Layers hold views into the parameter store and a pointer to it: a copy or a moved
+  // model would leave them pointing into the original. Functions return models as
+  // prvalues (built in place); AnyModel holds one behind a pointer.
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
-  Model(Model&&) = default;
+  Model(Model&&) = delete;
 
   // Norms at identity; each layer by its own recipe; embedding and head by cfg.init.
   // Draw order (embedding, blocks, head) is part of what a seed reproduces.

@@ -4,6 +4,8 @@
 
 #include <iostream>
 
+#include "mtp/experiments/registry.hpp"
+
 namespace mtp::exp::cli {
 
 // Parses argv into `vm`, rejecting positional arguments. Returns false after --help.
@@ -29,11 +31,12 @@ void reject_empty_values(const po::variables_map& vm) {
 
 void add_layer_flags(po::options_description& d, std::string& cell, int& k, std::string& agg,
                      std::string& weights, std::string& noise_mode, int& top_k) {
-  d.add_options()                                                                                 //
-      ("cell", po::value(&cell)->default_value(cell), "recurrent cell: gru | lstm | rwkv | ssm")  //
-      ("perspectives,K", po::value(&k)->default_value(k), "number of perspectives K >= 1")        //
+  d.add_options()  //
+      ("cell", po::value(&cell)->default_value(cell),
+       ("recurrent cell: " + registry().cell_names(" | ")).c_str())                         //
+      ("perspectives,K", po::value(&k)->default_value(k), "number of perspectives K >= 1")  //
       ("aggregator", po::value(&agg)->default_value(agg),
-       "how the K outputs combine: mean | learned (softmax selector) | fixed")  //
+       ("how the K outputs combine: " + registry().aggregator_names(" | ")).c_str())  //
       ("fixed-weights", po::value(&weights),
        "fixed aggregator weights w1,...,wK summing to 1 (default: w1 = 0.5, the rest equal)")  //
       ("noise-mode", po::value(&noise_mode)->default_value(noise_mode),

@@ -6,6 +6,7 @@
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/dispatch.hpp"
 #include "mtp/experiments/json_file.hpp"
+#include "mtp/experiments/registry.hpp"
 
 #include <fmt/ranges.h>
 #include <algorithm>
@@ -83,12 +84,13 @@ void validate(const TrainConfig& c) {
   auto need = [](bool ok, const char* flag, const std::string& why) {
     if (!ok) usage_fail("--{} {}", flag, why);
   };
-  need(std::find(kCells.begin(), kCells.end(), c.cell) != kCells.end(), "cell",
-       fmt::format("'{}' is not a known cell (known: {})", c.cell, fmt::join(kCells, ", ")));
+  need(registry().has_cell(c.cell), "cell",
+       fmt::format("'{}' is not a known cell (known: {})", c.cell, registry().cell_names()));
   need(c.perspectives >= 1 && c.perspectives <= 64, "perspectives",
        fmt::format("must be in [1, 64], got {}", c.perspectives));
-  need(c.aggregator == "mean" || c.aggregator == "learned" || c.aggregator == "fixed", "aggregator",
-       fmt::format("'{}' is not one of mean, learned, fixed", c.aggregator));
+  need(registry().has_aggregator(c.aggregator), "aggregator",
+       fmt::format("'{}' is not one of {}", c.aggregator, registry().aggregator_names()));
+  registry().mixer(c.cell, c.aggregator);  // registered together
   need(std::isfinite(c.noise) && c.noise >= 0, "noise",
        fmt::format("must be a finite value >= 0, got {}", c.noise));
   parse_noise_mode(c.noise_mode);

@@ -1,12 +1,17 @@
-// The one place where runtime choices (--cell, --aggregator) become template
-// arguments. Everything below it is compiled per combination, with no virtual calls.
-// Adding a cell: include it, add a branch to with_cell and its name to kCells (and a
-// ModelFamily specialisation if its model is not the default one).
+// The cells and aggregators built into mtp-exp, as type lists: the one place where they
+// are registered (experiments/registry.cpp compiles every pair into the registry that
+// the commands look names up in). Adding a cell in the tree: its header in cells/ and
+// its name in BuiltinCells; an aggregator likewise. A user's own program adds its types
+// with register_mixers (experiments/register.hpp) instead.
+//
+// with_cell / with_mixer turn a built-in name into template arguments at compile time,
+// for code that needs the concrete types (tests, benchmarks).
 #pragma once
 
-#include <array>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "mtp/aggregators/fixed.hpp"
 #include "mtp/aggregators/learned.hpp"
@@ -15,53 +20,78 @@
 #include "mtp/cells/lstm.hpp"
 #include "mtp/cells/rwkv.hpp"
 #include "mtp/cells/ssm.hpp"
+#include "mtp/core/error.hpp"
 #include "mtp/core/mlp.hpp"
 #include "mtp/core/model.hpp"
 #include "mtp/core/perspectives.hpp"
 
 namespace mtp::exp {
 
-inline constexpr std::array<std::string_view, 4> kCells = {"gru", "lstm", "rwkv", "ssm"};
-inline constexpr std::array<std::string_view, 3> kAggregators = {"mean", "learned", "fixed"};
+// Lists of cell and aggregator templates (each over its scalar type).
+template <template <class> class... Cells>
+struct CellTypes {};
+template <template <class> class... Aggregators>
+struct AggregatorTypes {};
 
-// Calls f.template operator()<CellT<S>>() for the cell named `cell`.
-template <class S, class F>
-decltype(auto) with_cell(std::string_view cell, F&& f) {
-  if (cell == "gru") return f.template operator()<Gru<S>>();
-  if (cell == "lstm") return f.template operator()<Lstm<S>>();
-  if (cell == "rwkv") return f.template operator()<RwkvTimeMix<S>>();
-  if (cell == "ssm") return f.template operator()<LinearSsm<S>>();
-  usage_fail("--cell '{}' is not a known cell", cell);
+using BuiltinCells = CellTypes<Gru, Lstm, RwkvTimeMix, LinearSsm>;
+using BuiltinAggregators = AggregatorTypes<MeanAggregator, LearnedAggregator, FixedAggregator>;
+
+// Calls f.template operator()<C<S>>() for the cell C of the list named `cell`.
+template <class S, template <class> class C, template <class> class... Rest, class F>
+decltype(auto) with_cell_in(std::string_view cell, F&& f) {
+  if (C<S>::kName == cell) return f.template operator()<C<S>>();
+  if constexpr (sizeof...(Rest) > 0)
+    return with_cell_in<S, Rest...>(cell, std::forward<F>(f));
+  else
+    usage_fail("--cell '{}' is not a built-in cell", cell);
+}
+template <class S, template <class> class A, template <class> class... Rest, class F>
+decltype(auto) with_aggregator_in(std::string_view aggregator, F&& f) {
+  if (A<S>::kName == aggregator) return f.template operator()<A<S>>();
+  if constexpr (sizeof...(Rest) > 0)
+    return with_aggregator_in<S, Rest...>(aggregator, std::forward<F>(f));
+  else
+    usage_fail("--aggregator '{}' is not a built-in aggregator", aggregator);
+}
+template <class S, template <class> class... Cs, class F>
+decltype(auto) with_cell_of(CellTypes<Cs...>, std::string_view cell, F&& f) {
+  return with_cell_in<S, Cs...>(cell, std::forward<F>(f));
+}
+template <class S, template <class> class... As, class F>
+decltype(auto) with_aggregator_of(AggregatorTypes<As...>, std::string_view aggregator, F&& f) {
+  return with_aggregator_in<S, As...>(aggregator, std::forward<F>(f));
 }
 
-// Calls f.template operator()<Perspectives<Cell, Agg>>() for the named cell/aggregator.
+// Calls f.template operator()<CellT<S>>() for the built-in cell named `cell`.
+template <class S, class F>
+decltype(auto) with_cell(std::string_view cell, F&& f) {
+  return with_cell_of<S>(BuiltinCells{}, cell, std::forward<F>(f));
+}
+
+// Calls f.template operator()<Perspectives<Cell, Agg>>() for the named built-ins.
 template <class S, class F>
 decltype(auto) with_mixer(std::string_view cell, std::string_view aggregator, F&& f) {
   return with_cell<S>(cell, [&]<class C>() -> decltype(auto) {
-    if (aggregator == "mean") return f.template operator()<Perspectives<C, MeanAggregator<S>>>();
-    if (aggregator == "learned")
-      return f.template operator()<Perspectives<C, LearnedAggregator<S>>>();
-    if (aggregator == "fixed") return f.template operator()<Perspectives<C, FixedAggregator<S>>>();
-    usage_fail("--aggregator '{}' is not one of mean, learned, fixed", aggregator);
+    return with_aggregator_of<S>(
+        BuiltinAggregators{}, aggregator,
+        [&]<class A>() -> decltype(auto) { return f.template operator()<Perspectives<C, A>>(); });
   });
 }
 
-// The model of docs/contract.md §7 around a cell: a 4× MLP after the mixer, PyTorch-style names
-// and init...
+// The model of docs/contract.md §7 around a cell: by default a 4× MLP after the mixer,
+// PyTorch-style names and init; a cell changes that with its optional model-level hooks
+// (`using ModelFfn = ...`, `static void configure_model(ModelConfig&)`), as RWKV-4 does.
 template <class Cell>
 struct ModelFamily {
-  using Ffn = Mlp<typename Cell::Scalar>;
-  static void configure(ModelConfig&) {}
-};
-// ...except RWKV, whose block is RWKV-4's: channel-mix FFN, ln0 on the embeddings,
-// the time mix named "att", RWKV-4's init; its state dicts load by name.
-template <class S>
-struct ModelFamily<RwkvTimeMix<S>> {
-  using Ffn = RwkvChannelMix<S>;
+  static auto ffn_type() {
+    if constexpr (requires { typename Cell::ModelFfn; })
+      return std::type_identity<typename Cell::ModelFfn>{};
+    else
+      return std::type_identity<Mlp<typename Cell::Scalar>>{};
+  }
+  using Ffn = typename decltype(ffn_type())::type;
   static void configure(ModelConfig& c) {
-    c.mixer_name = "att";
-    c.ln0 = true;
-    c.init = ModelInit::rwkv4;
+    if constexpr (requires { Cell::configure_model(c); }) Cell::configure_model(c);
   }
 };
 template <class Mixer>

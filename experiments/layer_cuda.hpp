@@ -23,7 +23,7 @@ struct CudaLayerJob {
 void require_cuda_device();
 
 // Forward in evaluation mode (no selector noise, zero initial states), then backward
-// when dy is given. Instantiated for every mixer of experiments/dispatch.hpp.
+// when dy is given. Defined in layer_cuda_impl.hpp, instantiated for the built-in pairs.
 template <class Mixer>
 void run_layer_cuda(const CudaLayerJob<Mixer>& job);
 

@@ -13,6 +13,7 @@
 #include "mtp/experiments/json_file.hpp"
 #include "mtp/experiments/memory_estimate.hpp"
 #include "mtp/experiments/progress.hpp"
+#include "mtp/experiments/registry.hpp"
 #include "mtp/experiments/run_folder.hpp"
 
 namespace mtp::exp {
@@ -278,7 +279,8 @@ std::string describe_task(const TrainConfig& c) {
                      c.carry_state ? ", state carried across chunks" : "");
 }
 
-void print_header(const TrainConfig& c, const ParamCounts& counts, const MemoryEstimate& memory) {
+void print_header(const TrainConfig& c, const MixerEntry& mixer, const ParamCounts& counts,
+                  const MemoryEstimate& memory) {
   std::string layer =
       fmt::format("{}, K={} perspectives, {} aggregator", c.cell, c.perspectives, c.aggregator);
   if (c.aggregator == "learned") {
@@ -288,10 +290,7 @@ void print_header(const TrainConfig& c, const ParamCounts& counts, const MemoryE
   if (c.perspectives > 1) layer += fmt::format(", decay spread {:g}", c.decay_spread);
   fmt::print("mtp-exp      {}\n", layer);
   fmt::print("model        {} blocks, width {}{}; {} parameters\n", c.layers, c.width,
-             !c.ffn             ? ", no FFN"
-             : c.cell == "rwkv" ? ", channel mix"
-                                : ", MLP",
-             counts.total);
+             c.ffn ? ", " + mixer.ffn : std::string(", no FFN"), counts.total);
   fmt::print("task         {}\n", describe_task(c));
   fmt::print("training     {} steps of {} sequences, AdamW lr {:g}, {} threads, ~{} of memory\n",
              c.steps, c.batch, c.lr, omp_get_max_threads(), format_bytes(memory.total()));
@@ -305,18 +304,18 @@ struct RunStart {
   bool overwrite = false;
 };
 
-template <class Mixer>
 nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
+  const MixerEntry& mixer = registry().mixer(cfg.cell, cfg.aggregator);
   using clock = std::chrono::steady_clock;
   const std::filesystem::path out = cfg.out.empty() ? default_out_dir(cfg) : cfg.out;
   const std::string folder = (start.resume ? "--resume " : "--out ") + out.string();
   // What can be refused is refused before the folder is touched: memory, data, the
   // model to start from, the folder's lock and contents.
-  const MemoryEstimate memory = estimate_memory<Mixer>(cfg, mixer_config<Mixer>(cfg),
-                                                       task_vocab(cfg), corpus_bytes(cfg), true);
+  const MemoryEstimate memory = mixer.memory(cfg, task_vocab(cfg), corpus_bytes(cfg), true);
   check_memory(memory, "this run");
   const std::unique_ptr<Task> task = make_task(cfg);
-  ModelFor<Mixer> model = build_model<Mixer>(cfg, task->vocab());
+  const std::unique_ptr<AnyModel<float>> built = mixer.model(cfg, task->vocab());
+  AnyModel<float>& model = *built;
   model.init(cfg.seed);
   ParamStore<float>& params = model.params();
   // A resumed run's parameters all come from its training state.
@@ -357,7 +356,7 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
   // says so (failed.json), and a later attempt starts by forgetting it.
   try {
     clear_run_failure(out);
-    print_header(cfg, counts, memory);
+    print_header(cfg, mixer, counts, memory);
     if (!init_summary.empty()) fmt::print("init from    {}\n", init_summary);
     if (!cfg.freeze.empty())
       fmt::print("frozen       {}: training {} of {} parameters ({:.3f}%)\n", cfg.freeze,
@@ -526,9 +525,7 @@ void set_threads(int threads) {
 nlohmann::json run_training(const TrainConfig& cfg, bool overwrite) {
   validate(cfg);
   set_threads(cfg.threads);
-  return with_mixer<float>(cfg.cell, cfg.aggregator, [&]<class Mixer>() {
-    return train<Mixer>(cfg, RunStart{.resume = false, .overwrite = overwrite});
-  });
+  return train(cfg, RunStart{.resume = false, .overwrite = overwrite});
 }
 
 void validate_stored(const TrainConfig& c, const std::string& where) {
@@ -559,9 +556,16 @@ nlohmann::json resume_training(const std::string& dir, int threads) {
   validate_stored(cfg, config_path);
   remove_stale_temporaries(dir, run_file_names(), /*all_writers_gone=*/true);
   set_threads(cfg.threads);
-  return with_mixer<float>(cfg.cell, cfg.aggregator, [&]<class Mixer>() {
-    return train<Mixer>(cfg, RunStart{.resume = true});
-  });
+  return train(cfg, RunStart{.resume = true});
+}
+
+std::unique_ptr<AnyModel<float>> load_checkpoint_model(const Checkpoint& ck) {
+  const MixerEntry& mixer = registry().mixer(ck.config.cell, ck.config.aggregator);
+  check_memory(mixer.memory(ck.config, task_vocab(ck.config), corpus_bytes(ck.config), false),
+               "rebuilding the model of " + ck.path);
+  std::unique_ptr<AnyModel<float>> model = mixer.model(ck.config, task_vocab(ck.config));
+  load_parameters(ck.file, ck.path, model->params());
+  return model;
 }
 
 Checkpoint read_checkpoint(const std::string& path) {

@@ -12,6 +12,7 @@
 #include "mtp/core/model.hpp"
 #include "mtp/core/optim.hpp"
 #include "mtp/core/safetensors.hpp"
+#include "mtp/experiments/any_model.hpp"
 #include "mtp/experiments/checkpoint.hpp"
 #include "mtp/experiments/config.hpp"
 #include "mtp/experiments/dispatch.hpp"
@@ -130,17 +131,11 @@ double corpus_bytes(const TrainConfig& c);
 // Rebuilds the model a checkpoint was trained as, loads its parameters, and returns
 // f(model); the model type is chosen from the stored configuration. A model that would
 // not fit in memory is refused first.
+std::unique_ptr<AnyModel<float>> load_checkpoint_model(const Checkpoint& ck);
 template <class F>
 decltype(auto) with_checkpoint_model(const Checkpoint& ck, F&& f) {
-  return with_mixer<float>(
-      ck.config.cell, ck.config.aggregator, [&]<class Mixer>() -> decltype(auto) {
-        check_memory(estimate_memory<Mixer>(ck.config, mixer_config<Mixer>(ck.config),
-                                            task_vocab(ck.config), corpus_bytes(ck.config), false),
-                     "rebuilding the model of " + ck.path);
-        auto model = build_model<Mixer>(ck.config, task_vocab(ck.config));
-        load_parameters(ck.file, ck.path, model.params());
-        return f(model);
-      });
+  const std::unique_ptr<AnyModel<float>> model = load_checkpoint_model(ck);
+  return f(*model);
 }
 
 // `mtp-exp` (train): trains, evaluates, prints the summary and writes DIR/config.json,

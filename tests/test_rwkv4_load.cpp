@@ -8,6 +8,8 @@
 // load_state_dict sees is exactly an RWKV-4 state dict.
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -93,7 +95,7 @@ template <class Agg>
 using Rwkv4Model = exp::ModelFor<Perspectives<RwkvTimeMix<float>, Agg>>;
 
 template <class Agg>
-Rwkv4Model<Agg> make_model(const Rwkv4Fixture& f, int K, double spread) {
+std::unique_ptr<Rwkv4Model<Agg>> make_model(const Rwkv4Fixture& f, int K, double spread) {
   exp::TrainConfig c;
   c.cell = "rwkv";
   c.width = int(f.C);
@@ -101,8 +103,10 @@ Rwkv4Model<Agg> make_model(const Rwkv4Fixture& f, int K, double spread) {
   c.ffn = true;
   c.perspectives = K;
   c.decay_spread = spread;
-  Rwkv4Model<Agg> model = exp::build_model<Perspectives<RwkvTimeMix<float>, Agg>>(c, f.V);
-  model.init(7);  // whatever the file does not fill keeps a sensible init
+  // Built in place: a model cannot move (its layers point into its store).
+  std::unique_ptr<Rwkv4Model<Agg>> model(
+      new Rwkv4Model<Agg>(exp::build_model<Perspectives<RwkvTimeMix<float>, Agg>>(c, f.V)));
+  model->init(7);  // whatever the file does not fill keeps a sensible init
   return model;
 }
 
@@ -161,7 +165,8 @@ void check_decays(const Rwkv4Fixture& f, const ParamStore<float>& params,
 TEST(Rwkv4StateDict, K1LoadsByNameAndMatchesRwkv4) {
   const Rwkv4Fixture f = Rwkv4Fixture::load();
   ASSERT_GT(f.L, 0);
-  auto model = make_model<MeanAggregator<float>>(f, 1, 1.0);
+  auto model_ptr = make_model<MeanAggregator<float>>(f, 1, 1.0);
+  auto& model = *model_ptr;
   const exp::StateDictReport r = exp::load_state_dict(f.state_dict, kFixture, model.params(), 1.0);
   check_report(r, model.params(), f.L, {});
   check_decays(f, model.params(), {0.0});
@@ -174,7 +179,8 @@ TEST(Rwkv4StateDict, K3IdenticalPerspectivesMatchRwkv4) {
   // Spread 0: the three perspectives are copies, so whatever the learned selector
   // weighs them with, the model is RWKV-4. The selectors are all the file lacks.
   const Rwkv4Fixture f = Rwkv4Fixture::load();
-  auto model = make_model<LearnedAggregator<float>>(f, 3, 0.0);
+  auto model_ptr = make_model<LearnedAggregator<float>>(f, 3, 0.0);
+  auto& model = *model_ptr;
   const exp::StateDictReport r = exp::load_state_dict(f.state_dict, kFixture, model.params(), 0.0);
   std::vector<std::string> selectors;
   for (int l = 0; l < f.L; ++l)
@@ -191,7 +197,8 @@ TEST(Rwkv4StateDict, K3SpreadDecaysAroundTimeDecay) {
   // Spread 1: decay rows time_decay + (−1, 0, +1); with the mean aggregator the model is
   // the reference's three averaged wkv views, no longer RWKV-4 itself.
   const Rwkv4Fixture f = Rwkv4Fixture::load();
-  auto model = make_model<MeanAggregator<float>>(f, 3, 1.0);
+  auto model_ptr = make_model<MeanAggregator<float>>(f, 3, 1.0);
+  auto& model = *model_ptr;
   const exp::StateDictReport r = exp::load_state_dict(f.state_dict, kFixture, model.params(), 1.0);
   check_report(r, model.params(), f.L, {});
   check_decays(f, model.params(), {-1.0, 0.0, 1.0});
@@ -215,7 +222,8 @@ void expect_rejected(const std::string& name, const std::vector<index_t>& shape,
   const std::string path = (dir.path() / "bad_rwkv4.safetensors").string();
   f.state_dict.save(path);
   const SafeTensors file = SafeTensors::load(path);
-  auto model = make_model<MeanAggregator<float>>(f, 1, 1.0);
+  auto model_ptr = make_model<MeanAggregator<float>>(f, 1, 1.0);
+  auto& model = *model_ptr;
   try {
     exp::load_state_dict(file, path, model.params(), 1.0);
     ADD_FAILURE() << name << " of shape " << shape_str(shape) << " was accepted";

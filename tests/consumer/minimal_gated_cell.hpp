@@ -19,6 +19,7 @@
 #include <cmath>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace user {
 
@@ -34,7 +35,16 @@ class MinimalGatedCell {
     index_t input = 0, hidden = 0;
   };
   static constexpr std::string_view kName = "minimal-gated";
+  static constexpr std::string_view kDescription = "minimal gated RNN (a user's own cell)";
   static Config model_config(index_t width) { return {width, width}; }
+  // I and H from a parameter file's shapes (for `layer`): weight_ih is (2H, I).
+  template <class ShapeOf>
+  static Config infer_config(ShapeOf&& shape_of) {
+    const std::vector<index_t> w = shape_of("weight_ih");
+    MTP_CHECK(w.size() == 2 && w[0] % 2 == 0 && w[0] > 0 && w[1] > 0,
+              "weight_ih has shape {}, expected (2H,I)", mtp::shape_str(w));
+    return {w[1], w[0] / 2};
+  }
 
   explicit MinimalGatedCell(const Config& c) : I_(c.input), H_(c.hidden) {}
 

@@ -27,6 +27,19 @@ if(package IN_LIST CONSUMER_MODES)
   run(${CMAKE_COMMAND} --build ${WORK_DIR}/package)
   run(${WORK_DIR}/package/user_cell_consumer)
   run(${WORK_DIR}/package/streaming_example)
+  # Its own command line on its own cell and aggregator: train, eval, a two-run sweep and
+  # its report.
+  set(exe ${WORK_DIR}/package/consumer-exp)
+  set(own --cell minimal-gated --aggregator softmax-mix --perspectives 2 --threads 1)
+  run(${exe} ${own} --steps 50 --out ${WORK_DIR}/run)
+  run(${exe} eval --checkpoint ${WORK_DIR}/run/model.safetensors)
+  run(${exe} sweep --grid seed=0,1 ${own} --steps 20 --out ${WORK_DIR}/sweep --jobs 2)
+  run(${exe} report ${WORK_DIR}/sweep --no-plots)
+  foreach(file results.csv summary.csv REPORT.md)
+    if(NOT EXISTS ${WORK_DIR}/sweep/${file})
+      message(FATAL_ERROR "consumer test: the sweep's report has no ${file}")
+    endif()
+  endforeach()
   if(EXISTS ${WORK_DIR}/package/cuda_consumer)
     run(${WORK_DIR}/package/cuda_consumer)
   endif()
@@ -35,9 +48,11 @@ endif()
 if(subproject IN_LIST CONSUMER_MODES)
   run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/subproject -DMTP_SOURCE=${MTP_SOURCE}
       -DCMAKE_CXX_FLAGS=-O2 -DCMAKE_CXX_COMPILER=${CONSUMER_CXX})
-  run(${CMAKE_COMMAND} --build ${WORK_DIR}/subproject --target user_cell_consumer)
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/subproject --target user_cell_consumer consumer-exp)
   # In the parent's own output folder: mtp did not redirect the parent's executables.
   run(${WORK_DIR}/subproject/user_cell_consumer)
+  run(${WORK_DIR}/subproject/consumer-exp --cell minimal-gated --perspectives 2 --steps 10
+      --threads 1 --out ${WORK_DIR}/subproject-run)
 endif()
 
 if(pkgconfig IN_LIST CONSUMER_MODES)

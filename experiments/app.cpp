@@ -1,0 +1,367 @@
+// The mtp-exp command line, for every cell and aggregator in the registry (built-in and
+// registered by the program before run_main): train and evaluate recurrent models with K
+// temporal perspectives.
+//
+//   mtp-exp [train] [flags]              train one configuration (the default command)
+//   mtp-exp eval --checkpoint FILE       re-evaluate a saved model
+//   mtp-exp layer --params P --input X --output Y [flags]   run one wrapped layer
+//
+// Exit status: 0 on success, 2 on a usage error (bad flag or value), 3 when the folder
+// is in use by another mtp-exp (its lock is held), 1 on any other failure (unreadable
+// file, malformed data, numerical failure, memory, a write error, stdout included).
+// Errors are one line.
+#include <fmt/format.h>
+
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "mtp/core/error.hpp"
+#include "mtp/experiments/app.hpp"
+#include "mtp/experiments/benchmarks.hpp"
+#include "mtp/experiments/cli.hpp"
+#include "mtp/experiments/config.hpp"
+#include "mtp/experiments/generate.hpp"
+#include "mtp/experiments/layer_command.hpp"
+#include "mtp/experiments/process.hpp"
+#include "mtp/experiments/report.hpp"
+#include "mtp/experiments/run_folder.hpp"
+#include "mtp/experiments/sweep.hpp"
+#include "mtp/experiments/trainer.hpp"
+#include "mtp/version.hpp"
+
+namespace po = boost::program_options;
+namespace cli = mtp::exp::cli;
+using mtp::exp::TrainConfig;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: mtp-exp [train] [flags]                 train and evaluate one configuration\n"
+    "       mtp-exp eval --checkpoint FILE [flags]  re-evaluate a saved model\n"
+    "       mtp-exp layer --params P --input X --output Y [flags]\n"
+    "                                               run one wrapped layer (forward, backward)\n"
+    "       mtp-exp generate --checkpoint FILE --prompt TEXT [--tokens N]\n"
+    "                                               stream text from a byte-level model\n"
+    "       mtp-exp sweep --grid \"flag=a,b;...\" [train flags] --out DIR [--jobs N]\n"
+    "                                               a grid of runs, resumable, shardable\n"
+    "       mtp-exp report DIR                      tables, statistics and plots of a sweep\n"
+    "       mtp-exp COMMAND --help                  the flags of a command\n"
+    "       mtp-exp --version                       the version\n";
+
+// "mtp-exp <command> <args...>" as a shell would need it, to be recorded and rerun.
+std::string command_line(const char* command, int argc, const char* const* argv) {
+  std::string line = fmt::format("mtp-exp {}", command);
+  for (int i = 1; i < argc; ++i) {
+    line += ' ';
+    line += mtp::exp::shell_word(argv[i]);
+  }
+  return line;
+}
+
+int cmd_train(int argc, const char* const* argv) {
+  mtp::exp::cli::TrainFlags flags;
+  if (!flags.parse(argc, argv, kUsage)) return 0;
+  if (!flags.resume().empty())
+    mtp::exp::resume_training(flags.resume(), flags.config().threads);
+  else
+    mtp::exp::run_training(flags.config(), flags.overwrite());
+  return 0;
+}
+
+int cmd_eval(int argc, const char* const* argv) {
+  std::string checkpoint, data;
+  int threads = 0;
+  bool json = false;
+  mtp::exp::BenchmarkArgs bench;
+  po::options_description d("eval flags");
+  d.add_options()("help,h", "show this help")  //
+      ("checkpoint", po::value(&checkpoint)->required(),
+       "model.safetensors written by training")  //
+      ("data", po::value(&data),
+       "text checkpoints: evaluate on this file's last 10%; with --benchmark: its data file")  //
+      ("benchmark", po::value(&bench.benchmark),
+       "zero-shot benchmark (text checkpoints): lambada | arc-easy | piqa | winogrande")  //
+      ("labels", po::value(&bench.labels),
+       "piqa: the labels file (default: --data with .jsonl replaced by _labels.lst)")   //
+      ("limit", po::value(&bench.limit), "--benchmark: evaluate the first N examples")  //
+      ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)")      //
+      ("json", po::bool_switch(&json), "print the result as JSON");
+  po::variables_map vm;
+  if (!cli::parse(argc, argv, d, vm, "usage: mtp-exp eval --checkpoint FILE [flags]")) return 0;
+  if (vm.count("benchmark")) {
+    if (vm.count("limit") && bench.limit < 1)
+      mtp::usage_fail("--limit must be >= 1, got {}", bench.limit);
+    bench.checkpoint = checkpoint;
+    bench.data = data;
+    bench.threads = threads;
+    const nlohmann::json r = mtp::exp::run_benchmark(bench);
+    fmt::print("{}\n", json ? r.dump(2) : mtp::exp::benchmark_summary(r));
+    return 0;
+  }
+  if (vm.count("labels") || vm.count("limit"))
+    mtp::usage_fail("--labels and --limit apply to --benchmark only");
+  const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, threads);
+  if (json) {
+    fmt::print("{}\n", r.dump(2));
+  } else if (r.contains("bits_per_byte")) {
+    fmt::print("{}: loss {:.4f}  bits/byte {:.4f}  ({} bytes)\n", checkpoint,
+               r["loss"].get<double>(), r["bits_per_byte"].get<double>(),
+               r["labelled"].get<long long>());
+  } else {
+    fmt::print("{}: loss {:.4f}  accuracy {:.4f}  ({} queries)\n", checkpoint,
+               r["loss"].get<double>(), r["accuracy"].get<double>(),
+               r["labelled"].get<long long>());
+    if (r.contains("groups"))
+      for (const auto& g : r["groups"])
+        fmt::print("  {:<10} accuracy {:.4f}  ({} queries)\n", g["name"].get<std::string>(),
+                   g["accuracy"].get<double>(), g["labelled"].get<long long>());
+  }
+  return 0;
+}
+
+int cmd_generate(int argc, const char* const* argv) {
+  mtp::exp::GenerateArgs a;
+  long long seed = 0;
+  bool stats = false;
+  po::options_description d("generate flags");
+  d.add_options()("help,h", "show this help")                                           //
+      ("checkpoint", po::value(&a.checkpoint)->required(), "a text model.safetensors")  //
+      ("prompt", po::value(&a.prompt)->required(), "the text to continue")              //
+      ("tokens", po::value(&a.tokens)->default_value(a.tokens), "bytes to generate")    //
+      ("temperature", po::value(&a.temperature)->default_value(a.temperature, "1"),
+       "sampling temperature (0: greedy)")                                            //
+      ("seed", po::value(&seed)->default_value(0), "seed of the sampling")            //
+      ("threads", po::value(&a.threads)->default_value(0), "threads (0: all cores)")  //
+      ("stats", po::bool_switch(&stats), "print timing per token to stderr at the end");
+  po::variables_map vm;
+  if (!cli::parse(argc, argv, d, vm,
+                  "usage: mtp-exp generate --checkpoint FILE --prompt TEXT [--tokens N] "
+                  "[--temperature T]\nStreams one byte at a time through the recurrent state."))
+    return 0;
+  if (seed < 0) mtp::usage_fail("--seed must be >= 0, got {}", seed);
+  a.seed = std::uint64_t(seed);
+  const mtp::exp::GenerateStats st = mtp::exp::run_generation(a, stdout);
+  std::fputc('\n', stdout);
+  if (stats)
+    fmt::print(stderr,
+               "prompt {} tokens in {:.3f} s; generated {} tokens in {:.3f} s ({:.3f} ms/token)\n",
+               st.prompt_tokens, st.prompt_seconds, st.generated, st.generate_seconds,
+               st.generated ? 1e3 * st.generate_seconds / double(st.generated) : 0.0);
+  return 0;
+}
+
+int cmd_sweep(int argc, const char* const* argv) {
+  mtp::exp::SweepOptions o;
+  std::string shard = "0/1";
+  po::options_description d("sweep flags (every other flag is a train flag shared by all runs)");
+  d.add_options()("help,h", "show this help")  //
+      ("grid", po::value(&o.grid)->required(),
+       "the axes: \"flag=v1,v2;flag=v1,...\" over train flags (cell, perspectives, aggregator, "
+       "noise, seed, ...)")                                                                    //
+      ("out", po::value(&o.out)->required(), "sweep folder: DIR/runs/<run>/, DIR/sweep.json")  //
+      ("jobs", po::value(&o.jobs)->default_value(1), "runs at a time (child processes)")       //
+      ("threads", po::value(&o.threads)->default_value(0),
+       "threads per run (0: cores / jobs; in a Slurm script, --slurm-cpus)")  //
+      ("shard", po::value(&shard)->default_value("0/1"),
+       "run only slice i of n (runs with index = i mod n), e.g. a Slurm array task")  //
+      ("emit-slurm", po::value(&o.emit_slurm),
+       "write an sbatch array script (task i runs shard i) instead of running")  //
+      ("slurm-tasks", po::value(&o.slurm_tasks)->default_value(0),
+       "array size (0: one per run)")  //
+      ("slurm-cpus", po::value(&o.slurm_cpus)->default_value(2), "cpus per array task");
+  po::variables_map vm;
+  const po::parsed_options parsed =
+      po::command_line_parser(argc, argv).options(d).allow_unregistered().run();
+  po::store(parsed, vm);
+  if (vm.count("help")) {
+    std::cout << "usage: mtp-exp sweep --grid \"cell=gru,lstm;perspectives=1,3;seed=0,1\" "
+                 "[train flags] --out DIR [--jobs N]\n"
+                 "Finished runs (DIR/runs/<run>/result.json) are skipped: rerun to resume.\n\n"
+              << d << "\n";
+    return 0;
+  }
+  cli::reject_empty_values(vm);
+  po::notify(vm);
+  o.base_args = po::collect_unrecognized(parsed.options, po::include_positional);
+  const size_t slash = shard.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument(shard);
+    size_t used = 0;
+    o.shard = std::stoi(shard.substr(0, slash), &used);
+    if (used != slash) throw std::invalid_argument(shard);
+    o.shards = std::stoi(shard.substr(slash + 1), &used);
+    if (used != shard.size() - slash - 1) throw std::invalid_argument(shard);
+  } catch (const std::exception&) {
+    mtp::usage_fail("--shard '{}' is not i/n", shard);
+  }
+  o.command_line = command_line("sweep", argc, argv);
+  return mtp::exp::run_sweep(o);
+}
+
+int cmd_report(int argc, const char* const* argv) {
+  std::string dir;
+  mtp::exp::ReportOptions options;
+  bool no_plots = false;
+  po::options_description d("report flags");
+  d.add_options()("help,h", "show this help")  //
+      ("dir", po::value(&dir)->required(),
+       "the sweep folder (also the first positional argument)")  //
+      ("no-plots", po::bool_switch(&no_plots), "tables and statistics only (no gnuplot)");
+  po::positional_options_description pos;
+  pos.add("dir", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(d).positional(pos).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "usage: mtp-exp report DIR\nWrites DIR/results.csv, DIR/summary.csv, "
+                 "DIR/REPORT.md and DIR/plots/ from the finished runs of a sweep.\n\n"
+              << d << "\n";
+    return 0;
+  }
+  cli::reject_empty_values(vm);
+  po::notify(vm);
+  options.plots = !no_plots;
+  options.command_line = command_line("report", argc, argv);
+  const mtp::exp::ReportSummary r = mtp::exp::write_report(dir, options);
+  fmt::print("report: {} runs, {} configurations, {} paired comparisons, {} plots{}{}\n", r.runs,
+             r.configurations, r.comparisons, r.plots,
+             r.plots_skipped ? " (some not rendered: is gnuplot installed?)" : "",
+             r.unfinished
+                 ? fmt::format("; {} runs not finished (listed in REPORT.md)", r.unfinished)
+                 : "");
+  fmt::print("wrote {}/{{results.csv, summary.csv, REPORT.md{}}}\n", dir,
+             options.plots ? ", plots/" : "");
+  return 0;
+}
+
+int cmd_layer(int argc, const char* const* argv) {
+  mtp::exp::LayerArgs a;
+  std::string weights;
+  po::options_description d("layer flags");
+  d.add_options()("help,h", "show this help");
+  cli::add_layer_flags(d, a.cell, a.perspectives, a.aggregator, weights, a.noise_mode, a.top_k);
+  d.add_options()  //
+      ("params", po::value(&a.params),
+       "safetensors with the layer's parameters (docs/contract.md §11.8)")                       //
+      ("input", po::value(&a.input), "safetensors with x (T,B,I) and optionally dy (T,B,O)")     //
+      ("output", po::value(&a.output), "where to write y, and with dy grad.x and grad.<param>")  //
+      ("dtype", po::value(&a.dtype)->default_value(a.dtype), "compute precision: f32 | f64")     //
+      ("backend", po::value(&a.backend)->default_value(a.backend),
+       "where the layer runs: cpu | cuda (a build with -DMTP_CUDA=ON and a visible GPU)")  //
+      ("threads", po::value(&a.threads)->default_value(0), "threads (0: all cores)");
+  po::variables_map vm;
+  if (!cli::parse(argc, argv, d, vm,
+                  "usage: mtp-exp layer --params P --input X --output Y [flags]\n"
+                  "Evaluation mode (no selector noise); all initial states are zero."))
+    return 0;
+  if (vm.count("fixed-weights"))
+    a.fixed_weights = cli::parse_list<double>("fixed-weights", weights);
+  mtp::exp::run_layer(a);
+  return 0;
+}
+
+std::string one_line(std::string s) {
+  for (char& ch : s)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  return s;
+}
+
+// A failure to write standard output (a full disk, a pipe whose reader left) is a
+// failure of the command: the output the user asked for is not there.
+bool stdout_failed(int& err) {
+  err = 0;
+  if (std::fflush(stdout) != 0) err = errno;
+  if (std::ferror(stdout) && err == 0) err = EIO;
+  return err != 0;
+}
+
+int stdout_error(int err) {
+  fmt::print(stderr, "mtp-exp: error: writing to standard output failed ({})\n",
+             std::strerror(err));
+  return 1;
+}
+
+int usage_error(const std::string& what, const std::string& command) {
+  const bool known = command == "train" || command == "eval" || command == "layer" ||
+                     command == "generate" || command == "sweep" || command == "report";
+  fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(what),
+             known && command != "train" ? command + " " : "");
+  return 2;
+}
+
+}  // namespace
+
+int mtp::exp::run_main(int argc, char** argv) {
+  // A reader that goes away (| head) is a write error, named and with exit status 1, not
+  // a silent death by signal; a training run then records why it stopped.
+  std::signal(SIGPIPE, SIG_IGN);
+  std::string command = "train";
+  int skip = 0;
+  if (argc > 1 && argv[1][0] != '-') {
+    command = argv[1];
+    skip = 1;
+  }
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    fmt::print("mtp-exp {}\n", mtp::version);
+    return 0;
+  }
+  // argv[skip] becomes the program name seen by the command's parser.
+  const int cargc = argc - skip;
+  const char* const* cargv = argv + skip;
+  int status = 1, err = 0;
+  try {
+    if (command == "train")
+      status = cmd_train(cargc, cargv);
+    else if (command == "eval")
+      status = cmd_eval(cargc, cargv);
+    else if (command == "layer")
+      status = cmd_layer(cargc, cargv);
+    else if (command == "generate")
+      status = cmd_generate(cargc, cargv);
+    else if (command == "sweep")
+      status = cmd_sweep(cargc, cargv);
+    else if (command == "report")
+      status = cmd_report(cargc, cargv);
+    else
+      mtp::usage_fail(
+          "unknown command '{}' (commands: train, eval, layer, generate, sweep, report)", command);
+  } catch (const mtp::UsageError& e) {
+    return usage_error(e.what(), command);
+  } catch (const po::error& e) {
+    return usage_error(e.what(), command);
+  } catch (const mtp::exp::FolderBusy& e) {
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
+    return 3;
+  } catch (const mtp::Error& e) {
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.what()));
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A file system call without an error code of its own: its path and the reason.
+    fmt::print(stderr, "mtp-exp: error: {}: {}\n", one_line(e.path1().string()),
+               e.code().message());
+    return 1;
+  } catch (const std::system_error& e) {
+    // fmt::print's error when standard output fails (a full disk, /dev/full, a pipe
+    // whose reader left).
+    if (std::ferror(stdout)) return stdout_error(e.code().value());
+    fmt::print(stderr, "mtp-exp: error: {}\n", one_line(e.code().message()));
+    return 1;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "mtp-exp: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    // Every failure mtp expects is an mtp::Error naming its file or flag: this is a bug.
+    fmt::print(stderr, "mtp-exp: error: internal error ({}); please report it\n",
+               one_line(e.what()));
+    return 1;
+  }
+  if (stdout_failed(err)) return stdout_error(err);
+  return status;
+}

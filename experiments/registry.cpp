@@ -1,0 +1,88 @@
+#include "mtp/experiments/registry.hpp"
+
+#include <fmt/format.h>
+
+#include "mtp/core/error.hpp"
+#include "mtp/experiments/register.hpp"
+#if MTP_WITH_CUDA
+#include "mtp/experiments/layer_cuda_impl.hpp"
+#endif
+
+namespace mtp::exp {
+
+namespace {
+
+#if MTP_WITH_CUDA
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
+
+template <class Spec>
+std::string join_names(const std::vector<Spec>& specs, std::string_view separator) {
+  std::string s;
+  for (const Spec& c : specs) s += (s.empty() ? "" : std::string(separator)) + c.name;
+  return s;
+}
+
+void add_spec(std::vector<ComponentSpec>& specs, const ComponentSpec& spec) {
+  for (const ComponentSpec& s : specs)
+    if (s.name == spec.name) return;
+  specs.push_back(spec);
+}
+
+}  // namespace
+
+void Registry::add(MixerEntry entry, const ComponentSpec& cell, const ComponentSpec& aggregator) {
+  MTP_CHECK(!cell.name.empty() && !aggregator.name.empty(),
+            "a cell or aggregator registered without a name (kName)");
+  for (const MixerEntry& e : entries_)
+    MTP_CHECK(e.cell != entry.cell || e.aggregator != entry.aggregator,
+              "cell '{}' with aggregator '{}' is registered twice (two types with one kName?)",
+              entry.cell, entry.aggregator);
+  add_spec(cells_, cell);
+  add_spec(aggregators_, aggregator);
+  entries_.push_back(std::move(entry));
+}
+
+bool Registry::has_cell(std::string_view name) const {
+  for (const ComponentSpec& c : cells_)
+    if (c.name == name) return true;
+  return false;
+}
+
+bool Registry::has_aggregator(std::string_view name) const {
+  for (const ComponentSpec& a : aggregators_)
+    if (a.name == name) return true;
+  return false;
+}
+
+std::string Registry::cell_names(std::string_view separator) const {
+  return join_names(cells_, separator);
+}
+
+std::string Registry::aggregator_names(std::string_view separator) const {
+  return join_names(aggregators_, separator);
+}
+
+const MixerEntry& Registry::mixer(std::string_view cell, std::string_view aggregator) const {
+  if (!has_cell(cell))
+    usage_fail("--cell '{}' is not a known cell (known: {})", cell, cell_names());
+  if (!has_aggregator(aggregator))
+    usage_fail("--aggregator '{}' is not one of {}", aggregator, aggregator_names());
+  for (const MixerEntry& e : entries_)
+    if (e.cell == cell && e.aggregator == aggregator) return e;
+  usage_fail("--cell {} was not registered with --aggregator {} (register them together)", cell,
+             aggregator);
+}
+
+Registry& registry() {
+  static Registry r = [] {
+    Registry built_in;
+    register_pairs<BuiltinCells, BuiltinAggregators, kBuiltWithCuda>(built_in);
+    return built_in;
+  }();
+  return r;
+}
+
+}  // namespace mtp::exp

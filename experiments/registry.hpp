@@ -1,0 +1,66 @@
+// The registry of cells and aggregators that the commands know by name. It holds one
+// entry per (cell, aggregator) pair compiled into the program: the built-in pairs
+// (experiments/dispatch.hpp's type lists, compiled into the library) and whatever the
+// program registers before run_main (register_types, experiments/register.hpp). Names
+// for --cell and --aggregator, their --help lines, validation and the run header come
+// from here; no other list of names exists.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtp/core/safetensors.hpp"
+#include "mtp/experiments/any_model.hpp"
+#include "mtp/experiments/config.hpp"
+#include "mtp/experiments/layer_command.hpp"
+#include "mtp/experiments/memory_estimate.hpp"
+
+namespace mtp::exp {
+
+// A registered cell or aggregator as the command line shows it.
+struct ComponentSpec {
+  std::string name;
+  std::string description;  // one line, for --help
+};
+
+// One (cell, aggregator) pair compiled in: what every command needs of it.
+struct MixerEntry {
+  std::string cell, aggregator;
+  std::string ffn;  // the FFN of its model, as the run header names it ("MLP", "channel mix")
+  // The model of a run, allocated (zero parameters, unset: init or load them).
+  std::unique_ptr<AnyModel<float>> (*model)(const TrainConfig&, index_t vocab) = nullptr;
+  // The memory a run would take, counted without allocating the model.
+  MemoryEstimate (*memory)(const TrainConfig&, index_t vocab, double corpus_bytes,
+                           bool training) = nullptr;
+  // `mtp-exp layer` on this pair: params and input read, output written.
+  void (*layer)(const LayerArgs&, const SafeTensors& params, const SafeTensors& input) = nullptr;
+  bool cuda_layer = false;  // whether `layer --backend cuda` has a device program for it
+};
+
+class Registry {
+ public:
+  // Adds a pair; the cell and aggregator specs are added on their first pair. A pair or a
+  // name registered twice (with another type) is an error.
+  void add(MixerEntry entry, const ComponentSpec& cell, const ComponentSpec& aggregator);
+
+  const std::vector<ComponentSpec>& cells() const { return cells_; }
+  const std::vector<ComponentSpec>& aggregators() const { return aggregators_; }
+  bool has_cell(std::string_view name) const;
+  bool has_aggregator(std::string_view name) const;
+  // "gru, lstm, rwkv, ssm"; with " | " for --help.
+  std::string cell_names(std::string_view separator = ", ") const;
+  std::string aggregator_names(std::string_view separator = ", ") const;
+  // The pair, or a usage error naming --cell or --aggregator.
+  const MixerEntry& mixer(std::string_view cell, std::string_view aggregator) const;
+
+ private:
+  std::vector<ComponentSpec> cells_, aggregators_;
+  std::vector<MixerEntry> entries_;
+};
+
+// The program's registry: the built-in pairs, then what the program added.
+Registry& registry();
+
+}  // namespace mtp::exp
