@@ -17,16 +17,17 @@ inline std::vector<double> default_fixed_weights(int K, double lambda = 0.5) {
   return w;
 }
 
-// Checks a user-given weight vector: K finite entries that sum to 1.
+// Checks a given weight vector: K finite entries that sum to 1; an mtp::Error otherwise
+// (a command line maps it onto its flag).
 inline void check_fixed_weights(const std::vector<double>& w, int K) {
   if (static_cast<int>(w.size()) != K)
-    usage_fail("--fixed-weights has {} values, expected K = {}", w.size(), K);
+    fail("fixed aggregator weights: {} values, expected K = {}", w.size(), K);
   double sum = 0;
   for (double v : w) {
-    if (!std::isfinite(v)) usage_fail("--fixed-weights has a non-finite value");
+    if (!std::isfinite(v)) fail("fixed aggregator weights: a non-finite value");
     sum += v;
   }
-  if (std::abs(sum - 1.0) > 1e-6) usage_fail("--fixed-weights sum to {}, expected 1", sum);
+  if (std::abs(sum - 1.0) > 1e-6) fail("fixed aggregator weights sum to {}, expected 1", sum);
 }
 
 template <class S>
@@ -37,6 +38,12 @@ class FixedAggregator : public ConstantWeightAggregator<S> {
     std::vector<double> weights;  // empty: default_fixed_weights(K)
   };
   static constexpr std::string_view kName = "fixed";
+  static constexpr std::string_view kDescription = "fixed weights (λ = 0.5 on the first view)";
+  // The variants the layer checks run (experiments/layer_checks.hpp).
+  static std::vector<Options> check_options(int K) {
+    if (K == 3) return {{}, {.weights = {0.2, 0.5, 0.3}}};
+    return {{}};
+  }
 
   FixedAggregator(int K, index_t /*input_width*/, const Options& opt)
       : ConstantWeightAggregator<S>(checked_weights(K, opt.weights)) {}

@@ -20,6 +20,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "mtp/core/cell.hpp"
 #include "mtp/core/gemm.hpp"
@@ -42,6 +43,13 @@ class LearnedAggregator {
     int top_k = 0;  // keep the k largest logits; 0 (or ≥ K) keeps all
   };
   static constexpr std::string_view kName = "learned";
+  static constexpr std::string_view kDescription = "softmax selector on the layer input";
+  // The variants the layer checks run in training (experiments/layer_checks.hpp).
+  static std::vector<Options> check_options(int K) {
+    std::vector<Options> v{{.noise = 0.5}, {.noise_mode = NoiseMode::learned}};
+    if (K >= 3) v.push_back({.noise = 0.3, .top_k = 2});
+    return v;
+  }
   static constexpr int kMaxK = 64;
 
   LearnedAggregator(int K, index_t input_width, const Options& opt)

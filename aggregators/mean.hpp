@@ -12,6 +12,7 @@ class MeanAggregator : public ConstantWeightAggregator<S> {
  public:
   struct Options {};
   static constexpr std::string_view kName = "mean";
+  static constexpr std::string_view kDescription = "the mean of the K views";
 
   MeanAggregator(int K, index_t /*input_width*/, const Options&)
       : ConstantWeightAggregator<S>(std::vector<S>(K, S(1) / S(K))) {}

@@ -167,6 +167,13 @@ class RwkvTimeMix {
   }
 
   static Config model_config(index_t width) { return {.channels = width}; }
+  // A random state (B,K,4C) made one a history can produce: the denominators b > 0 (the
+  // layer checks draw random carried states, experiments/layer_checks.hpp).
+  static void make_valid_state(View<S> s) {
+    const index_t Sw = s.dim(2), C = Sw / 4, rows = s.dim(0) * s.dim(1);
+    for (index_t row = 0; row < rows; ++row)
+      for (index_t c = 0; c < C; ++c) s[row * Sw + C + c] = std::abs(s[row * Sw + C + c]) + S(0.5);
+  }
   // C from the shape of a parameter file: key.weight is (C, C).
   template <class ShapeOf>
   static Config infer_config(ShapeOf&& shape_of) {

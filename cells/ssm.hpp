@@ -40,6 +40,8 @@ class LinearSsm {
 
   // The mixer of a model of width W: N = W state channels, output back to W.
   static Config model_config(index_t width) { return {.input = width, .state = width}; }
+  // The layer checks' widths (experiments/layer_checks.hpp): I ≠ N catches a transpose.
+  static Config check_config() { return {.input = 4, .state = 6}; }
   // I and N from the shapes of a parameter file: in_proj.weight is (N, I).
   template <class ShapeOf>
   static Config infer_config(ShapeOf&& shape_of) {

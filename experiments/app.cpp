@@ -31,6 +31,7 @@
 #include "mtp/experiments/generate.hpp"
 #include "mtp/experiments/layer_command.hpp"
 #include "mtp/experiments/process.hpp"
+#include "mtp/experiments/registry.hpp"
 #include "mtp/experiments/report.hpp"
 #include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/sweep.hpp"
@@ -53,6 +54,8 @@ constexpr const char* kUsage =
     "       mtp-exp sweep --grid \"flag=a,b;...\" [train flags] --out DIR [--jobs N]\n"
     "                                               a grid of runs, resumable, shardable\n"
     "       mtp-exp report DIR                      tables, statistics and plots of a sweep\n"
+    "       mtp-exp check [--cell C] [--aggregator A]\n"
+    "                                               the generated gradient and path checks\n"
     "       mtp-exp COMMAND --help                  the flags of a command\n"
     "       mtp-exp --version                       the version\n";
 
@@ -206,6 +209,62 @@ int cmd_sweep(int argc, const char* const* argv) {
   return mtp::exp::run_sweep(o);
 }
 
+// The layer checks of every registered pair (or the chosen ones): a table of the worst
+// error per check group, every failure by name; exit 1 when any fails.
+int cmd_check(int argc, const char* const* argv) {
+  std::string cell, aggregator;
+  bool verbose = false;
+  po::options_description d("check flags");
+  d.add_options()("help,h", "show this help")                                              //
+      ("cell", po::value(&cell), "only this cell (default: every registered cell)")        //
+      ("aggregator", po::value(&aggregator), "only this aggregator (default: every one)")  //
+      ("verbose", po::bool_switch(&verbose), "every check, not only the worst per pair");
+  po::variables_map vm;
+  if (!cli::parse(argc, argv, d, vm,
+                  "usage: mtp-exp check [--cell C] [--aggregator A]\nGradient checks (central "
+                  "differences in double), float against double, chunked against whole and, "
+                  "for cells that mix in their scan, mixed against separate, for every "
+                  "registered cell and aggregator.\n"))
+    return 0;
+  const mtp::exp::Registry& r = mtp::exp::registry();
+  if (!cell.empty() && !r.has_cell(cell))
+    mtp::usage_fail("--cell '{}' is not a known cell (known: {})", cell, r.cell_names());
+  if (!aggregator.empty() && !r.has_aggregator(aggregator))
+    mtp::usage_fail("--aggregator '{}' is not one of {}", aggregator, r.aggregator_names());
+  int pairs = 0, checks = 0, failed = 0;
+  for (const mtp::exp::MixerEntry& e : r.mixers()) {
+    if ((!cell.empty() && e.cell != cell) || (!aggregator.empty() && e.aggregator != aggregator))
+      continue;
+    const std::vector<mtp::exp::CheckResult> results = e.checks();
+    const mtp::exp::CheckResult* worst = &results.front();
+    int pair_failed = 0;
+    for (const mtp::exp::CheckResult& c : results) {
+      if (!c.passed()) {
+        ++pair_failed;
+        fmt::print("FAILED  {} {}: {} error {:.2e} > {:.0e}\n", e.cell, e.aggregator, c.name,
+                   c.error, c.tolerance);
+      } else if (verbose) {
+        fmt::print("ok      {} {}: {} error {:.2e} <= {:.0e}\n", e.cell, e.aggregator, c.name,
+                   c.error, c.tolerance);
+      }
+      if (c.error / std::max(c.tolerance, 1e-300) >
+          worst->error / std::max(worst->tolerance, 1e-300))
+        worst = &c;
+    }
+    fmt::print(
+        "{:<6}  {:<14} {:<10} {:>3} checks; closest to its bound: {} ({:.2e}, bound {:.0e})\n",
+        pair_failed ? "FAILED" : "ok", e.cell, e.aggregator, results.size(), worst->name,
+        worst->error, worst->tolerance);
+    ++pairs;
+    checks += int(results.size());
+    failed += pair_failed;
+  }
+  if (pairs == 0)
+    mtp::usage_fail("--cell {} was not registered with --aggregator {}", cell, aggregator);
+  fmt::print("check: {} pairs, {} checks, {} failed\n", pairs, checks, failed);
+  return failed ? 1 : 0;
+}
+
 int cmd_report(int argc, const char* const* argv) {
   std::string dir;
   mtp::exp::ReportOptions options;
@@ -290,7 +349,8 @@ int stdout_error(int err) {
 
 int usage_error(const std::string& what, const std::string& command) {
   const bool known = command == "train" || command == "eval" || command == "layer" ||
-                     command == "generate" || command == "sweep" || command == "report";
+                     command == "generate" || command == "sweep" || command == "report" ||
+                     command == "check";
   fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(what),
              known && command != "train" ? command + " " : "");
   return 2;
@@ -329,9 +389,12 @@ int mtp::exp::run_main(int argc, char** argv) {
       status = cmd_sweep(cargc, cargv);
     else if (command == "report")
       status = cmd_report(cargc, cargv);
+    else if (command == "check")
+      status = cmd_check(cargc, cargv);
     else
       mtp::usage_fail(
-          "unknown command '{}' (commands: train, eval, layer, generate, sweep, report)", command);
+          "unknown command '{}' (commands: train, eval, layer, generate, sweep, report, check)",
+          command);
   } catch (const mtp::UsageError& e) {
     return usage_error(e.what(), command);
   } catch (const po::error& e) {

@@ -1,7 +1,14 @@
 #include "mtp/experiments/checkpoint.hpp"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
+#include <cmath>
 #include <set>
+
+#include "mtp/experiments/json_file.hpp"
+#include "mtp/experiments/run_folder.hpp"
 
 namespace mtp::exp {
 
@@ -121,6 +128,181 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
   for (const auto& [name, t] : file.tensors)
     if (!used.count(name)) report.unused.push_back(name);
   return report;
+}
+
+namespace {
+
+// A double for JSON, which has no NaN: null stands for it.
+nlohmann::json number_or_null(double v) {
+  return std::isnan(v) ? nlohmann::json() : nlohmann::json(v);
+}
+double number_or_nan(const nlohmann::json& j) {
+  return j.is_null() ? NAN : j.get<double>();
+}
+
+inline constexpr const char* kTrainingStateFormat = "mtp-training-state-1";
+
+}  // namespace
+
+nlohmann::json TrainTally::to_json() const {
+  nlohmann::json r = nlohmann::json::array();
+  for (const MetricsRow& m : rows)
+    r.push_back({m.step, m.split, number_or_null(m.loss), number_or_null(m.accuracy),
+                 number_or_null(m.bpb), number_or_null(m.lr), number_or_null(m.grad_norm),
+                 number_or_null(m.tokens_per_s), number_or_null(m.elapsed_s)});
+  nlohmann::json j = {{"rows", r}};
+#define X(type, name) j[#name] = name;
+  MTP_TALLY_SUMS(X)
+#undef X
+  return j;
+}
+
+TrainTally TrainTally::from_json(const nlohmann::json& j) {
+  TrainTally t;
+  for (const nlohmann::json& m : j.at("rows"))
+    t.rows.push_back({m.at(0).get<long long>(), m.at(1).get<std::string>(), number_or_nan(m.at(2)),
+                      number_or_nan(m.at(3)), number_or_nan(m.at(4)), number_or_nan(m.at(5)),
+                      number_or_nan(m.at(6)), number_or_nan(m.at(7)), number_or_nan(m.at(8))});
+#define X(type, name) t.name = j.at(#name).get<type>();
+  MTP_TALLY_SUMS(X)
+#undef X
+  return t;
+}
+
+namespace {
+
+nlohmann::json data_files_json(const std::vector<DataFile>& files) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const DataFile& f : files)
+    j.push_back({{"flag", f.flag}, {"path", f.path}, {"bytes", f.bytes}, {"sha256", f.sha256}});
+  return j;
+}
+
+// A resumed run must see the data the run started on: same size, same hash, file by
+// file (a corpus edited or replaced in between would silently change the run).
+void check_same_data(const nlohmann::json& recorded, const std::vector<DataFile>& now,
+                     const std::string& where) {
+  const std::string field = where + ": data_files";
+  const auto count = recorded.is_array() ? recorded.size() : 0;
+  MTP_CHECK(recorded.is_array() && count == now.size(),
+            "{}: records {} data files, the run reads {}", where, count, now.size());
+  for (size_t i = 0; i < now.size(); ++i) {
+    const std::string at = field + "[" + std::to_string(i) + "]";
+    const auto bytes = json_field<std::uint64_t>(recorded[i], "bytes", at);
+    const auto sha = json_field<std::string>(recorded[i], "sha256", at);
+    if (bytes != now[i].bytes || sha != now[i].sha256)
+      fail(
+          "{} {} changed since the run started ({} bytes, sha256 {}... then; {} bytes, sha256 "
+          "{}... now): resuming needs the same data",
+          now[i].flag, now[i].path, bytes, sha.substr(0, 12), now[i].bytes,
+          now[i].sha256.substr(0, 12));
+  }
+}
+
+}  // namespace
+
+// The training state: parameters under their names, the AdamW moments under
+// optimizer.m.<name> / optimizer.v.<name>, the carried stream state under
+// stream.<group>.<i>, and the configuration and tally in the metadata. Written
+// atomically (temporary file, fsync, rename): a kill leaves the previous one intact.
+void save_training_state(const std::filesystem::path& path, const ParamStore<float>& params,
+                         AdamW<float>& opt, const ModelState<float>& state,
+                         const nlohmann::json& config, const TrainTally& tally,
+                         const std::vector<DataFile>& data) {
+  SafeTensors out;
+  for (const ParamInfo& p : params.infos()) {
+    out.put(p.name, p.shape.dims(), params.values() + p.offset);
+    out.put("optimizer.m." + p.name, p.shape.dims(), opt.first_moment().data() + p.offset);
+    out.put("optimizer.v." + p.name, p.shape.dims(), opt.second_moment().data() + p.offset);
+  }
+  for (const auto& [group, tensors] : {std::pair{"mixer", &state.mixer}, {"ffn", &state.ffn}})
+    for (size_t i = 0; i < tensors->size(); ++i)
+      if ((*tensors)[i].numel() > 0)
+        out.put(fmt::format("stream.{}.{}", group, i), (*tensors)[i].shape().dims(),
+                (*tensors)[i].data());
+  out.metadata["format"] = kTrainingStateFormat;
+  out.metadata["config"] = config.dump();
+  out.metadata["optimizer_steps"] = std::to_string(opt.steps_taken());
+  out.metadata["tally"] = tally.to_json().dump();
+  out.metadata["data_files"] = data_files_json(data).dump();
+  out.save(path.string());
+}
+
+// Restores what save_training_state wrote into a model built from the same
+// configuration; anything missing or of another shape is an error naming the file.
+TrainTally load_training_state(const std::filesystem::path& path, ParamStore<float>& params,
+                               AdamW<float>& opt, ModelState<float>& state,
+                               const nlohmann::json& config, const std::vector<DataFile>& data) {
+  const std::string where = path.string();
+  const SafeTensors file = SafeTensors::load(where);
+  auto meta = [&](const char* key) {
+    auto it = file.metadata.find(key);
+    MTP_CHECK(it != file.metadata.end(), "{}: no '{}' in its metadata", where, key);
+    return it->second;
+  };
+  MTP_CHECK(meta("format") == kTrainingStateFormat, "{}: not an mtp training state", where);
+  // The settings must be the run's; the thread count and the folder may differ.
+  const nlohmann::json stored = run_settings(nlohmann::json::parse(meta("config"), nullptr, false));
+  const nlohmann::json wanted = run_settings(config);
+  if (stored != wanted) {
+    std::vector<std::string> differ;
+    for (const auto& [key, value] : wanted.items())
+      if (!stored.is_object() || !stored.contains(key) || stored[key] != value)
+        differ.push_back(key);
+    fail(
+        "{}: written by a run with other settings than {} ({}); restore them, or start over "
+        "with --overwrite",
+        where, (path.parent_path() / kConfigFile).string(),
+        differ.empty() ? "unreadable" : fmt::format("{}", fmt::join(differ, ", ")));
+  }
+  // Written before data files were recorded: nothing to compare.
+  if (file.metadata.count("data_files"))
+    check_same_data(parse_json(meta("data_files"), where + ": data_files"), data, where);
+  auto restore = [&](const std::string& name, const Shape& shape, float* to) {
+    MTP_CHECK(file.has(name), "{}: missing tensor '{}'", where, name);
+    const StoredTensor& t = file.at(name);
+    MTP_CHECK(t.shape == shape.dims(), "{}: tensor '{}' has shape {}, expected {}", where, name,
+              shape_str(t.shape), shape.str());
+    MTP_CHECK(t.dtype == DType::F32, "{}: tensor '{}' is {}, expected F32", where, name,
+              dtype_name(t.dtype));
+    const std::vector<float> v = t.to<float>(where + ": " + name);
+    std::copy(v.begin(), v.end(), to);
+  };
+  for (const ParamInfo& p : params.infos()) {
+    restore(p.name, p.shape, params.values() + p.offset);
+    restore("optimizer.m." + p.name, p.shape, opt.first_moment().data() + p.offset);
+    restore("optimizer.v." + p.name, p.shape, opt.second_moment().data() + p.offset);
+  }
+  params.mark_all_set();
+  for (const auto& [group, tensors] : {std::pair{"mixer", &state.mixer}, {"ffn", &state.ffn}})
+    for (size_t i = 0; i < tensors->size(); ++i)
+      if ((*tensors)[i].numel() > 0)
+        restore(fmt::format("stream.{}.{}", group, i), (*tensors)[i].shape(), (*tensors)[i].data());
+  TrainTally tally;
+  const auto optimizer_steps =
+      json_to<long long>(parse_json(meta("optimizer_steps"), where + ": optimizer_steps"),
+                         where + ": optimizer_steps");
+  try {
+    tally = TrainTally::from_json(parse_json(meta("tally"), where + ": tally"));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed training progress in its metadata ({})", where, json_error_text(e));
+  }
+  const auto steps = json_field<long long>(config, "steps", where + ": config");
+  MTP_CHECK(tally.step >= 1 && tally.step <= steps && optimizer_steps == tally.step,
+            "{}: inconsistent progress (step {}, {} optimizer steps, of {})", where, tally.step,
+            optimizer_steps, steps);
+  opt.set_steps_taken(optimizer_steps);
+  return tally;
+}
+
+std::string metrics_csv(const std::vector<MetricsRow>& rows) {
+  std::string s = "step,split,loss,accuracy,bpb,lr,grad_norm,tokens_per_s,elapsed_s\n";
+  auto num = [](double v) { return std::isnan(v) ? std::string() : fmt::format("{:.6g}", v); };
+  for (const MetricsRow& r : rows)
+    s +=
+        fmt::format("{},{},{},{},{},{},{},{},{}\n", r.step, r.split, num(r.loss), num(r.accuracy),
+                    num(r.bpb), num(r.lr), num(r.grad_norm), num(r.tokens_per_s), num(r.elapsed_s));
+  return s;
 }
 
 }  // namespace mtp::exp

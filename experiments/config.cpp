@@ -80,6 +80,14 @@ void check_selector_options(const std::string& aggregator, int perspectives, dou
     usage_fail("--top-k {} is more than the {} perspectives (0 keeps all)", top_k, perspectives);
 }
 
+void check_fixed_weights_flag(const std::vector<double>& weights, int perspectives) {
+  try {
+    check_fixed_weights(weights, perspectives);
+  } catch (const Error& e) {
+    usage_fail("--fixed-weights: {}", e.what());
+  }
+}
+
 void validate(const TrainConfig& c) {
   auto need = [](bool ok, const char* flag, const std::string& why) {
     if (!ok) usage_fail("--{} {}", flag, why);
@@ -103,7 +111,7 @@ void validate(const TrainConfig& c) {
   check_selector_options(c.aggregator, c.perspectives, c.noise, c.noise_mode, c.top_k);
   if (!c.fixed_weights.empty()) {
     need(c.aggregator == "fixed", "fixed-weights", "needs --aggregator fixed");
-    check_fixed_weights(c.fixed_weights, c.perspectives);
+    check_fixed_weights_flag(c.fixed_weights, c.perspectives);
   }
   need(std::isfinite(c.decay_spread), "decay-spread", "must be finite");
   need(c.layers >= 1 && c.layers <= 64, "layers",

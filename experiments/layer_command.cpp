@@ -12,6 +12,7 @@ void run_layer(const LayerArgs& a) {
     usage_fail("--perspectives must be in [1, 64], got {}", a.perspectives);
   if (!a.fixed_weights.empty() && a.aggregator != "fixed")
     usage_fail("--fixed-weights needs --aggregator fixed");
+  if (!a.fixed_weights.empty()) check_fixed_weights_flag(a.fixed_weights, a.perspectives);
   if (a.dtype != "f32" && a.dtype != "f64") usage_fail("--dtype must be f32 or f64");
   parse_noise_mode(a.noise_mode);
   if (a.top_k < 0) usage_fail("--top-k must be >= 0 (0 keeps all), got {}", a.top_k);

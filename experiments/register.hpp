@@ -102,6 +102,7 @@ MixerEntry make_mixer_entry() {
       run_layer_as<MixerF, kCuda>(a, params, input);
   };
   e.cuda_layer = kCuda;
+  e.checks = &run_layer_checks<MixerF, MixerD>;
   return e;
 }
 

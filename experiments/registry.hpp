@@ -14,6 +14,7 @@
 #include "mtp/core/safetensors.hpp"
 #include "mtp/experiments/any_model.hpp"
 #include "mtp/experiments/config.hpp"
+#include "mtp/experiments/layer_checks.hpp"
 #include "mtp/experiments/layer_command.hpp"
 #include "mtp/experiments/memory_estimate.hpp"
 
@@ -37,6 +38,9 @@ struct MixerEntry {
   // `mtp-exp layer` on this pair: params and input read, output written.
   void (*layer)(const LayerArgs&, const SafeTensors& params, const SafeTensors& input) = nullptr;
   bool cuda_layer = false;  // whether `layer --backend cuda` has a device program for it
+  // The generated layer checks (experiments/layer_checks.hpp), for `mtp-exp check` and
+  // the test suite.
+  std::vector<CheckResult> (*checks)() = nullptr;
 };
 
 class Registry {
@@ -54,6 +58,7 @@ class Registry {
   std::string aggregator_names(std::string_view separator = ", ") const;
   // The pair, or a usage error naming --cell or --aggregator.
   const MixerEntry& mixer(std::string_view cell, std::string_view aggregator) const;
+  const std::vector<MixerEntry>& mixers() const { return entries_; }
 
  private:
   std::vector<ComponentSpec> cells_, aggregators_;

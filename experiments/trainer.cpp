@@ -19,208 +19,6 @@
 namespace mtp::exp {
 namespace {
 
-struct MetricsRow {
-  long long step;
-  std::string split;
-  double loss, accuracy, bpb, lr, grad_norm, tokens_per_s, elapsed_s;
-};
-
-// A double for JSON, which has no NaN: null stands for it.
-nlohmann::json number_or_null(double v) {
-  return std::isnan(v) ? nlohmann::json() : nlohmann::json(v);
-}
-double number_or_nan(const nlohmann::json& j) {
-  return j.is_null() ? NAN : j.get<double>();
-}
-
-// Everything a run has counted so far besides the tensors: the metrics rows and the
-// running sums behind the next ones. With the parameters, the optimiser moments and the
-// carried state it is all a resumed run needs to continue as if never stopped: the
-// batches and the selector noise are pure functions of (seed, step).
-struct TrainTally {
-  long long step = 0;  // steps done
-  std::vector<MetricsRow> rows;
-  double smoothed_tps = 0, interval_loss = 0, interval_acc = 0, last_norm = 0;
-  long long interval_n = 0;
-  double train_loss_tail = 0, train_acc_tail = 0;
-  long long tail_n = 0;
-  double train_seconds = 0, elapsed_seconds = 0;
-
-  nlohmann::json to_json() const {
-    nlohmann::json r = nlohmann::json::array();
-    for (const MetricsRow& m : rows)
-      r.push_back({m.step, m.split, number_or_null(m.loss), number_or_null(m.accuracy),
-                   number_or_null(m.bpb), number_or_null(m.lr), number_or_null(m.grad_norm),
-                   number_or_null(m.tokens_per_s), number_or_null(m.elapsed_s)});
-    return {{"step", step},
-            {"rows", r},
-            {"smoothed_tps", smoothed_tps},
-            {"interval_loss", interval_loss},
-            {"interval_acc", interval_acc},
-            {"last_norm", last_norm},
-            {"interval_n", interval_n},
-            {"train_loss_tail", train_loss_tail},
-            {"train_acc_tail", train_acc_tail},
-            {"tail_n", tail_n},
-            {"train_seconds", train_seconds},
-            {"elapsed_seconds", elapsed_seconds}};
-  }
-  static TrainTally from_json(const nlohmann::json& j) {
-    TrainTally t;
-    t.step = j.at("step").get<long long>();
-    for (const nlohmann::json& m : j.at("rows"))
-      t.rows.push_back({m.at(0).get<long long>(), m.at(1).get<std::string>(),
-                        number_or_nan(m.at(2)), number_or_nan(m.at(3)), number_or_nan(m.at(4)),
-                        number_or_nan(m.at(5)), number_or_nan(m.at(6)), number_or_nan(m.at(7)),
-                        number_or_nan(m.at(8))});
-    t.smoothed_tps = j.at("smoothed_tps").get<double>();
-    t.interval_loss = j.at("interval_loss").get<double>();
-    t.interval_acc = j.at("interval_acc").get<double>();
-    t.last_norm = j.at("last_norm").get<double>();
-    t.interval_n = j.at("interval_n").get<long long>();
-    t.train_loss_tail = j.at("train_loss_tail").get<double>();
-    t.train_acc_tail = j.at("train_acc_tail").get<double>();
-    t.tail_n = j.at("tail_n").get<long long>();
-    t.train_seconds = j.at("train_seconds").get<double>();
-    t.elapsed_seconds = j.at("elapsed_seconds").get<double>();
-    return t;
-  }
-};
-
-inline constexpr const char* kTrainingStateFormat = "mtp-training-state-1";
-
-nlohmann::json data_files_json(const std::vector<DataFile>& files) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const DataFile& f : files)
-    j.push_back({{"flag", f.flag}, {"path", f.path}, {"bytes", f.bytes}, {"sha256", f.sha256}});
-  return j;
-}
-
-// A resumed run must see the data the run started on: same size, same hash, file by
-// file (a corpus edited or replaced in between would silently change the run).
-void check_same_data(const nlohmann::json& recorded, const std::vector<DataFile>& now,
-                     const std::string& where) {
-  const std::string field = where + ": data_files";
-  const auto count = recorded.is_array() ? recorded.size() : 0;
-  MTP_CHECK(recorded.is_array() && count == now.size(),
-            "{}: records {} data files, the run reads {}", where, count, now.size());
-  for (size_t i = 0; i < now.size(); ++i) {
-    const std::string at = field + "[" + std::to_string(i) + "]";
-    const auto bytes = json_field<std::uint64_t>(recorded[i], "bytes", at);
-    const auto sha = json_field<std::string>(recorded[i], "sha256", at);
-    if (bytes != now[i].bytes || sha != now[i].sha256)
-      fail(
-          "{} {} changed since the run started ({} bytes, sha256 {}... then; {} bytes, sha256 "
-          "{}... now): resuming needs the same data",
-          now[i].flag, now[i].path, bytes, sha.substr(0, 12), now[i].bytes,
-          now[i].sha256.substr(0, 12));
-  }
-}
-
-// The training state: parameters under their names, the AdamW moments under
-// optimizer.m.<name> / optimizer.v.<name>, the carried stream state under
-// stream.<group>.<i>, and the configuration and tally in the metadata. Written
-// atomically (temporary file, fsync, rename): a kill leaves the previous one intact.
-void save_training_state(const std::filesystem::path& path, const ParamStore<float>& params,
-                         AdamW<float>& opt, const ModelState<float>& state,
-                         const nlohmann::json& config, const TrainTally& tally,
-                         const std::vector<DataFile>& data) {
-  SafeTensors out;
-  for (const ParamInfo& p : params.infos()) {
-    out.put(p.name, p.shape.dims(), params.values() + p.offset);
-    out.put("optimizer.m." + p.name, p.shape.dims(), opt.first_moment().data() + p.offset);
-    out.put("optimizer.v." + p.name, p.shape.dims(), opt.second_moment().data() + p.offset);
-  }
-  for (const auto& [group, tensors] : {std::pair{"mixer", &state.mixer}, {"ffn", &state.ffn}})
-    for (size_t i = 0; i < tensors->size(); ++i)
-      if ((*tensors)[i].numel() > 0)
-        out.put(fmt::format("stream.{}.{}", group, i), (*tensors)[i].shape().dims(),
-                (*tensors)[i].data());
-  out.metadata["format"] = kTrainingStateFormat;
-  out.metadata["config"] = config.dump();
-  out.metadata["optimizer_steps"] = std::to_string(opt.steps_taken());
-  out.metadata["tally"] = tally.to_json().dump();
-  out.metadata["data_files"] = data_files_json(data).dump();
-  out.save(path.string());
-}
-
-// Restores what save_training_state wrote into a model built from the same
-// configuration; anything missing or of another shape is an error naming the file.
-TrainTally load_training_state(const std::filesystem::path& path, ParamStore<float>& params,
-                               AdamW<float>& opt, ModelState<float>& state,
-                               const nlohmann::json& config, const std::vector<DataFile>& data) {
-  const std::string where = path.string();
-  const SafeTensors file = SafeTensors::load(where);
-  auto meta = [&](const char* key) {
-    auto it = file.metadata.find(key);
-    MTP_CHECK(it != file.metadata.end(), "{}: no '{}' in its metadata", where, key);
-    return it->second;
-  };
-  MTP_CHECK(meta("format") == kTrainingStateFormat, "{}: not an mtp training state", where);
-  // The settings must be the run's; the thread count and the folder may differ.
-  const nlohmann::json stored = run_settings(nlohmann::json::parse(meta("config"), nullptr, false));
-  const nlohmann::json wanted = run_settings(config);
-  if (stored != wanted) {
-    std::vector<std::string> differ;
-    for (const auto& [key, value] : wanted.items())
-      if (!stored.is_object() || !stored.contains(key) || stored[key] != value)
-        differ.push_back(key);
-    fail(
-        "{}: written by a run with other settings than {} ({}); restore them, or start over "
-        "with --overwrite",
-        where, (path.parent_path() / kConfigFile).string(),
-        differ.empty() ? "unreadable" : fmt::format("{}", fmt::join(differ, ", ")));
-  }
-  // Written before data files were recorded: nothing to compare.
-  if (file.metadata.count("data_files"))
-    check_same_data(parse_json(meta("data_files"), where + ": data_files"), data, where);
-  auto restore = [&](const std::string& name, const Shape& shape, float* to) {
-    MTP_CHECK(file.has(name), "{}: missing tensor '{}'", where, name);
-    const StoredTensor& t = file.at(name);
-    MTP_CHECK(t.shape == shape.dims(), "{}: tensor '{}' has shape {}, expected {}", where, name,
-              shape_str(t.shape), shape.str());
-    MTP_CHECK(t.dtype == DType::F32, "{}: tensor '{}' is {}, expected F32", where, name,
-              dtype_name(t.dtype));
-    const std::vector<float> v = t.to<float>(where + ": " + name);
-    std::copy(v.begin(), v.end(), to);
-  };
-  for (const ParamInfo& p : params.infos()) {
-    restore(p.name, p.shape, params.values() + p.offset);
-    restore("optimizer.m." + p.name, p.shape, opt.first_moment().data() + p.offset);
-    restore("optimizer.v." + p.name, p.shape, opt.second_moment().data() + p.offset);
-  }
-  params.mark_all_set();
-  for (const auto& [group, tensors] : {std::pair{"mixer", &state.mixer}, {"ffn", &state.ffn}})
-    for (size_t i = 0; i < tensors->size(); ++i)
-      if ((*tensors)[i].numel() > 0)
-        restore(fmt::format("stream.{}.{}", group, i), (*tensors)[i].shape(), (*tensors)[i].data());
-  TrainTally tally;
-  const auto optimizer_steps =
-      json_to<long long>(parse_json(meta("optimizer_steps"), where + ": optimizer_steps"),
-                         where + ": optimizer_steps");
-  try {
-    tally = TrainTally::from_json(parse_json(meta("tally"), where + ": tally"));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed training progress in its metadata ({})", where, json_error_text(e));
-  }
-  const auto steps = json_field<long long>(config, "steps", where + ": config");
-  MTP_CHECK(tally.step >= 1 && tally.step <= steps && optimizer_steps == tally.step,
-            "{}: inconsistent progress (step {}, {} optimizer steps, of {})", where, tally.step,
-            optimizer_steps, steps);
-  opt.set_steps_taken(optimizer_steps);
-  return tally;
-}
-
-std::string metrics_csv(const std::vector<MetricsRow>& rows) {
-  std::string s = "step,split,loss,accuracy,bpb,lr,grad_norm,tokens_per_s,elapsed_s\n";
-  auto num = [](double v) { return std::isnan(v) ? std::string() : fmt::format("{:.6g}", v); };
-  for (const MetricsRow& r : rows)
-    s +=
-        fmt::format("{},{},{},{},{},{},{},{},{}\n", r.step, r.split, num(r.loss), num(r.accuracy),
-                    num(r.bpb), num(r.lr), num(r.grad_norm), num(r.tokens_per_s), num(r.elapsed_s));
-  return s;
-}
-
 // Names the first parameter whose gradient is not finite.
 template <class S>
 std::string first_nonfinite_grad(const ParamStore<S>& p) {
@@ -395,51 +193,24 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
     for (long long step = tally.step; step < cfg.steps; ++step) {
       const auto ts = clock::now();
       const Batch batch = task->train_batch(static_cast<std::uint64_t>(step), cfg.batch);
-      params.zero_grad();
-      const StepContext ctx{
-          .training = true, .seed = cfg.seed, .step = static_cast<std::uint64_t>(step)};
       if (task->carries_state() && task->starts_streams(std::uint64_t(step))) state.reset();
-      const CrossEntropyStats st =
-          model.forward(batch.tokens.data(), batch.targets.data(), batch.T, batch.B, ctx,
-                        task->carries_state() ? &state : nullptr);
-      const double loss = st.mean_loss();
-      MTP_CHECK(std::isfinite(loss), "step {}: the loss is {}; stopping", step + 1, loss);
-      model.backward();
-      zero_frozen_grads(params, trainable);
-      const double norm = grad_global_norm(params);
-      MTP_CHECK(std::isfinite(norm), "step {}: the gradient of '{}' is not finite; stopping",
-                step + 1, first_nonfinite_grad(params));
-      clip_grad_global_norm(params, norm, cfg.clip);
       const double lr = warmup_cosine_lr(step, cfg.steps, warmup, cfg.lr);
-      opt.step(params, lr, trainable);
+      const StepResult r =
+          train_step(model, opt, batch,
+                     {.training = true, .seed = cfg.seed, .step = static_cast<std::uint64_t>(step)},
+                     task->carries_state() ? &state : nullptr, trainable, cfg.clip, lr);
       const double dt = std::chrono::duration<double>(clock::now() - ts).count();
-      TrainTally& t = tally;
-      t.train_seconds += dt;
-
-      const double tps = tokens_per_step / std::max(dt, 1e-9);
-      t.smoothed_tps = step == 0 ? tps : 0.9 * t.smoothed_tps + 0.1 * tps;
-      t.interval_loss += loss;
-      t.interval_acc += st.accuracy();
-      ++t.interval_n;
-      t.last_norm = norm;
-      if (step >= tail_from) {
-        t.train_loss_tail += loss;
-        t.train_acc_tail += st.accuracy();
-        ++t.tail_n;
-      }
-      progress.update(step, loss, t.smoothed_tps);
-      if ((step + 1) % log_every == 0 || step + 1 == cfg.steps) {
-        const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
-        const double mean_loss = t.interval_loss / double(t.interval_n);
-        rows.push_back({step + 1, "train", mean_loss, t.interval_acc / double(t.interval_n),
-                        task->reports_bits_per_byte() ? mean_loss / std::log(2.0) : NAN, lr,
-                        t.last_norm, t.smoothed_tps, elapsed});
-        t.interval_loss = t.interval_acc = 0;
-        t.interval_n = 0;
-      }
+      tally.train_seconds += dt;
+      tally.add_step(step, r.loss, r.accuracy, r.grad_norm, tokens_per_step / std::max(dt, 1e-9),
+                     tail_from);
+      progress.update(step, r.loss, tally.smoothed_tps);
+      if ((step + 1) % log_every == 0 || step + 1 == cfg.steps)
+        rows.push_back(
+            tally.close_interval(step + 1, task->reports_bits_per_byte(), lr,
+                                 std::chrono::duration<double>(clock::now() - t0).count()));
       if (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0 && step + 1 < cfg.steps)
         eval_row(step + 1);
-      t.step = step + 1;
+      tally.step = step + 1;
       if (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) checkpoint();
     }
     if (cfg.checkpoint_every > 0 && tally.step % cfg.checkpoint_every != 0)
@@ -503,6 +274,25 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
 }
 
 }  // namespace
+
+StepResult train_step(AnyModel<float>& model, AdamW<float>& opt, const Batch& batch,
+                      const StepContext& ctx, ModelState<float>* state,
+                      const std::vector<bool>& trainable, double clip, double lr) {
+  ParamStore<float>& params = model.params();
+  params.zero_grad();
+  const CrossEntropyStats st =
+      model.forward(batch.tokens.data(), batch.targets.data(), batch.T, batch.B, ctx, state);
+  const double loss = st.mean_loss();
+  MTP_CHECK(std::isfinite(loss), "step {}: the loss is {}; stopping", ctx.step + 1, loss);
+  model.backward();
+  zero_frozen_grads(params, trainable);
+  const double norm = grad_global_norm(params);
+  MTP_CHECK(std::isfinite(norm), "step {}: the gradient of '{}' is not finite; stopping",
+            ctx.step + 1, first_nonfinite_grad(params));
+  clip_grad_global_norm(params, norm, clip);
+  opt.step(params, lr, trainable);
+  return {loss, st.accuracy(), norm};
+}
 
 nlohmann::json groups_json(const std::vector<GroupAccuracy>& groups) {
   nlohmann::json j = nlohmann::json::array();

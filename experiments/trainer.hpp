@@ -138,6 +138,18 @@ decltype(auto) with_checkpoint_model(const Checkpoint& ck, F&& f) {
   return f(*model);
 }
 
+// One optimisation step, as llm.c has it: zero the gradients, forward on the batch
+// (carrying `state` when given), backward, zero the frozen parameters' gradients, clip the
+// global norm to `clip` (0: off), update with learning rate `lr`. A non-finite loss or
+// gradient is an error naming the step (and the parameter). A backend replaces this
+// function to run the step elsewhere.
+struct StepResult {
+  double loss = 0, accuracy = 0, grad_norm = 0;  // the batch's mean loss; the norm before clipping
+};
+StepResult train_step(AnyModel<float>& model, AdamW<float>& opt, const Batch& batch,
+                      const StepContext& ctx, ModelState<float>* state,
+                      const std::vector<bool>& trainable, double clip, double lr);
+
 // `mtp-exp` (train): trains, evaluates, prints the summary and writes DIR/config.json,
 // DIR/metrics.csv, DIR/model.safetensors and DIR/result.json. Returns the result JSON.
 // The folder is locked for the whole run (run_folder.hpp); one that holds a run is

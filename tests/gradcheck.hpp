@@ -9,6 +9,7 @@
 
 #include "mtp/core/rng.hpp"
 #include "mtp/core/tensor.hpp"
+#include "mtp/experiments/layer_checks.hpp"
 
 namespace mtp::test {
 
@@ -19,19 +20,7 @@ namespace mtp::test {
 // of order 1–10 whose smallest gradients (selector biases) are ~1e-3.
 inline double gradcheck(double* values, const double* analytic, index_t n,
                         const std::function<double()>& loss, double eps = 1e-5) {
-  double max_diff = 0, scale = 1e-12;
-  for (index_t i = 0; i < n; ++i) {
-    const double orig = values[i];
-    values[i] = orig + eps;
-    const double up = loss();
-    values[i] = orig - eps;
-    const double down = loss();
-    values[i] = orig;
-    const double numeric = (up - down) / (2 * eps);
-    max_diff = std::max(max_diff, std::abs(numeric - analytic[i]));
-    scale = std::max(scale, std::abs(numeric));
-  }
-  return max_diff / scale;
+  return exp::checks::gradient_error(values, analytic, n, loss, eps);
 }
 
 template <class S>

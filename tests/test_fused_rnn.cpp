@@ -37,15 +37,7 @@ struct Layer {
   }
 };
 
-template <class A, class B>
-double rel_error(const A* a, const B* b, index_t n) {
-  double diff = 0, scale = 1e-30;
-  for (index_t i = 0; i < n; ++i) {
-    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-    scale = std::max(scale, std::abs(double(b[i])));
-  }
-  return diff / scale;
-}
+using exp::checks::relative_error;
 
 // One forward (with state in and out) and backward; returns y, sT and dx concatenated,
 // gradients stay in the layer's store.
@@ -94,14 +86,15 @@ void fused_matches_plain(index_t T, index_t B, index_t I, index_t H, double scal
   const char* part[] = {"y", "sT", "dx"};
   const index_t begin[] = {0, ny, ny + ns}, size[] = {ny, ns, T * B * I};
   for (int i = 0; i < 3; ++i) {
-    EXPECT_LT(rel_error(a.data() + begin[i], b.data() + begin[i], size[i]), 1e-5) << part[i];
-    EXPECT_LT(rel_error(a.data() + begin[i], r.data() + begin[i], size[i]), 2e-5) << part[i];
+    EXPECT_LT(relative_error(a.data() + begin[i], b.data() + begin[i], size[i]), 1e-5) << part[i];
+    EXPECT_LT(relative_error(a.data() + begin[i], r.data() + begin[i], size[i]), 2e-5) << part[i];
   }
   for (const ParamInfo& p : fused.store.infos()) {
     const float* g = fused.store.grads() + p.offset;
     if (p.name.rfind("selector.", 0) == 0) continue;  // zero at K = 1 on both paths
-    EXPECT_LT(rel_error(g, plain.store.grads() + p.offset, p.shape.numel()), 5e-5) << p.name;
-    EXPECT_LT(rel_error(g, reference.store.grads() + p.offset, p.shape.numel()), 5e-5) << p.name;
+    EXPECT_LT(relative_error(g, plain.store.grads() + p.offset, p.shape.numel()), 5e-5) << p.name;
+    EXPECT_LT(relative_error(g, reference.store.grads() + p.offset, p.shape.numel()), 5e-5)
+        << p.name;
   }
 }
 
@@ -137,11 +130,11 @@ void fused_trains_like_plain() {
     const std::vector<float> a = run(fused, xf, dyf, s0f, T, B);
     ASSERT_TRUE(fused.layer.used_fast_path());
     const std::vector<float> b = run(plain, xf, dyf, s0f, T, B);
-    EXPECT_LT(rel_error(a.data(), b.data(), index_t(a.size())), 1e-5) << "step " << step;
+    EXPECT_LT(relative_error(a.data(), b.data(), index_t(a.size())), 1e-5) << "step " << step;
     for (auto* l : {&fused.store, &plain.store})
       for (index_t i = 0; i < l->size(); ++i) l->values()[i] -= 0.05f * l->grads()[i];
   }
-  EXPECT_LT(rel_error(fused.store.values(), plain.store.values(), fused.store.size()), 1e-5);
+  EXPECT_LT(relative_error(fused.store.values(), plain.store.values(), fused.store.size()), 1e-5);
 }
 
 TEST(FusedRnn, LstmTrainsLikeThePlainPath) {

@@ -31,6 +31,8 @@ if(package IN_LIST CONSUMER_MODES)
   # its report.
   set(exe ${WORK_DIR}/package/consumer-exp)
   set(own --cell minimal-gated --aggregator softmax-mix --perspectives 2 --threads 1)
+  run(${exe} check --cell minimal-gated)  # the generated checks, by registration alone
+  run(${exe} check --aggregator softmax-mix)
   run(${exe} ${own} --steps 50 --out ${WORK_DIR}/run)
   run(${exe} eval --checkpoint ${WORK_DIR}/run/model.safetensors)
   run(${exe} sweep --grid seed=0,1 ${own} --steps 20 --out ${WORK_DIR}/sweep --jobs 2)
