@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "mtp/experiments/registry.hpp"
+#include "mtp/experiments/tasks.hpp"
 
 namespace mtp::exp::cli {
 
@@ -45,6 +46,28 @@ void add_layer_flags(po::options_description& d, std::string& cell, int& k, std:
        "sparse selector: softmax over the k largest logits only (0: all K)");
 }
 
+namespace {
+
+// "mqar (multi-query associative recall) | ...", from the task registry.
+std::string task_help() {
+  std::string s;
+  for (const TaskSpec& t : tasks().specs())
+    s += (s.empty() ? "" : " | ") + t.name + " (" + t.help + ")";
+  return s;
+}
+
+// "mqar 4000, lag-recall 1500, ...": one task default per task.
+template <class T>
+std::string task_defaults_help(T TaskDefaults::*field, bool only_reading_vocab = false) {
+  std::string s;
+  for (const TaskSpec& t : tasks().specs())
+    if (!only_reading_vocab || t.reads_vocab)
+      s += fmt::format("{}{} {}", s.empty() ? "" : ", ", t.name, t.defaults.*field);
+  return s;
+}
+
+}  // namespace
+
 TrainFlags::TrainFlags() {
   d_.add_options()("help,h", "show this help");
   add_layer_flags(d_, c_.cell, c_.perspectives, c_.aggregator, weights_, c_.noise_mode, c_.top_k);
@@ -66,11 +89,11 @@ TrainFlags::TrainFlags() {
       ("no-ffn", po::bool_switch(&no_ffn_),
        "blocks without the FFN (4x MLP; RWKV: channel mix)")  //
       ("steps", po::value(&c_.steps)->default_value(c_.steps, "task default"),
-       "training steps (mqar 4000, lag-recall 1500, selective-copy 3000, text 2000)")  //
+       ("training steps (" + task_defaults_help(&TaskDefaults::steps) + ")").c_str())  //
       ("batch", po::value(&c_.batch)->default_value(c_.batch, "task default"),
-       "sequences per step B (lag-recall 16, others 32)")  //
+       ("sequences per step B (" + task_defaults_help(&TaskDefaults::batch) + ")").c_str())  //
       ("seq-len", po::value(&c_.seq_len)->default_value(c_.seq_len, "task default"),
-       "sequence length T (mqar 32, lag-recall 256, selective-copy and text 64)")  //
+       ("sequence length T (" + task_defaults_help(&TaskDefaults::seq_len) + ")").c_str())  //
       ("lr", po::value(&c_.lr)->default_value(c_.lr, fmt::format("{:g}", c_.lr)),
        "peak learning rate (AdamW)")  //
       ("warmup", po::value(&c_.warmup)->default_value(c_.warmup, fmt::format("{:g}", c_.warmup)),
@@ -82,15 +105,13 @@ TrainFlags::TrainFlags() {
       ("clip", po::value(&c_.clip)->default_value(c_.clip, fmt::format("{:g}", c_.clip)),
        "global gradient-norm clip (0: off)")                                                   //
       ("seed", po::value(&seed_)->default_value(0), "seed of initialisation, data and noise")  //
-      ("task", po::value(&c_.task)->default_value(c_.task),
-       "mqar (associative recall) | lag-recall (per-lag recall) | selective-copy | text "
-       "(byte-level "
-       "LM on --data)")                                                  //
-      ("data", po::value(&c_.data), "text corpus file for --task text")  //
+      ("task", po::value(&c_.task)->default_value(c_.task), task_help().c_str())               //
+      ("data", po::value(&c_.data), "text corpus file for --task text")                        //
       ("carry-state", po::bool_switch(&c_.carry_state),
        "text: carry the recurrent state across consecutive chunks of B streams (truncated BPTT)")  //
       ("vocab", po::value(&c_.vocab)->default_value(c_.vocab, "task default"),
-       "mqar: vocabulary (32); lag-recall, selective-copy: data tokens (16)")           //
+       ("vocabulary, or data tokens (" + task_defaults_help(&TaskDefaults::vocab, true) + ")")
+           .c_str())                                                                    //
       ("pairs", po::value(&c_.pairs)->default_value(c_.pairs), "mqar key-value pairs")  //
       ("lags", po::value(&lags_)->default_value("2,8,32,128"),
        "lag-recall: the lags queried, one query token each")  //
@@ -132,13 +153,14 @@ void TrainFlags::finish(const po::variables_map& vm) {
             name);
   // A task's own sizes mean nothing to another task: given, they are a mistake (the
   // config keeps their defaults, so only here can it be seen).
-  const std::pair<const char*, const char*> task_flags[] = {
-      {"pairs", "mqar"}, {"lags", "lag-recall"}, {"copy-tokens", "selective-copy"}};
-  for (const auto& [flag, task] : task_flags)
-    if (!vm[flag].defaulted() && c_.task != task)
-      usage_fail("--{} applies to --task {}, not {}", flag, task, c_.task);
-  if (!vm["vocab"].defaulted() && c_.task == "text")
-    usage_fail("--vocab does not apply to --task text (its vocabulary is the 256 byte values)");
+  const TaskSpec& task = tasks().at(c_.task);
+  for (const TaskSpec& other : tasks().specs())
+    for (const std::string& flag : other.own_flags)
+      if (other.name != c_.task && vm.count(flag) && !vm[flag].defaulted() &&
+          std::find(task.own_flags.begin(), task.own_flags.end(), flag) == task.own_flags.end())
+        usage_fail("--{} applies to --task {}, not {}", flag, other.name, c_.task);
+  if (!vm["vocab"].defaulted() && !task.reads_vocab)
+    usage_fail("--vocab does not apply to --task {} (its vocabulary is its own)", c_.task);
   if (seed_ < 0) usage_fail("--seed must be >= 0, got {}", seed_);
   c_.seed = static_cast<std::uint64_t>(seed_);
   c_.ffn = !no_ffn_;

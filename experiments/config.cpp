@@ -7,6 +7,7 @@
 #include "mtp/experiments/dispatch.hpp"
 #include "mtp/experiments/json_file.hpp"
 #include "mtp/experiments/registry.hpp"
+#include "mtp/experiments/tasks.hpp"
 
 #include <fmt/ranges.h>
 #include <algorithm>
@@ -26,10 +27,7 @@ namespace mtp::exp {
 // clang-format on
 
 TaskDefaults task_defaults(const std::string& task) {
-  if (task == "lag-recall") return {1500, 16, 256, 16};
-  if (task == "selective-copy") return {3000, 32, 64, 16};
-  if (task == "text") return {2000, 32, 64, 256};
-  return {4000, 32, 32, 32};  // mqar
+  return tasks().at(task).defaults;
 }
 
 nlohmann::json to_json(const TrainConfig& c) {
@@ -128,36 +126,17 @@ void validate(const TrainConfig& c) {
        fmt::format("is a fraction of the steps in [0, 1), got {}", c.warmup));
   need(std::isfinite(c.weight_decay) && c.weight_decay >= 0, "weight-decay", "must be >= 0");
   need(std::isfinite(c.clip) && c.clip >= 0, "clip", "must be >= 0 (0 disables clipping)");
-  need(c.task == "mqar" || c.task == "lag-recall" || c.task == "selective-copy" || c.task == "text",
-       "task", fmt::format("'{}' is not one of {}", c.task, kTaskNames));
-  if (c.task == "text") need(!c.data.empty(), "data", "is required with --task text");
-  if (c.task != "text")
-    need(c.data.empty(), "data", fmt::format("applies to --task text, not {}", c.task));
-  if (c.carry_state) need(c.task == "text", "carry-state", "applies to --task text");
-  if (c.task == "mqar") {
-    need(c.vocab >= 4 && c.vocab <= 1'000'000, "vocab",
-         fmt::format("must be in [4, 1000000], got {}", c.vocab));
-    need(c.pairs >= 1, "pairs", fmt::format("must be >= 1, got {}", c.pairs));
-    need(c.pairs <= c.vocab / 2 - 1, "pairs",
-         fmt::format("{} needs distinct keys: at most vocab/2 − 1 = {}", c.pairs, c.vocab / 2 - 1));
-    need(4 * c.pairs <= c.seq_len, "seq-len",
-         fmt::format("{} is too short for {} pairs: mqar needs at least 4·pairs = {}", c.seq_len,
-                     c.pairs, 4 * c.pairs));
-  }
-  if (c.task == "lag-recall") {
-    need(c.vocab >= 2 && c.vocab <= 1'000'000, "vocab",
-         fmt::format("(data tokens) must be in [2, 1000000], got {}", c.vocab));
-    need(!c.lags.empty(), "lags", "needs at least one lag");
-    for (int d : c.lags)
-      need(d >= 1 && d < c.seq_len, "lags",
-           fmt::format("{} must be in [1, seq-len) = [1, {})", d, c.seq_len));
-  }
-  if (c.task == "selective-copy") {
-    need(c.vocab >= 2 && c.vocab <= 1'000'000, "vocab",
-         fmt::format("(data tokens) must be in [2, 1000000], got {}", c.vocab));
-    need(c.copy_tokens >= 1 && 2 * c.copy_tokens <= c.seq_len, "copy-tokens",
-         fmt::format("{} needs 1 <= M and 2M <= seq-len ({})", c.copy_tokens, c.seq_len));
-  }
+  need(tasks().has(c.task), "task", fmt::format("'{}' is not one of {}", c.task, tasks().names()));
+  const TaskSpec& task = tasks().at(c.task);
+  const bool reads_data =
+      std::find(task.own_flags.begin(), task.own_flags.end(), "data") != task.own_flags.end();
+  if (reads_data) need(!c.data.empty(), "data", fmt::format("is required with --task {}", c.task));
+  if (!reads_data) need(c.data.empty(), "data", fmt::format("does not apply to --task {}", c.task));
+  if (c.carry_state)
+    need(std::find(task.own_flags.begin(), task.own_flags.end(), "carry-state") !=
+             task.own_flags.end(),
+         "carry-state", fmt::format("does not apply to --task {}", c.task));
+  if (task.validate) task.validate(c);
   need(c.val_batches >= 1, "val-batches", "must be >= 1");
   need(c.threads >= 0 && c.threads <= 1024, "threads", "must be in [0, 1024]");
   need(c.eval_every >= 0, "eval-every", "must be >= 0");

@@ -53,8 +53,6 @@ struct TrainConfig {
   long long checkpoint_every = 0;  // training state every N steps and at the end (0: none)
 };
 
-inline constexpr const char* kTaskNames = "mqar, lag-recall, selective-copy, text";
-
 // What a task trains with unless told otherwise: sizes that learn something on 2 cores
 // in about a minute.
 struct TaskDefaults {

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "mtp/core/file_io.hpp"
 #include "mtp/core/ops/softmax.hpp"
 #include "mtp/core/rng.hpp"
@@ -307,26 +310,147 @@ nlohmann::json TextTask::describe() const {
           {"carry_state", carry_}};
 }
 
+namespace {
+
+void need(bool ok, const char* flag, const std::string& why) {
+  if (!ok) usage_fail("--{} {}", flag, why);
+}
+
+// The built-in tasks' specs, each beside its task.
+TaskSpec mqar_spec() {
+  TaskSpec t{.name = "mqar",
+             .help = "multi-query associative recall, as in Zoology",
+             .defaults = {4000, 32, 32, 32},
+             .own_flags = {"pairs"}};
+  t.validate = [](const TrainConfig& c) {
+    need(c.vocab >= 4 && c.vocab <= 1'000'000, "vocab",
+         fmt::format("must be in [4, 1000000], got {}", c.vocab));
+    need(c.pairs >= 1, "pairs", fmt::format("must be >= 1, got {}", c.pairs));
+    need(c.pairs <= c.vocab / 2 - 1, "pairs",
+         fmt::format("{} needs distinct keys: at most vocab/2 − 1 = {}", c.pairs, c.vocab / 2 - 1));
+    need(4 * c.pairs <= c.seq_len, "seq-len",
+         fmt::format("{} is too short for {} pairs: mqar needs at least 4·pairs = {}", c.seq_len,
+                     c.pairs, 4 * c.pairs));
+  };
+  t.describe = [](const TrainConfig& c) {
+    return fmt::format("mqar: vocab {}, {} key-value pairs, T={}", c.vocab, c.pairs, c.seq_len);
+  };
+  t.vocab = [](const TrainConfig& c) { return index_t(c.vocab); };
+  t.make = [](const TrainConfig& c) -> std::unique_ptr<Task> {
+    return std::make_unique<MqarTask>(c.vocab, c.pairs, c.seq_len, c.seed, c.val_batches, c.batch);
+  };
+  return t;
+}
+
+TaskSpec lag_recall_spec() {
+  TaskSpec t{.name = "lag-recall",
+             .help = "per-lag recall, the probe of time scales",
+             .defaults = {1500, 16, 256, 16},
+             .own_flags = {"lags"}};
+  t.validate = [](const TrainConfig& c) {
+    need(c.vocab >= 2 && c.vocab <= 1'000'000, "vocab",
+         fmt::format("(data tokens) must be in [2, 1000000], got {}", c.vocab));
+    need(!c.lags.empty(), "lags", "needs at least one lag");
+    for (int d : c.lags)
+      need(d >= 1 && d < c.seq_len, "lags",
+           fmt::format("{} must be in [1, seq-len) = [1, {})", d, c.seq_len));
+  };
+  t.describe = [](const TrainConfig& c) {
+    return fmt::format("lag-recall: {} data tokens, lags {}, T={}", c.vocab, fmt::join(c.lags, ","),
+                       c.seq_len);
+  };
+  t.vocab = [](const TrainConfig& c) { return index_t(c.vocab) + index_t(c.lags.size()); };
+  t.make = [](const TrainConfig& c) -> std::unique_ptr<Task> {
+    return std::make_unique<LagRecallTask>(c.vocab, c.lags, c.seq_len, c.seed, c.val_batches,
+                                           c.batch);
+  };
+  return t;
+}
+
+TaskSpec selective_copy_spec() {
+  TaskSpec t{.name = "selective-copy",
+             .help = "selective copying, as in Gu & Dao 2023",
+             .defaults = {3000, 32, 64, 16},
+             .own_flags = {"copy-tokens"}};
+  t.validate = [](const TrainConfig& c) {
+    need(c.vocab >= 2 && c.vocab <= 1'000'000, "vocab",
+         fmt::format("(data tokens) must be in [2, 1000000], got {}", c.vocab));
+    need(c.copy_tokens >= 1 && 2 * c.copy_tokens <= c.seq_len, "copy-tokens",
+         fmt::format("{} needs 1 <= M and 2M <= seq-len ({})", c.copy_tokens, c.seq_len));
+  };
+  t.describe = [](const TrainConfig& c) {
+    return fmt::format("selective-copy: {} data tokens, copy {}, T={}", c.vocab, c.copy_tokens,
+                       c.seq_len);
+  };
+  t.vocab = [](const TrainConfig& c) { return index_t(c.vocab) + 2; };
+  t.make = [](const TrainConfig& c) -> std::unique_ptr<Task> {
+    return std::make_unique<SelectiveCopyTask>(c.vocab, c.copy_tokens, c.seq_len, c.seed,
+                                               c.val_batches, c.batch);
+  };
+  return t;
+}
+
+TaskSpec text_spec() {
+  TaskSpec t{.name = "text",
+             .help = "byte-level language modelling on --data",
+             .defaults = {2000, 32, 64, 256},
+             .own_flags = {"data", "carry-state"},
+             .reads_vocab = false};
+  t.describe = [](const TrainConfig& c) {
+    return fmt::format("text: {} (bytes), T={}{}", c.data, c.seq_len,
+                       c.carry_state ? ", state carried across chunks" : "");
+  };
+  t.vocab = [](const TrainConfig&) { return index_t(256); };
+  t.make = [](const TrainConfig& c) -> std::unique_ptr<Task> {
+    return std::make_unique<TextTask>(c.data, c.seq_len, c.seed, c.val_batches, c.batch,
+                                      c.carry_state);
+  };
+  return t;
+}
+
+}  // namespace
+
+void TaskRegistry::add(TaskSpec spec) {
+  MTP_CHECK(!spec.name.empty() && spec.make && spec.vocab && spec.describe,
+            "a task is registered without a name, make, vocab or describe");
+  MTP_CHECK(!has(spec.name), "task '{}' is registered twice", spec.name);
+  specs_.push_back(std::move(spec));
+}
+
+bool TaskRegistry::has(std::string_view name) const {
+  for (const TaskSpec& t : specs_)
+    if (t.name == name) return true;
+  return false;
+}
+
+const TaskSpec& TaskRegistry::at(std::string_view name) const {
+  for (const TaskSpec& t : specs_)
+    if (t.name == name) return t;
+  usage_fail("--task '{}' is not one of {}", name, names());
+}
+
+std::string TaskRegistry::names(std::string_view separator) const {
+  std::string s;
+  for (const TaskSpec& t : specs_) s += (s.empty() ? "" : std::string(separator)) + t.name;
+  return s;
+}
+
+TaskRegistry& tasks() {
+  static TaskRegistry r = [] {
+    TaskRegistry built_in;
+    for (TaskSpec (*spec)() : {mqar_spec, lag_recall_spec, selective_copy_spec, text_spec})
+      built_in.add(spec());
+    return built_in;
+  }();
+  return r;
+}
+
 index_t task_vocab(const TrainConfig& c) {
-  if (c.task == "lag-recall") return c.vocab + index_t(c.lags.size());
-  if (c.task == "selective-copy") return c.vocab + 2;
-  if (c.task == "text") return 256;
-  return c.vocab;
+  return tasks().at(c.task).vocab(c);
 }
 
 std::unique_ptr<Task> make_task(const TrainConfig& c) {
-  if (c.task == "mqar")
-    return std::make_unique<MqarTask>(c.vocab, c.pairs, c.seq_len, c.seed, c.val_batches, c.batch);
-  if (c.task == "lag-recall")
-    return std::make_unique<LagRecallTask>(c.vocab, c.lags, c.seq_len, c.seed, c.val_batches,
-                                           c.batch);
-  if (c.task == "selective-copy")
-    return std::make_unique<SelectiveCopyTask>(c.vocab, c.copy_tokens, c.seq_len, c.seed,
-                                               c.val_batches, c.batch);
-  if (c.task == "text")
-    return std::make_unique<TextTask>(c.data, c.seq_len, c.seed, c.val_batches, c.batch,
-                                      c.carry_state);
-  usage_fail("--task '{}' is not one of {}", c.task, kTaskNames);
+  return tasks().at(c.task).make(c);
 }
 
 }  // namespace mtp::exp

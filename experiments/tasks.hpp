@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mtp/core/rng.hpp"
@@ -181,10 +182,43 @@ class TextTask final : public Task {
   index_t val_tokens_ = 0;
 };
 
-std::unique_ptr<Task> make_task(const TrainConfig& cfg);
+// A task as the command line knows it: its name, sizes, flags, checks and construction,
+// in one place. The built-in specs sit next to their tasks in tasks.cpp; a program adds
+// its own with tasks().add(spec) before run_main.
+struct TaskSpec {
+  std::string name{};
+  std::string help{};       // what --help says of it
+  TaskDefaults defaults{};  // steps, batch, seq_len, vocab unless given
+  // Flags only this task reads: given with another task they are refused.
+  std::vector<std::string> own_flags{};
+  bool reads_vocab = true;  // false: the vocabulary is the task's own (--vocab refused)
+  // Range and consistency checks of its settings; usage errors naming the flag.
+  void (*validate)(const TrainConfig&) = nullptr;
+  // The run header's task line.
+  std::string (*describe)(const TrainConfig&) = nullptr;
+  // The model's vocabulary, without building the task (which for text reads the corpus).
+  index_t (*vocab)(const TrainConfig&) = nullptr;
+  std::unique_ptr<Task> (*make)(const TrainConfig&) = nullptr;
+};
 
-// The vocabulary make_task(cfg) would have, without building the task (which for text
-// reads the corpus).
+class TaskRegistry {
+ public:
+  void add(TaskSpec spec);  // a name registered twice is an error
+  const std::vector<TaskSpec>& specs() const { return specs_; }
+  bool has(std::string_view name) const;
+  // The task, or a usage error naming --task.
+  const TaskSpec& at(std::string_view name) const;
+  std::string names(std::string_view separator = ", ") const;
+
+ private:
+  std::vector<TaskSpec> specs_;
+};
+
+// The program's tasks: the built-in ones, then what the program added.
+TaskRegistry& tasks();
+
+// The task a configuration names, and its model vocabulary.
+std::unique_ptr<Task> make_task(const TrainConfig& cfg);
 index_t task_vocab(const TrainConfig& cfg);
 
 }  // namespace mtp::exp

@@ -65,16 +65,7 @@ std::string default_out_dir(const TrainConfig& c) {
 }
 
 std::string describe_task(const TrainConfig& c) {
-  if (c.task == "mqar")
-    return fmt::format("mqar: vocab {}, {} key-value pairs, T={}", c.vocab, c.pairs, c.seq_len);
-  if (c.task == "lag-recall")
-    return fmt::format("lag-recall: {} data tokens, lags {}, T={}", c.vocab, fmt::join(c.lags, ","),
-                       c.seq_len);
-  if (c.task == "selective-copy")
-    return fmt::format("selective-copy: {} data tokens, copy {}, T={}", c.vocab, c.copy_tokens,
-                       c.seq_len);
-  return fmt::format("text: {} (bytes), T={}{}", c.data, c.seq_len,
-                     c.carry_state ? ", state carried across chunks" : "");
+  return tasks().at(c.task).describe(c);
 }
 
 void print_header(const TrainConfig& c, const MixerEntry& mixer, const ParamCounts& counts,

@@ -35,6 +35,7 @@ if(package IN_LIST CONSUMER_MODES)
   run(${exe} check --aggregator softmax-mix)
   run(${exe} ${own} --steps 50 --out ${WORK_DIR}/run)
   run(${exe} eval --checkpoint ${WORK_DIR}/run/model.safetensors)
+  run(${exe} --task first-token ${own} --out ${WORK_DIR}/own-task)  # its own task too
   run(${exe} sweep --grid seed=0,1 ${own} --steps 20 --out ${WORK_DIR}/sweep --jobs 2)
   run(${exe} report ${WORK_DIR}/sweep --no-plots)
   foreach(file results.csv summary.csv REPORT.md)
