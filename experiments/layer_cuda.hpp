@@ -27,4 +27,9 @@ void require_cuda_device();
 template <class Mixer>
 void run_layer_cuda(const CudaLayerJob<Mixer>& job);
 
+// Whether the pair has a device program (core/cuda): defined in layer_cuda_impl.hpp, and
+// asked only where it is included (registry.cpp, with the CUDA backend).
+template <class Mixer>
+consteval bool has_device_layer();
+
 }  // namespace mtp::exp

@@ -21,4 +21,10 @@ void run_layer_cuda(const CudaLayerJob<Mixer>& job) {
   layer.get_grads(job.store->grads());
 }
 
+template <class Mixer>
+consteval bool has_device_layer() {
+  return cuda::kHasCellProgram<typename Mixer::CellType> &&
+         cuda::kHasAggProgram<typename Mixer::AggregatorType>;
+}
+
 }  // namespace mtp::exp

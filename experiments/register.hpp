@@ -95,13 +95,21 @@ MixerEntry make_mixer_entry() {
   e.memory = [](const TrainConfig& c, index_t vocab, double corpus, bool training) {
     return estimate_memory<MixerF>(c, mixer_config<MixerF>(c), vocab, corpus, training);
   };
+  // kCuda: the program was built with the CUDA backend and can ask whether this pair has a
+  // device program (only registry.cpp, for the built-in pairs).
+  constexpr bool cuda = [] {
+    if constexpr (kCuda)
+      return has_device_layer<MixerF>() && has_device_layer<MixerD>();
+    else
+      return false;
+  }();
   e.layer = [](const LayerArgs& a, const SafeTensors& params, const SafeTensors& input) {
     if (a.dtype == "f64")
-      run_layer_as<MixerD, kCuda>(a, params, input);
+      run_layer_as<MixerD, cuda>(a, params, input);
     else
-      run_layer_as<MixerF, kCuda>(a, params, input);
+      run_layer_as<MixerF, cuda>(a, params, input);
   };
-  e.cuda_layer = kCuda;
+  e.cuda_layer = cuda;
   e.checks = &run_layer_checks<MixerF, MixerD>;
   return e;
 }

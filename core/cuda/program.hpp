@@ -72,8 +72,15 @@ struct CallShape {
 template <class CellT, class Exec>
 class CellProgram;
 
+// Whether a cell has a device program: set beside each CellProgram specialisation, so
+// that a cell without one is registered without `layer --backend cuda`.
+template <class CellT>
+inline constexpr bool kHasCellProgram = false;
+
 // ------------------------------------------------------------------ linear SSM
 
+template <class S>
+inline constexpr bool kHasCellProgram<LinearSsm<S>> = true;
 template <class S, class Exec>
 class CellProgram<LinearSsm<S>, Exec> {
   template <class T>
@@ -188,6 +195,8 @@ class CellProgram<LinearSsm<S>, Exec> {
 
 // ------------------------------------------------------------------ RWKV-4 time mix
 
+template <class S>
+inline constexpr bool kHasCellProgram<RwkvTimeMix<S>> = true;
 template <class S, class Exec>
 class CellProgram<RwkvTimeMix<S>, Exec> {
   template <class T>
@@ -445,6 +454,8 @@ class MatrixProgram {
   Buf<S> partial_;  // (B, G·H + K·H)
 };
 
+template <class S>
+inline constexpr bool kHasCellProgram<Gru<S>> = true;
 template <class S, class Exec>
 class CellProgram<Gru<S>, Exec> : public MatrixProgram<S, Exec, 3> {
   using Base = MatrixProgram<S, Exec, 3>;
@@ -493,6 +504,8 @@ class CellProgram<Gru<S>, Exec> : public MatrixProgram<S, Exec, 3> {
   typename Base::template Buf<S> h0_, gh_, gates_, carry_;  // (BK,H), (BK,3H), (T,BK,4H), (BK,H)
 };
 
+template <class S>
+inline constexpr bool kHasCellProgram<Lstm<S>> = true;
 template <class S, class Exec>
 class CellProgram<Lstm<S>, Exec> : public MatrixProgram<S, Exec, 4> {
   using Base = MatrixProgram<S, Exec, 4>;
@@ -594,6 +607,15 @@ class AggProgram {
   typename Exec::template Buffer<S> w_;
   typename Exec::template Buffer<S> alpha_;  // (R,K), mixed scans only
 };
+
+// Whether an aggregator has a device program: the constant weightings (the primary
+// AggProgram) and the learned selector.
+template <class Agg>
+inline constexpr bool kHasAggProgram = requires(const Agg& a) {
+  a.weights();
+};
+template <class S>
+inline constexpr bool kHasAggProgram<LearnedAggregator<S>> = true;
 
 // The learned selector (aggregators/learned.hpp).
 template <class S, class Exec>

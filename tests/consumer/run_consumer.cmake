@@ -24,7 +24,7 @@ if(package IN_LIST CONSUMER_MODES)
   # The consumer uses mtp's compiler: a sanitized mtp::mtp passes on compiler-specific flags.
   run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/package -DCMAKE_BUILD_TYPE=Release
       -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CONSUMER_CXX})
-  run(${CMAKE_COMMAND} --build ${WORK_DIR}/package)
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/package -j 2)
   run(${WORK_DIR}/package/user_cell_consumer)
   run(${WORK_DIR}/package/streaming_example)
   # Its own command line on its own cell and aggregator: train, eval, a two-run sweep and
@@ -51,7 +51,7 @@ endif()
 if(subproject IN_LIST CONSUMER_MODES)
   run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/subproject -DMTP_SOURCE=${MTP_SOURCE}
       -DCMAKE_CXX_FLAGS=-O2 -DCMAKE_CXX_COMPILER=${CONSUMER_CXX})
-  run(${CMAKE_COMMAND} --build ${WORK_DIR}/subproject --target user_cell_consumer consumer-exp)
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/subproject -j 2 --target user_cell_consumer consumer-exp)
   # In the parent's own output folder: mtp did not redirect the parent's executables.
   run(${WORK_DIR}/subproject/user_cell_consumer)
   run(${WORK_DIR}/subproject/consumer-exp --cell minimal-gated --perspectives 2 --steps 10
