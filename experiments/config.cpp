@@ -90,13 +90,9 @@ void validate(const TrainConfig& c) {
   auto need = [](bool ok, const char* flag, const std::string& why) {
     if (!ok) usage_fail("--{} {}", flag, why);
   };
-  need(registry().has_cell(c.cell), "cell",
-       fmt::format("'{}' is not a known cell (known: {})", c.cell, registry().cell_names()));
+  registry().mixer(c.cell, c.aggregator);  // both known, and registered together
   need(c.perspectives >= 1 && c.perspectives <= 64, "perspectives",
        fmt::format("must be in [1, 64], got {}", c.perspectives));
-  need(registry().has_aggregator(c.aggregator), "aggregator",
-       fmt::format("'{}' is not one of {}", c.aggregator, registry().aggregator_names()));
-  registry().mixer(c.cell, c.aggregator);  // registered together
   need(std::isfinite(c.noise) && c.noise >= 0, "noise",
        fmt::format("must be a finite value >= 0, got {}", c.noise));
   parse_noise_mode(c.noise_mode);

@@ -36,30 +36,23 @@ struct AggregatorTypes {};
 using BuiltinCells = CellTypes<Gru, Lstm, RwkvTimeMix, LinearSsm>;
 using BuiltinAggregators = AggregatorTypes<MeanAggregator, LearnedAggregator, FixedAggregator>;
 
-// Calls f.template operator()<C<S>>() for the cell C of the list named `cell`.
-template <class S, template <class> class C, template <class> class... Rest, class F>
-decltype(auto) with_cell_in(std::string_view cell, F&& f) {
-  if (C<S>::kName == cell) return f.template operator()<C<S>>();
+// Calls f.template operator()<T<S>>() for the T of the list whose kName is `name`; a
+// usage error naming --`flag` otherwise. Cells and aggregators alike.
+template <class S, template <class> class T, template <class> class... Rest, class F>
+decltype(auto) with_named_in(std::string_view name, std::string_view flag, F&& f) {
+  if (T<S>::kName == name) return f.template operator()<T<S>>();
   if constexpr (sizeof...(Rest) > 0)
-    return with_cell_in<S, Rest...>(cell, std::forward<F>(f));
+    return with_named_in<S, Rest...>(name, flag, std::forward<F>(f));
   else
-    usage_fail("--cell '{}' is not a built-in cell", cell);
-}
-template <class S, template <class> class A, template <class> class... Rest, class F>
-decltype(auto) with_aggregator_in(std::string_view aggregator, F&& f) {
-  if (A<S>::kName == aggregator) return f.template operator()<A<S>>();
-  if constexpr (sizeof...(Rest) > 0)
-    return with_aggregator_in<S, Rest...>(aggregator, std::forward<F>(f));
-  else
-    usage_fail("--aggregator '{}' is not a built-in aggregator", aggregator);
+    usage_fail("--{} '{}' is not a built-in {}", flag, name, flag);
 }
 template <class S, template <class> class... Cs, class F>
 decltype(auto) with_cell_of(CellTypes<Cs...>, std::string_view cell, F&& f) {
-  return with_cell_in<S, Cs...>(cell, std::forward<F>(f));
+  return with_named_in<S, Cs...>(cell, "cell", std::forward<F>(f));
 }
 template <class S, template <class> class... As, class F>
 decltype(auto) with_aggregator_of(AggregatorTypes<As...>, std::string_view aggregator, F&& f) {
-  return with_aggregator_in<S, As...>(aggregator, std::forward<F>(f));
+  return with_named_in<S, As...>(aggregator, "aggregator", std::forward<F>(f));
 }
 
 // Calls f.template operator()<CellT<S>>() for the built-in cell named `cell`.
