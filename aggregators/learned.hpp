@@ -114,16 +114,16 @@ class LearnedAggregator {
 
   // Saved from weights_forward: α, x (and W_n x). dα (T,B,K), x → dx (T,B,I) +=, selector
   // gradients +=. Logits dropped by top-k have α = 0 and so receive no gradient.
-  void weights_backward(CView<S> dalpha, CView<S> x, View<S> dx) {
+  void weights_backward(CView<S> x, const WeightsGrad<S>& g) {
     if (K_ == 1) return;  // see weights_forward
     dlogits_.resize(alpha_.shape());
-    std::copy(dalpha.begin(), dalpha.end(), dlogits_.data());
-    selector_backward(x, dx);
+    std::copy(g.dalpha.begin(), g.dalpha.end(), dlogits_.data());
+    selector_backward(x, g.dx);
   }
 
   // Yk (T,B,K,D), x (T,B,I) → A (T,B,D) = Σ_k α_k Yk. Saves what weights_forward saves.
-  void forward(CView<S> Yk, CView<S> x, View<S> A, const StepContext& ctx,
-               std::uint64_t noise_stream) {
+  void forward(const AggIn<S>& in, View<S> A, const StepContext& ctx, std::uint64_t noise_stream) {
+    const CView<S> Yk = in.Yk, x = in.x;
     const index_t TB = Yk.dim(0) * Yk.dim(1), K = K_, D = Yk.dim(3);
     weights_forward(x, ctx, noise_stream);
     if (K == 1) {
@@ -144,7 +144,9 @@ class LearnedAggregator {
 
   // Saved from forward: α, Yk, x (and W_n x). dA (T,B,D) → dYk (T,B,K,D) = α_k dA,
   // overwritten; dα = ⟨dA, Yk⟩ goes through weights_backward's path.
-  void backward(CView<S> dA, CView<S> Yk, CView<S> x, View<S> dYk, View<S> dx) {
+  void backward(const AggIn<S>& in, const AggGrad<S>& g) {
+    const CView<S> Yk = in.Yk, dA = g.dA;
+    const View<S> dYk = g.dYk;
     const index_t TB = Yk.dim(0) * Yk.dim(1), K = K_, D = Yk.dim(3);
     if (K == 1) {  // see weights_forward
       std::copy(dA.begin(), dA.end(), dYk.data);
@@ -167,7 +169,7 @@ class LearnedAggregator {
         dal[k] = dot;
       }
     }
-    selector_backward(x, dx);
+    selector_backward(in.x, g.dx);
   }
 
   // Selection weights α (T,B,K) of the last forward.

@@ -50,13 +50,11 @@ class ConstantWeightAggregator {
   void init(RngSequence&) {}
 
   // Yk (T,B,K,D) → A (T,B,D); x and the noise key are unused.
-  void forward(In<S> Yk, In<S>, View<S> A, const StepContext&, std::uint64_t) {
-    weighted_sum_forward(Yk, w_, A);
+  void forward(const AggIn<S>& in, View<S> A, const StepContext&, std::uint64_t) {
+    weighted_sum_forward(in.Yk, w_, A);
   }
   // dA (T,B,D) → dYk (T,B,K,D) overwritten; x receives no gradient.
-  void backward(In<S> dA, In<S>, In<S>, View<S> dYk, View<S>) {
-    weighted_sum_backward(dA, w_, dYk);
-  }
+  void backward(const AggIn<S>&, const AggGrad<S>& g) { weighted_sum_backward(g.dA, w_, g.dYk); }
   // x (T,B,I) → α (T,B,K) = w_k for every (t, b), for a cell that mixes in its scan.
   CView<S> weights_forward(In<S> x, const StepContext&, std::uint64_t) {
     const index_t TB = x.dim(0) * x.dim(1), K = index_t(w_.size());
@@ -65,7 +63,7 @@ class ConstantWeightAggregator {
     return alpha_.view();
   }
   // Constant weights take no gradient: dα is dropped.
-  void weights_backward(In<S>, In<S>, View<S>) {}
+  void weights_backward(In<S>, const WeightsGrad<S>&) {}
 
   const std::vector<S>& weights() const { return w_; }
 

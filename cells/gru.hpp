@@ -41,7 +41,9 @@ class Gru : public GatedMatrixCell<S, 3> {
 
   // P (T,B,3H), decay (K,H), s0 (B,K,H) or empty → Yk (T,B,K,H), sT (B,K,H) or empty.
   // s0 and sT may alias. Saves s0 and the gates (r, z, n, gh_n) for backward.
-  void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+  void recur_forward(const RecurIn<S>& in, const RecurOut<S>& out) {
+    const CView<S> P = in.P, decay = in.decay, s0 = in.s0;
+    const View<S> Yk = out.Yk, sT = out.sT;
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
     s0_.resize({B, K, H});
     if (s0.empty())
@@ -84,12 +86,18 @@ class Gru : public GatedMatrixCell<S, 3> {
   }
 
   // Saved from forward: s0, gates (r, z, n, gh_n), and the outputs Yk (which are the
-  // states h_t). dYk (T,B,K,H) → dP (T,B,3H) +=, ddecay (K,H) +=, dW_hh, db_hh +=.
-  void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
+  // states h_t). dYk (T,B,K,H), dsT (B,K,H) or empty → dP (T,B,3H) +=, ddecay (K,H) +=,
+  // dW_hh, db_hh +=, ds0 (B,K,H) += where wanted.
+  void recur_backward(const RecurIn<S>&, CView<S> Yk, const RecurGrad<S>& grad) {
+    const CView<S> dYk = grad.dYk;
+    const View<S> dP = grad.dP;
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
     dgh_.resize({T, B, K, 3 * H});
-    carry_.resize({BK, H});
-    carry_.zero();
+    carry_.resize({BK, H});  // at t = T−1: the final state's gradient, h_T = Yk_{T−1}
+    if (grad.dsT.empty())
+      carry_.zero();
+    else
+      std::copy(grad.dsT.begin(), grad.dsT.end(), carry_.data());
     this->begin_grad_partials(B, K);
 
     this->pack_recurrent_backward(BK);
@@ -131,11 +139,13 @@ class Gru : public GatedMatrixCell<S, 3> {
           }
         }
       }
-      // dh_{t−1} += dgh_t · W_hh; the initial state needs no gradient.
-      if (t > 0) this->recurrent_projection_backward(dgh_t, carry_.data());
+      // dh_{t−1} += dgh_t · W_hh; at t = 0 that is s0's, only when wanted.
+      if (t > 0 || !grad.ds0.empty()) this->recurrent_projection_backward(dgh_t, carry_.data());
     }
     this->recurrent_weight_grads(dgh_.data(), s0_.data(), Yk.data, T, BK);
-    this->finish_grad_partials(B, K, ddecay);
+    this->finish_grad_partials(B, K, grad.ddecay);
+    if (!grad.ds0.empty())
+      for (index_t i = 0; i < grad.ds0.numel(); ++i) grad.ds0[i] += carry_[i];
   }
 
  private:

@@ -40,7 +40,9 @@ class Lstm : public GatedMatrixCell<S, 4> {
 
   // P (T,B,4H), decay (K,H), s0 (B,K,2H) or empty → Yk (T,B,K,H) = h, sT (B,K,2H) or
   // empty. s0 and sT may alias. Saves h0, c0, the gates (i, f, g, o), c and tanh(c).
-  void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+  void recur_forward(const RecurIn<S>& in, const RecurOut<S>& out) {
+    const CView<S> P = in.P, decay = in.decay, s0 = in.s0;
+    const View<S> Yk = out.Yk, sT = out.sT;
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
     h0_.resize({BK, H});
     c0_.resize({BK, H});
@@ -102,14 +104,25 @@ class Lstm : public GatedMatrixCell<S, 4> {
   }
 
   // Saved from forward: h0, c0, gates (i, f, g, o), c, tanh(c), and the outputs Yk (the
-  // states h_t). dYk (T,B,K,H) → dP (T,B,4H) +=, ddecay (K,H) +=, dW_hh, db_hh +=.
-  void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
+  // states h_t). dYk (T,B,K,H), dsT (B,K,2H) or empty → dP (T,B,4H) +=, ddecay (K,H) +=,
+  // dW_hh, db_hh +=, ds0 (B,K,2H) += where wanted.
+  void recur_backward(const RecurIn<S>&, CView<S> Yk, const RecurGrad<S>& grad) {
+    const CView<S> dYk = grad.dYk;
+    const View<S> dP = grad.dP;
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
     dgh_.resize({T, B, K, 4 * H});
     carry_h_.resize({BK, H});
     carry_c_.resize({BK, H});
-    carry_h_.zero();
-    carry_c_.zero();
+    // At t = T−1 the carries hold the final state's gradient [dh_T | dc_T].
+    if (grad.dsT.empty()) {
+      carry_h_.zero();
+      carry_c_.zero();
+    } else {
+      for (index_t row = 0; row < BK; ++row) {
+        std::copy_n(grad.dsT.data + row * 2 * H, H, carry_h_.data() + row * H);
+        std::copy_n(grad.dsT.data + row * 2 * H + H, H, carry_c_.data() + row * H);
+      }
+    }
     this->begin_grad_partials(B, K);
 
     this->pack_recurrent_backward(BK);
@@ -160,10 +173,17 @@ class Lstm : public GatedMatrixCell<S, 4> {
           }
         }
       }
-      if (t > 0) this->recurrent_projection_backward(dgh_t, carry_h_.data());
+      // dh_{t−1} += dgh_t · W_hh; at t = 0 that is s0's, only when wanted.
+      if (t > 0 || !grad.ds0.empty()) this->recurrent_projection_backward(dgh_t, carry_h_.data());
     }
     this->recurrent_weight_grads(dgh_.data(), h0_.data(), Yk.data, T, BK);
-    this->finish_grad_partials(B, K, ddecay);
+    this->finish_grad_partials(B, K, grad.ddecay);
+    if (!grad.ds0.empty())
+      for (index_t row = 0; row < BK; ++row)
+        for (index_t j = 0; j < H; ++j) {
+          grad.ds0[row * 2 * H + j] += carry_h_[row * H + j];
+          grad.ds0[row * 2 * H + H + j] += carry_c_[row * H + j];
+        }
   }
 
  private:

@@ -74,15 +74,13 @@ class GatedMatrixCell {
   }
 
   // x (T,B,I) → P = gi (T,B,G·H). The state does not enter the input projection.
-  void pre_forward(CView<S> x, CView<S>, View<S> P) {
-    linear_forward<S>(x, weight_ih_.value, bias_ih_.value.data, P);
+  void pre_forward(const PreIn<S>& in, View<S> P) {
+    linear_forward<S>(in.x, weight_ih_.value, bias_ih_.value.data, P);
   }
   // post is the identity (O = H): the aggregated hidden state is the layer output.
-  void post_forward(CView<S> A, CView<S>, CView<S>, View<S> y) {
-    std::copy(A.begin(), A.end(), y.data);
-  }
-  void post_backward(CView<S> dy, CView<S>, CView<S>, CView<S>, View<S> dA, View<S>, View<S>) {
-    std::copy(dy.begin(), dy.end(), dA.data);
+  void post_forward(const PostIn<S>& in, View<S> y) { std::copy(in.A.begin(), in.A.end(), y.data); }
+  void post_backward(const PostIn<S>&, const PostGrad<S>& g) {
+    std::copy(g.dy.begin(), g.dy.end(), g.dA.data);
   }
 
   // The fast path in place of pre + recur: x (T,B,I), decay (1,H), s0 (B,1,Sw) or empty
@@ -91,11 +89,12 @@ class GatedMatrixCell {
   // Training has a few fixed shapes; evaluation and scoring bring a new T with almost
   // every sequence, and each would build a primitive pair, so they take the plain path
   // (as do single steps, for streaming).
-  bool fused_forward(CView<S> x, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT,
-                     bool training) {
+  bool fused_forward(const RecurIn<S>& in, const RecurOut<S>& out, bool training) {
     if constexpr (!std::is_same_v<S, float>) {
       return false;
     } else {
+      const CView<S> x = in.x, decay = in.decay, s0 = in.s0;
+      const View<S> Yk = out.Yk, sT = out.sT;
       const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, Sw = state_width_();
       if (!fused_enabled_ || !training || K != 1 || T < 2) return false;
       if (!fused_) fused_ = std::make_unique<FusedRnn>(kFusedKind);
@@ -131,14 +130,42 @@ class GatedMatrixCell {
       return true;
     }
   }
-  // After fused_forward: dYk (T,B,1,H) → dx (T,B,I) +=, ddecay (1,H) += and every
-  // weight and bias gradient +=. Saved from forward: x, Yk and the folded bias, in place.
-  void fused_backward(CView<S> dYk, View<S> dx, View<S> ddecay) {
+  // After fused_forward: dYk (T,B,1,H), dsT (B,1,Sw) or empty → dx (T,B,I) +=,
+  // ddecay (1,H) +=, ds0 (B,1,Sw) += where wanted, and every weight and bias gradient +=.
+  // Saved from forward: x, Yk and the folded bias, in place.
+  void fused_backward(const RecurGrad<S>& g) {
     if constexpr (std::is_same_v<S, float>) {
-      const index_t H = H_;
+      const index_t H = H_, B = g.dYk.dim(1), Sw = state_width_();
+      const bool with_c = kFusedKind == FusedRnnKind::lstm;
+      // The state's planes [h | c] (B,1,Sw) as the fused cell's (B,H) tensors.
+      if (!g.dsT.empty()) {
+        fused_h0_.resize({B, H});
+        fused_c0_.resize({B, H});
+        for (index_t b = 0; b < B; ++b) {
+          std::copy_n(g.dsT.data + b * Sw, H, fused_h0_.data() + b * H);
+          if (with_c) std::copy_n(g.dsT.data + b * Sw + H, H, fused_c0_.data() + b * H);
+        }
+      }
+      const bool want_ds0 = !g.ds0.empty();
+      if (want_ds0) {
+        fused_hT_.resize({B, H});
+        fused_cT_.resize({B, H});
+      }
       fused_dbias_.resize({4 * H});
-      fused_->backward(dYk.data, dx.data, weight_ih_.grad.data, weight_hh_.grad.data,
-                       fused_dbias_.data());
+      // fused_h0_/c0_ (dsT in) and fused_hT_/cT_ (ds0 out) are scratch by now: forward
+      // has copied its states in and out.
+      fused_->backward(g.dYk.data, g.dsT.empty() ? nullptr : fused_h0_.data(),
+                       g.dsT.empty() || !with_c ? nullptr : fused_c0_.data(), g.dx.data,
+                       weight_ih_.grad.data, weight_hh_.grad.data, fused_dbias_.data(),
+                       want_ds0 ? fused_hT_.data() : nullptr,
+                       want_ds0 && with_c ? fused_cT_.data() : nullptr);
+      if (want_ds0)
+        for (index_t b = 0; b < B; ++b)
+          for (index_t j = 0; j < H; ++j) {
+            g.ds0[b * Sw + j] += fused_hT_[b * H + j];
+            if (with_c) g.ds0[b * Sw + H + j] += fused_cT_[b * H + j];
+          }
+      const View<S> ddecay = g.ddecay;
       for (int g = 0; g < G; ++g)
         for (index_t j = 0; j < H; ++j) {
           bias_ih_.grad[g * H + j] += fused_dbias_[kIhBiasGate[g] * H + j];
@@ -148,8 +175,11 @@ class GatedMatrixCell {
     }
   }
 
-  // Saved from forward: x. dP = dgi (T,B,G·H) → dx +=, dW_ih +=, db_ih +=.
-  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
+  // Saved from forward: x. dP = dgi (T,B,G·H) → dx +=, dW_ih +=, db_ih +=. The state
+  // does not enter pre: ds0 gets nothing here.
+  void pre_backward(const PreIn<S>& in, const PreGrad<S>& g) {
+    const CView<S> dP = g.dP, x = in.x;
+    const View<S> dx = g.dx;
     const index_t R = x.numel() / I_;
     matmul(dP.data, false, weight_ih_.value.data, false, dx.data, R, I_, G * H_, true);
     matmul(dP.data, true, x.data, false, weight_ih_.grad.data, G * H_, I_, R, true);

@@ -93,13 +93,14 @@ void token_shift_mix(In<S> x, const S* x_prev, In<S> mu, View<S> xm) {
     }
 }
 
-// Backward of token_shift_mix. Saved from forward: x, x_prev. dx (T,B,C) +=, dmu (C) +=.
-// x_t reaches xm_t through μ and xm_{t+1} through (1 − μ). Threads take contiguous slabs
-// of the T·B rows (streaming, as one thread would); dmu is summed per slab and the slabs
-// added in order, so the result does not depend on the thread count.
+// Backward of token_shift_mix. Saved from forward: x, x_prev. dx (T,B,C) +=, dmu (C) +=,
+// dx_prev (B,C) += unless null (the carried x, whether given or zero, reaches xm_0
+// through 1 − μ). x_t reaches xm_t through μ and xm_{t+1} through (1 − μ). Threads take
+// contiguous slabs of the T·B rows (streaming, as one thread would); dmu is summed per
+// slab and the slabs added in order, so the result does not depend on the thread count.
 template <class S>
 void token_shift_mix_backward(In<S> dxm, In<S> x, const S* x_prev, In<S> mu, View<S> dx,
-                              View<S> dmu) {
+                              View<S> dmu, S* dx_prev = nullptr) {
   const index_t T = x.dim(0), B = x.dim(1), C = x.dim(2), rows = T * B;
   constexpr index_t kSlabs = 8;
   const index_t slabs = rows * C > (1 << 16) ? std::min(kSlabs, rows) : 1;
@@ -118,6 +119,8 @@ void token_shift_mix_backward(In<S> dxm, In<S> x, const S* x_prev, In<S> mu, Vie
         d[c] += mu[c] * g[c] + (gn ? (S(1) - mu[c]) * gn[c] : S(0));
         part[c] += g[c] * (xt[c] - (xs ? xs[c] : S(0)));
       }
+      if (t == 0 && dx_prev)  // row b of step 0: one thread
+        for (index_t c = 0; c < C; ++c) dx_prev[b * C + c] += (S(1) - mu[c]) * g[c];
     }
   }
   for (index_t slab = 0; slab < slabs; ++slab)
@@ -167,12 +170,16 @@ class RwkvTimeMix {
   }
 
   static Config model_config(index_t width) { return {.channels = width}; }
-  // A random state (B,K,4C) made one a history can produce: the denominators b > 0 (the
-  // layer checks draw random carried states, experiments/layer_checks.hpp).
+  // A random state (B,K,4C) made one a history can produce: the denominators b > 0, and
+  // the last x the sequence's, the same in each of its K rows (the layer checks and the
+  // CUDA parity tests draw random carried states).
   static void make_valid_state(View<S> s) {
-    const index_t Sw = s.dim(2), C = Sw / 4, rows = s.dim(0) * s.dim(1);
+    const index_t K = s.dim(1), Sw = s.dim(2), C = Sw / 4, rows = s.dim(0) * K;
     for (index_t row = 0; row < rows; ++row)
-      for (index_t c = 0; c < C; ++c) s[row * Sw + C + c] = std::abs(s[row * Sw + C + c]) + S(0.5);
+      for (index_t c = 0; c < C; ++c) {
+        s[row * Sw + C + c] = std::abs(s[row * Sw + C + c]) + S(0.5);
+        s[row * Sw + 3 * C + c] = s[(row / K * K) * Sw + 3 * C + c];
+      }
   }
   // C from the shape of a parameter file: key.weight is (C, C).
   template <class ShapeOf>
@@ -235,9 +242,10 @@ class RwkvTimeMix {
 
   // x (T,B,C), s0 (B,K,4C) or empty → P = [k | v | r] planes, each (T,B,C). Saves the
   // mixed inputs and the carried last x for backward.
-  void pre_forward(CView<S> x, CView<S> s0, View<S> P) {
+  void pre_forward(const PreIn<S>& in, View<S> P) {
+    const CView<S> x = in.x;
     const index_t T = x.dim(0), B = x.dim(1), C = C_, TBC = T * B * C;
-    save_shift_state(s0, B);
+    save_shift_state(in.s0, B);
     const Shape act{T, B, C};
     for (Tensor<S>* t : {&xk_, &xv_, &xr_}) t->resize(act);
     const S* xp = has_x_prev_ ? x_prev_.data() : nullptr;
@@ -252,18 +260,18 @@ class RwkvTimeMix {
   // x (T,B,C), P = [k | v | r], decay (K,C), s0 (B,K,4C) or empty → Yk = wkv (T,B,K,C),
   // sT (B,K,4C) or empty. s0 and sT may alias. Saves the state entering every
   // kChunk-th step (scan_forward).
-  void recur_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
-    scan_forward<false>(x, P, decay, s0, {}, Yk, sT, Yk.dim(2));
+  void recur_forward(const RecurIn<S>& in, const RecurOut<S>& out) {
+    scan_forward<false>(in.x, in.P, in.decay, in.s0, {}, out.Yk, out.sT, out.Yk.dim(2));
   }
   // The same scan with the aggregation inside: α (T,B,K) → A = Σ_k α_k wkv^k (T,B,C);
   // the K outputs never leave registers.
-  void recur_mixed_forward(CView<S> x, CView<S> P, CView<S> decay, CView<S> s0, CView<S> alpha,
-                           View<S> A, View<S> sT) {
-    scan_forward<true>(x, P, decay, s0, alpha, A, sT, alpha.dim(2));
+  void recur_mixed_forward(const RecurIn<S>& in, CView<S> alpha, const MixedOut<S>& out) {
+    scan_forward<true>(in.x, in.P, in.decay, in.s0, alpha, out.A, out.sT, alpha.dim(2));
   }
 
   // A (T,B,C), P → y (T,B,C) = W_o(σ(r) ⊙ A). Saves σ(r) and σ(r) ⊙ A.
-  void post_forward(CView<S> A, CView<S> P, CView<S>, View<S> y) {
+  void post_forward(const PostIn<S>& in, View<S> y) {
+    const CView<S> A = in.A, P = in.P;
     const index_t n = A.numel();
     const S* r = P.data + 2 * n;
     sr_.resize(A.shape);
@@ -276,7 +284,9 @@ class RwkvTimeMix {
     linear_forward<S>(ra_, output_.value, nullptr, y);
   }
   // Saved from forward: σ(r), σ(r) ⊙ A, A. dy (T,B,C) → dA overwritten, dP_r +=, dW_o +=.
-  void post_backward(CView<S> dy, CView<S> A, CView<S>, CView<S>, View<S> dA, View<S> dP, View<S>) {
+  void post_backward(const PostIn<S>& in, const PostGrad<S>& g) {
+    const CView<S> dy = g.dy, A = in.A;
+    const View<S> dA = g.dA, dP = g.dP;
     const index_t n = A.numel();
     dra_.resize(A.shape);
     linear_backward<S>(dy, ra_, output_.value, dra_.view(), output_.grad, nullptr);
@@ -288,21 +298,26 @@ class RwkvTimeMix {
     }
   }
 
-  // Saved from forward: the state entering every kChunk-th step, and w. dYk (T,B,K,C) →
-  // dP_k, dP_v +=, ddecay (K,C) +=, dtime_first +=. (Yk is recomputed, not read.)
-  void recur_backward(CView<S> dYk, CView<S> P, CView<S>, CView<S>, View<S> dP, View<S> ddecay) {
-    scan_backward<false>(dYk, P, {}, dP, ddecay, {}, dYk.dim(2));
+  // Saved from forward: the state entering every kChunk-th step, and w. dYk (T,B,K,C),
+  // dsT (B,K,4C) or empty → dP_k, dP_v +=, ddecay (K,C) +=, dtime_first +=, and where
+  // wanted ds0's [a | b | p] planes +=; dsT's last-x plane goes to dx_{T−1}. (Yk is
+  // recomputed, not read.)
+  void recur_backward(const RecurIn<S>& in, CView<S>, const RecurGrad<S>& g) {
+    scan_backward<false>(g.dYk, in.P, {}, g.dsT, g.dP, g.ddecay, {}, g.ds0, g.dx, g.dYk.dim(2));
   }
-  // Saved from forward: the same. dA (T,B,C), α (T,B,K) → the same gradients, and
+  // Saved from forward: the same. dA (T,B,C), α (T,B,K), dsT → the same gradients, and
   // dα (T,B,K) = ⟨dA_t, wkv^k_t⟩ overwritten.
-  void recur_mixed_backward(CView<S> dA, CView<S> P, CView<S>, CView<S> alpha, View<S> dP,
-                            View<S> ddecay, View<S> dalpha) {
-    scan_backward<true>(dA, P, alpha, dP, ddecay, dalpha, alpha.dim(2));
+  void recur_mixed_backward(const RecurIn<S>& in, CView<S> alpha, const MixedGrad<S>& g) {
+    scan_backward<true>(g.dA, in.P, alpha, g.dsT, g.dP, g.ddecay, g.dalpha, g.ds0, g.dx,
+                        alpha.dim(2));
   }
 
   // Saved from forward: x, the mixed inputs, the carried last x. dP = [dk | dv | dr] →
-  // dx +=, the projection and time-mix gradients +=.
-  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
+  // dx +=, the projection and time-mix gradients +=, and where wanted the carried last
+  // x's: ds0's last-x plane of perspective 0, the copy forward read.
+  void pre_backward(const PreIn<S>& in, const PreGrad<S>& g) {
+    const CView<S> dP = g.dP, x = in.x;
+    const View<S> dx = g.dx;
     const index_t T = x.dim(0), B = x.dim(1), C = C_, TBC = T * B * C;
     const Shape act{T, B, C};
     dxm_.resize(act);
@@ -313,10 +328,21 @@ class RwkvTimeMix {
       Param<S>& mix;
       index_t plane;
     } parts[] = {{xk_, key_, mix_k_, 0}, {xv_, value_, mix_v_, 1}, {xr_, receptance_, mix_r_, 2}};
+    S* dx_prev = nullptr;
+    if (!g.ds0.empty()) {
+      dx_prev_.resize({B, C});
+      dx_prev_.zero();
+      dx_prev = dx_prev_.data();
+    }
     for (const auto& part : parts) {
       const CView<S> dproj(dP.data + part.plane * TBC, act);
       linear_backward<S>(dproj, part.xm, part.weight.value, dxm_.view(), part.weight.grad, nullptr);
-      token_shift_mix_backward<S>(dxm_, x, xp, part.mix.value, dx, part.mix.grad);
+      token_shift_mix_backward<S>(dxm_, x, xp, part.mix.value, dx, part.mix.grad, dx_prev);
+    }
+    if (dx_prev) {
+      const index_t K = g.ds0.dim(1);
+      for (index_t b = 0; b < B; ++b)
+        for (index_t c = 0; c < C; ++c) g.ds0[b * K * 4 * C + 3 * C + c] += dx_prev[b * C + c];
     }
   }
 
@@ -409,9 +435,15 @@ class RwkvTimeMix {
   // one for (O, F) in the chunk's recomputation, which stores the pair. ga stays bounded
   // by Σ|gy| (b ≥ 1 after the first step, see load_initial_state, and
   // p_s ≥ p_t + (s − t)w).
+  //
+  // The carried state enters and leaves in the same scale. A gradient of the final state
+  // (dsT's [a | b | p | last x]) starts the adjoints at (ga, gb) = (dsT_a, dsT_b), and
+  // its p plane, net of the shift of a and b with p, reaches whatever p_T was formed
+  // from (seed_final_state_grad). At the end (ga, gb) are the gradients of the initial
+  // a, b; that of its p is ga·a_0 + gb·b_0 (A_0 = a_0 e^{p_0}).
   template <bool kMixed>
-  void scan_backward(CView<S> dout, CView<S> P, CView<S> alpha, View<S> dP, View<S> ddecay,
-                     View<S> dalpha, index_t K) {
+  void scan_backward(CView<S> dout, CView<S> P, CView<S> alpha, CView<S> dsT, View<S> dP,
+                     View<S> ddecay, View<S> dalpha, View<S> ds0, View<S> dx, index_t K) {
     const index_t T = dout.dim(0), B = dout.dim(1), C = C_;
     const S* kp = P.data;
     const S* vp = P.data + T * B * C;
@@ -424,6 +456,7 @@ class RwkvTimeMix {
     chunk_adv_.resize({B, kChunk, K, 2 * C});
     adjoint_.zero();
     param_grads_.zero();
+    if (!dsT.empty()) seed_final_state_grad(dsT, T, B, K, dk, dx, ds0);
     const index_t chunks = (T + kChunk - 1) / kChunk;
 #pragma omp parallel for if (B > 1 && T * K * C > 4096)
     for (index_t b = 0; b < B; ++b)
@@ -476,6 +509,18 @@ class RwkvTimeMix {
           }
         }
       }
+    if (!ds0.empty())
+      for (index_t i = 0; i < B * K; ++i) {
+        const S* ga = adjoint_.data() + i * 2 * C;
+        const S* gb = ga + C;
+        const Planes s0 = planes(checkpoint_.data() + i * 4 * C);  // as loaded, anchor = p_0
+        S* d = ds0.data + i * 4 * C;
+        for (index_t c = 0; c < C; ++c) {
+          d[c] += ga[c];
+          d[C + c] += gb[c];
+          d[2 * C + c] += ga[c] * s0.a[c] + gb[c] * s0.b[c];
+        }
+      }
     // w = −exp(decay): ∂w/∂decay = w.
     for (index_t k = 0; k < K; ++k)
       for (index_t c = 0; c < C; ++c) {
@@ -485,6 +530,40 @@ class RwkvTimeMix {
       }
     for (index_t i = 0; i < B * K; ++i)
       for (index_t c = 0; c < C; ++c) first_.grad[c] += param_grads_[i * 2 * C + C + c];
+  }
+
+  // dsT (B,K,4C) into the backward's starting point, before any chunk is recomputed
+  // (state_ still holds the final [a | b | anchor | n]). The final state is a_T = A_T e^{−p_T},
+  // b_T likewise, p_T = anchor + n·w: the adjoints start at (dsT_a, dsT_b), and
+  // g_p = dsT_p − dsT_a a_T − dsT_b b_T goes to what p_T was formed from: the key of
+  // step T−1−n (dk +=, n steps of w) or, when no key has won since (n = T), the initial
+  // p (ds0 +=, T steps of w). The last-x plane is x_{T−1} in every perspective: dx +=.
+  void seed_final_state_grad(CView<S> dsT, index_t T, index_t B, index_t K, S* dk, View<S> dx,
+                             View<S> ds0) {
+    const index_t C = C_;
+    MTP_CHECK(T < index_t(kMaxCount),
+              "rwkv: a final-state gradient needs T < {} steps per call, got {}",
+              index_t(kMaxCount), T);
+    for (index_t b = 0; b < B; ++b)
+      for (index_t k = 0; k < K; ++k) {
+        const index_t i = b * K + k;
+        const S* d = dsT.data + i * 4 * C;
+        const Planes fin = planes(state_.data() + i * 4 * C);
+        S* ga = adjoint_.data() + i * 2 * C;
+        S* gw = param_grads_.data() + i * 2 * C;
+        for (index_t c = 0; c < C; ++c) {
+          ga[c] = d[c];
+          ga[C + c] = d[C + c];
+          const S gp = d[2 * C + c] - d[c] * fin.a[c] - d[C + c] * fin.b[c];
+          const index_t n = index_t(fin.n[c]);
+          gw[c] += gp * S(n);
+          if (n < T)
+            dk[((T - 1 - n) * B + b) * C + c] += gp;
+          else if (!ds0.empty())
+            ds0[i * 4 * C + 2 * C + c] += gp;
+          dx[((T - 1) * B + b) * C + c] += d[3 * C + c];
+        }
+      }
   }
 
   // A perspective's state row (4C) as its planes [a | b | anchor | n].
@@ -592,6 +671,7 @@ class RwkvTimeMix {
   Param<S> mix_k_, mix_v_, mix_r_, first_, key_, value_, receptance_, output_;
   Tensor<S> x_prev_;  // (B,C) carried last x of the previous chunk
   bool has_x_prev_ = false;
+  Tensor<S> dx_prev_;       // (B,C) its gradient, when ds0 is wanted
   Tensor<S> xk_, xv_, xr_;  // (T,B,C) token-shift mixed inputs
   Tensor<double> w_;        // (K,C) −exp(decay)
   Tensor<S> w_split_;       // (K,2C) w = w_hi + w_lo, as [w_hi | w_lo]

@@ -87,34 +87,35 @@ class LinearSsm {
   }
 
   // x (T,B,I) → P = b (T,B,N).
-  void pre_forward(CView<S> x, CView<S>, View<S> P) {
-    linear_forward<S>(x, in_proj_.value, nullptr, P);
+  void pre_forward(const PreIn<S>& in, View<S> P) {
+    linear_forward<S>(in.x, in_proj_.value, nullptr, P);
   }
 
   // P = b (T,B,N), decay (K,N), s0 (B,K,N) or empty → Yk = h (T,B,K,N), sT or empty.
   // s0 and sT may alias. Saves the coefficients a, √(1 − a²) and the state entering
   // every kChunk-th step.
-  void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
-    scan_forward<false>(P, decay, s0, {}, Yk, sT, Yk.dim(2));
+  void recur_forward(const RecurIn<S>& in, const RecurOut<S>& out) {
+    scan_forward<false>(in.P, in.decay, in.s0, {}, out.Yk, out.sT, out.Yk.dim(2));
   }
   // The same scan with the aggregation inside: α (T,B,K) → A = Σ_k α_k h^k (T,B,N). The
   // states h (T,B,K,N) never leave registers.
-  void recur_mixed_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, CView<S> alpha,
-                           View<S> A, View<S> sT) {
-    scan_forward<true>(P, decay, s0, alpha, A, sT, alpha.dim(2));
+  void recur_mixed_forward(const RecurIn<S>& in, CView<S> alpha, const MixedOut<S>& out) {
+    scan_forward<true>(in.P, in.decay, in.s0, alpha, out.A, out.sT, alpha.dim(2));
   }
 
   // A (T,B,N), x (T,B,I) → y (T,B,I) = A W_out^T + skip ⊙ x.
-  void post_forward(CView<S> A, CView<S>, CView<S> x, View<S> y) {
-    linear_forward<S>(A, out_proj_.value, nullptr, y);
+  void post_forward(const PostIn<S>& in, View<S> y) {
+    const CView<S> x = in.x;
+    linear_forward<S>(in.A, out_proj_.value, nullptr, y);
     const index_t R = x.numel() / I_;
     for (index_t r = 0; r < R; ++r)
       for (index_t i = 0; i < I_; ++i) y[r * I_ + i] += skip_.value[i] * x[r * I_ + i];
   }
   // Saved from forward: A, x. dy (T,B,I) → dA (T,B,N) overwritten, dx +=, dW_out, dskip +=.
-  void post_backward(CView<S> dy, CView<S> A, CView<S>, CView<S> x, View<S> dA, View<S>,
-                     View<S> dx) {
-    linear_backward<S>(dy, A, out_proj_.value, dA, out_proj_.grad, nullptr);
+  void post_backward(const PostIn<S>& in, const PostGrad<S>& g) {
+    const CView<S> dy = g.dy, x = in.x;
+    const View<S> dx = g.dx;
+    linear_backward<S>(dy, in.A, out_proj_.value, g.dA, out_proj_.grad, nullptr);
     const index_t R = x.numel() / I_;
     for (index_t r = 0; r < R; ++r)
       for (index_t i = 0; i < I_; ++i) {
@@ -123,21 +124,24 @@ class LinearSsm {
       }
   }
 
-  // Saved from forward: a, √(1 − a²), the state checkpoints. dYk (T,B,K,N) →
-  // dP = db (T,B,N) +=, ddecay (K,N) +=. (The states are recomputed, Yk is not read.)
-  void recur_backward(CView<S> dYk, CView<S> P, CView<S> decay, CView<S>, View<S> dP,
-                      View<S> ddecay) {
-    scan_backward<false>(dYk, P, decay, {}, dP, ddecay, {}, dYk.dim(2));
+  // Saved from forward: a, √(1 − a²), the state checkpoints. dYk (T,B,K,N), dsT (B,K,N)
+  // or empty → dP = db (T,B,N) +=, ddecay (K,N) +=, ds0 (B,K,N) += where wanted. (The
+  // states are recomputed, Yk is not read.)
+  void recur_backward(const RecurIn<S>& in, CView<S>, const RecurGrad<S>& g) {
+    scan_backward<false>(g.dYk, in.P, in.decay, {}, g.dsT, g.dP, g.ddecay, {}, g.ds0, g.dYk.dim(2));
   }
-  // Saved from forward: the same. dA (T,B,N), α (T,B,K) → dP +=, ddecay +=,
-  // dα (T,B,K) = ⟨dA_t, h^k_t⟩ overwritten.
-  void recur_mixed_backward(CView<S> dA, CView<S> P, CView<S> decay, CView<S> alpha, View<S> dP,
-                            View<S> ddecay, View<S> dalpha) {
-    scan_backward<true>(dA, P, decay, alpha, dP, ddecay, dalpha, alpha.dim(2));
+  // Saved from forward: the same. dA (T,B,N), α (T,B,K), dsT → dP +=, ddecay +=,
+  // dα (T,B,K) = ⟨dA_t, h^k_t⟩ overwritten, ds0 += where wanted.
+  void recur_mixed_backward(const RecurIn<S>& in, CView<S> alpha, const MixedGrad<S>& g) {
+    scan_backward<true>(g.dA, in.P, in.decay, alpha, g.dsT, g.dP, g.ddecay, g.dalpha, g.ds0,
+                        alpha.dim(2));
   }
 
-  // Saved from forward: x. dP = db (T,B,N) → dx +=, dW_in +=.
-  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
+  // Saved from forward: x. dP = db (T,B,N) → dx +=, dW_in +=. The state does not enter
+  // pre: ds0 gets nothing here.
+  void pre_backward(const PreIn<S>& in, const PreGrad<S>& g) {
+    const CView<S> dP = g.dP, x = in.x;
+    const View<S> dx = g.dx;
     const index_t R = x.numel() / I_;
     matmul(dP.data, false, in_proj_.value.data, false, dx.data, R, I_, N_, true);
     matmul(dP.data, true, x.data, false, in_proj_.grad.data, N_, I_, R, true);
@@ -196,15 +200,20 @@ class LinearSsm {
   // stays in cache. The outputs' gradient is dYk (T,B,K,N), or with kMixed dA (T,B,N)
   // and α: ∂L/∂h^k_t = α_{t,k} dA_t, and dα (T,B,K) = ⟨dA_t, h^k_t⟩ is written. Per
   // (b,k,n): G_t = ∂L/∂h_t + a G_{t+1}; ∂L/∂b_t = Σ_k g_k G_t; ∂L/∂a = Σ_t G_t h_{t−1};
-  // ∂L/∂g = Σ_t G_t b_t. → dP = db (T,B,N) +=, ddecay (K,N) +=.
+  // ∂L/∂g = Σ_t G_t b_t. → dP = db (T,B,N) +=, ddecay (K,N) +=. The final state is
+  // h_{T−1}: its gradient dsT starts the carry; the initial state's, a G_0, is what the
+  // carry holds at the end.
   template <bool kMixed>
-  void scan_backward(CView<S> dout, CView<S> P, CView<S> decay, CView<S> alpha, View<S> dP,
-                     View<S> ddecay, View<S> dalpha, index_t K) {
+  void scan_backward(CView<S> dout, CView<S> P, CView<S> decay, CView<S> alpha, CView<S> dsT,
+                     View<S> dP, View<S> ddecay, View<S> dalpha, View<S> ds0, index_t K) {
     const index_t T = dout.dim(0), B = dout.dim(1), N = N_;
     const S* a = coef_a_.data();
     const S* g = coef_g_.data();
     carry_.resize({B, K, N});
-    carry_.zero();
+    if (dsT.empty())
+      carry_.zero();
+    else
+      std::copy(dsT.begin(), dsT.end(), carry_.data());
     partial_.resize({B, K, 2 * N});  // per sequence: ∂L/∂a, ∂L/∂g (reduced over b below)
     partial_.zero();
     chunk_.resize({B, kChunk + 1, K, N});
@@ -267,6 +276,8 @@ class LinearSsm {
         const double ak = std::exp(-nu), gk = std::sqrt(-std::expm1(-2 * nu));
         ddecay[k * N + n] += S(da * (-ak * nu) + dg * (nu * ak * ak / gk));
       }
+    if (!ds0.empty())
+      for (index_t i = 0; i < ds0.numel(); ++i) ds0[i] += carry_[i];
   }
 
   // a = e^{−ν} and g = √(1 − a²) = √(−expm1(−2ν)), in double: expm1 keeps g accurate for

@@ -15,10 +15,14 @@
 // state and recur sees x because a cell's state may include shared input history
 // (RWKV's token shift keeps the last x).
 //
+// Every part takes its arguments as a named struct (below), so a part reads the names it
+// needs and ignores the rest, and an added argument breaks no cell.
+//
 // Backward protocol (called by Perspectives in this order, after a forward that saved
 // what each part needs): post_backward overwrites dA; then recur_backward and
-// pre_backward accumulate into dP and dx, which the wrapper has zeroed, and every
-// part accumulates its parameter gradients.
+// pre_backward accumulate into dP, dx and ds0, which the wrapper has zeroed, and every
+// part accumulates its parameter gradients. A gradient of the final state (dsT) enters
+// recur_backward; the initial state's (ds0) leaves recur_backward and pre_backward.
 #pragma once
 
 #include <concepts>
@@ -57,10 +61,98 @@ struct StepContext {
   std::uint64_t step = 0;
 };
 
+// The parts' arguments, by name. Shapes per call: T steps, B sequences, K perspectives;
+// Sw = state_width(), Dp = pre_width(), Dy = recur_width(), D = decay_width(). An empty
+// view means "none": no initial state (zeros), no final state wanted, no gradient
+// entering or wanted. "+=" marks accumulators the wrapper has zeroed or that already hold
+// other parts' shares; backward parts never read the forward's s0 from their arguments
+// (the caller's state buffer holds sT by then): they keep what they need.
+template <class S>
+struct PreIn {
+  CView<S> x;   // (T,B,I)
+  CView<S> s0;  // (B,K,Sw) or empty
+};
+template <class S>
+struct PreGrad {
+  CView<S> dP;  // (T,B,Dp) in
+  View<S> dx;   // (T,B,I) +=
+  View<S> ds0;  // (B,K,Sw) +=, or empty: not wanted
+};
+template <class S>
+struct RecurIn {
+  CView<S> x;      // (T,B,I)
+  CView<S> P;      // (T,B,Dp)
+  CView<S> decay;  // (K,D)
+  CView<S> s0;     // (B,K,Sw) or empty
+};
+template <class S>
+struct RecurOut {
+  View<S> Yk;  // (T,B,K,Dy)
+  View<S> sT;  // (B,K,Sw) or empty; may alias s0
+};
+template <class S>
+struct RecurGrad {
+  CView<S> dYk;    // (T,B,K,Dy) in
+  CView<S> dsT;    // (B,K,Sw) in, or empty: no gradient enters through the final state
+  View<S> dP;      // (T,B,Dp) +=
+  View<S> ddecay;  // (K,D) +=
+  View<S> ds0;     // (B,K,Sw) +=, or empty: not wanted (then it costs nothing)
+  View<S> dx;      // (T,B,I) +=, for a state that holds input history (RWKV's last x)
+};
+// The mixed scan (MixingCell): the aggregation inside the recurrence.
+template <class S>
+struct MixedOut {
+  View<S> A;   // (T,B,Dy) = Σ_k α_k Yk
+  View<S> sT;  // (B,K,Sw) or empty; may alias s0
+};
+template <class S>
+struct MixedGrad {
+  CView<S> dA;     // (T,B,Dy) in
+  CView<S> dsT;    // (B,K,Sw) in, or empty
+  View<S> dP;      // (T,B,Dp) +=
+  View<S> ddecay;  // (K,D) +=
+  View<S> dalpha;  // (T,B,K) overwritten: ⟨dA_t, Yk_t^k⟩
+  View<S> ds0;     // (B,K,Sw) +=, or empty
+  View<S> dx;      // (T,B,I) +=
+};
+template <class S>
+struct PostIn {
+  CView<S> A;  // (T,B,Dy)
+  CView<S> P;  // (T,B,Dp)
+  CView<S> x;  // (T,B,I)
+};
+template <class S>
+struct PostGrad {
+  CView<S> dy;  // (T,B,O) in
+  View<S> dA;   // (T,B,Dy) overwritten
+  View<S> dP;   // (T,B,Dp) +=; empty after a fused forward (FusedCell), which has no P
+  View<S> dx;   // (T,B,I) +=
+};
+template <class S>
+struct AggIn {
+  CView<S> Yk;  // (T,B,K,D)
+  CView<S> x;   // (T,B,I), for selectors that look at the input
+};
+template <class S>
+struct AggGrad {
+  CView<S> dA;  // (T,B,D) in
+  View<S> dYk;  // (T,B,K,D) overwritten
+  View<S> dx;   // (T,B,I) +=
+};
+template <class S>
+struct WeightsGrad {
+  CView<S> dalpha;  // (T,B,K) in
+  View<S> dx;       // (T,B,I) +=
+};
+
 template <class C>
-concept Cell = requires(C c, const C cc, ParamStore<typename C::Scalar>& store,
-                        const std::string& prefix, RngSequence& rng, LayerPosition pos,
-                        CView<typename C::Scalar> in, View<typename C::Scalar> out) {
+concept Cell = requires(
+    C c, const C cc, ParamStore<typename C::Scalar>& store, const std::string& prefix,
+    RngSequence& rng, LayerPosition pos, View<typename C::Scalar> out, CView<typename C::Scalar> in,
+    const PreIn<typename C::Scalar>& pre_in, const PreGrad<typename C::Scalar>& pre_grad,
+    const RecurIn<typename C::Scalar>& recur_in, const RecurOut<typename C::Scalar>& recur_out,
+    const RecurGrad<typename C::Scalar>& recur_grad, const PostIn<typename C::Scalar>& post_in,
+    const PostGrad<typename C::Scalar>& post_grad) {
   typename C::Scalar;
   typename C::Config;
   { C::kName } -> std::convertible_to<std::string_view>;
@@ -72,19 +164,20 @@ concept Cell = requires(C c, const C cc, ParamStore<typename C::Scalar>& store,
   { cc.output_width() } -> std::same_as<index_t>;  // O
   c.declare(store, prefix);                        // registers the cell's own tensors (not decay)
   c.bind(store);
-  c.init(rng, out, pos);       // initialises the cell's tensors and writes the base decay (D)
-  c.pre_forward(in, in, out);  // x, s0 → P
-  c.recur_forward(in, in, in, in, out, out);       // x, P, decay, s0 → Yk, sT
-  c.post_forward(in, in, in, out);                 // A, P, x → y
-  c.post_backward(in, in, in, in, out, out, out);  // dy, A, P, x → dA, dP+, dx+
-  c.recur_backward(in, in, in, in, out, out);      // dYk, P, decay, Yk → dP+, ddecay+
-  c.pre_backward(in, in, out);                     // dP, x → dx+
+  c.init(rng, out, pos);                       // the cell's tensors; writes the base decay (D)
+  c.pre_forward(pre_in, out);                  // x, s0 → P
+  c.recur_forward(recur_in, recur_out);        // x, P, decay, s0 → Yk, sT
+  c.post_forward(post_in, out);                // A, P, x → y
+  c.post_backward(post_in, post_grad);         // dy → dA, dP+, dx+
+  c.recur_backward(recur_in, in, recur_grad);  // Yk; dYk, dsT → dP+, ddecay+, ds0+, dx+
+  c.pre_backward(pre_in, pre_grad);            // dP → dx+, ds0+
 };
 
 template <class A>
 concept Aggregator = requires(A a, ParamStore<typename A::Scalar>& store, const std::string& prefix,
-                              RngSequence& rng, CView<typename A::Scalar> in,
-                              View<typename A::Scalar> out, const StepContext& ctx,
+                              RngSequence& rng, View<typename A::Scalar> out,
+                              const AggIn<typename A::Scalar>& agg_in,
+                              const AggGrad<typename A::Scalar>& agg_grad, const StepContext& ctx,
                               std::uint64_t noise_stream) {
   typename A::Scalar;
   typename A::Options;
@@ -92,8 +185,8 @@ concept Aggregator = requires(A a, ParamStore<typename A::Scalar>& store, const 
   a.declare(store, prefix);
   a.bind(store);
   a.init(rng);
-  a.forward(in, in, out, ctx, noise_stream);  // Yk (T,B,K,D), x (T,B,I) → A (T,B,D)
-  a.backward(in, in, in, out, out);           // dA, Yk, x → dYk (overwrite), dx+
+  a.forward(agg_in, out, ctx, noise_stream);  // Yk, x → A (T,B,D)
+  a.backward(agg_in, agg_grad);               // dA → dYk (overwritten), dx+
 };
 
 // An aggregator whose output is a per-(t, b) weighting of the perspectives,
@@ -101,11 +194,11 @@ concept Aggregator = requires(A a, ParamStore<typename A::Scalar>& store, const 
 // weights_forward computes and saves α; weights_backward takes dα_{t,k} = ⟨dA_t, Yk_t⟩.
 template <class A>
 concept WeightingAggregator = Aggregator<A> &&
-    requires(A a, CView<typename A::Scalar> in, View<typename A::Scalar> out,
+    requires(A a, CView<typename A::Scalar> x, const WeightsGrad<typename A::Scalar>& grad,
              const StepContext& ctx, std::uint64_t noise_stream) {
   // x (T,B,I) → α (T,B,K), owned by the aggregator
-  { a.weights_forward(in, ctx, noise_stream) } -> std::same_as<CView<typename A::Scalar>>;
-  a.weights_backward(in, in, out);  // dα (T,B,K), x → dx+
+  { a.weights_forward(x, ctx, noise_stream) } -> std::same_as<CView<typename A::Scalar>>;
+  a.weights_backward(x, grad);  // dα → dx+
 };
 
 // A cell that can apply such weights inside its recurrence, so that the per-perspective
@@ -113,9 +206,10 @@ concept WeightingAggregator = Aggregator<A> &&
 // whose scans are memory-bound. The mixed and unmixed paths compute the same function.
 template <class C>
 concept MixingCell = Cell<C> &&
-    requires(C c, CView<typename C::Scalar> in, View<typename C::Scalar> out) {
-  c.recur_mixed_forward(in, in, in, in, in, out, out);    // x, P, decay, s0, α → A, sT
-  c.recur_mixed_backward(in, in, in, in, out, out, out);  // dA, P, decay, α → dP+, ddecay+, dα
+    requires(C c, CView<typename C::Scalar> alpha, const RecurIn<typename C::Scalar>& in,
+             const MixedOut<typename C::Scalar>& out, const MixedGrad<typename C::Scalar>& grad) {
+  c.recur_mixed_forward(in, alpha, out);    // x, P, decay, s0, α → A, sT
+  c.recur_mixed_backward(in, alpha, grad);  // dA, dsT → dP+, ddecay+, dα, ds0+, dx+
 };
 
 }  // namespace mtp

@@ -7,6 +7,7 @@
 #include <map>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "mtp/core/error.hpp"
@@ -120,7 +121,6 @@ struct FusedRnn::Impl {
     p.workspace = dnnl::memory(p.fwd_pd.workspace_desc(), engine);
     for (dnnl::memory* m : {&p.h0, &p.c0, &p.hT, &p.cT, &p.dh0, &p.dc0, &p.dhT, &p.dcT})
       *m = dnnl::memory(state_md, engine);
-    for (dnnl::memory* m : {&p.dhT, &p.dcT}) zero(*m);  // no gradient arrives through sT
     p.to_fwd_ih = dnnl::reorder(p.user_w_ih, p.fwd_w_ih);
     p.to_fwd_hh = dnnl::reorder(p.user_w_hh, p.fwd_w_hh);
     p.to_bwd_ih = dnnl::reorder(p.user_w_ih, p.bwd_w_ih);
@@ -240,7 +240,8 @@ void FusedRnn::forward(const float* x, const float* w_ih, const float* w_hh, con
   if (cT) std::copy_n(Impl::data(p.cT), BH, cT);
 }
 
-void FusedRnn::backward(const float* dy, float* dx, float* dw_ih, float* dw_hh, float* dbias) {
+void FusedRnn::backward(const float* dy, const float* dhT, const float* dcT, float* dx,
+                        float* dw_ih, float* dw_hh, float* dbias, float* dh0, float* dc0) {
   Impl& m = *impl_;
   MTP_CHECK(m.last != nullptr, "fused RNN backward before any forward");
   Plan& p = *m.last;
@@ -254,6 +255,13 @@ void FusedRnn::backward(const float* dy, float* dx, float* dw_ih, float* dw_hh, 
   std::fill_n(dbias, 4 * m.H, 0.f);
   p.dy.set_data_handle(const_cast<float*>(dy));
   p.dbias.set_data_handle(dbias);
+  const index_t BH = m.B * m.H;
+  for (auto [from, to] : {std::pair{dhT, &p.dhT}, std::pair{dcT, &p.dcT}}) {
+    if (from)
+      std::copy_n(from, BH, Impl::data(*to));
+    else
+      Impl::zero(*to);
+  }
 
   p.bwd.execute(m.stream, p.bwd_args);
   m.reorder(p.from_dw_ih, p.dw_ih, p.user_dw_ih);
@@ -265,6 +273,8 @@ void FusedRnn::backward(const float* dy, float* dx, float* dw_ih, float* dw_hh, 
   const float* d = p.dx_scratch.data();
 #pragma omp parallel for simd if (n > 65536)
   for (index_t i = 0; i < n; ++i) dx[i] += d[i];
+  if (dh0) std::copy_n(Impl::data(p.dh0), BH, dh0);
+  if (dc0) std::copy_n(Impl::data(p.dc0), BH, dc0);
 }
 
 }  // namespace mtp

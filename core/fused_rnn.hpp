@@ -41,10 +41,12 @@ class FusedRnn {
                const float* h0, const float* c0, float* y, float* hT, float* cT, index_t T,
                index_t B, index_t I, index_t H);
 
-  // After forward, with the same weights: dy (T,B,H) → dx (T,B,I) +=, dw_ih and dw_hh
-  // += (PyTorch layout), dbias (Gb·H) overwritten (oneDNN's gate order). The initial
-  // state gets no gradient (the perspective layer does not propagate into s0).
-  void backward(const float* dy, float* dx, float* dw_ih, float* dw_hh, float* dbias);
+  // After forward, with the same weights: dy (T,B,H), dhT [dcT] (B,H) or null (none
+  // enters through the final state) → dx (T,B,I) +=, dw_ih and dw_hh += (PyTorch
+  // layout), dbias (Gb·H) overwritten (oneDNN's gate order), dh0 [dc0] (B,H)
+  // overwritten where not null. dcT/dc0 are LSTM only.
+  void backward(const float* dy, const float* dhT, const float* dcT, float* dx, float* dw_ih,
+                float* dw_hh, float* dbias, float* dh0, float* dc0);
 
   // How many primitive pairs this object has created (for tests of the cache).
   index_t plans_created() const;

@@ -23,11 +23,11 @@ namespace mtp {
 // (the matrix cells at K = 1: oneDNN's fused RNN). fused_forward returns whether it
 // ran; fused_backward then replaces recur_backward + pre_backward.
 template <class C>
-concept FusedCell = requires(C c, CView<typename C::Scalar> in, View<typename C::Scalar> out,
-                             bool training) {
-  // x, decay, s0 → Yk, sT
-  { c.fused_forward(in, in, in, out, out, training) } -> std::same_as<bool>;
-  c.fused_backward(in, out, out);  // dYk → dx+, ddecay+
+concept FusedCell = requires(C c, const RecurIn<typename C::Scalar>& in,
+                             const RecurOut<typename C::Scalar>& out,
+                             const RecurGrad<typename C::Scalar>& grad, bool training) {
+  { c.fused_forward(in, out, training) } -> std::same_as<bool>;  // x, decay, s0 → Yk, sT
+  c.fused_backward(grad);  // dYk, dsT → dx+, ddecay+, ds0+ (dP unused: no P)
 };
 
 template <Cell C, Aggregator Agg>
@@ -129,31 +129,45 @@ class Perspectives {
     const std::uint64_t noise_stream = noise_stream_;
     forward_x_ = Fingerprint::of(x);
     fused_ = mixed_ = false;
+    const RecurIn<S> recur{.x = x, .P = P_.view(), .decay = decay_.value, .s0 = state};
     if constexpr (MixingCell<C> && WeightingAggregator<Agg>) {
       if (cfg_.mixed_scan) {
         mixed_ = true;
         Yk_.resize({0});
-        cell_.pre_forward(x, state, P_);
+        cell_.pre_forward({.x = x, .s0 = state}, P_);
         alpha_ = agg_.weights_forward(x, ctx, noise_stream);
-        cell_.recur_mixed_forward(x, P_.view(), decay_.value, state, alpha_, A_.view(), state);
-        cell_.post_forward(A_.view(), P_.view(), x, y);
+        cell_.recur_mixed_forward(recur, alpha_, {.A = A_.view(), .sT = state});
+        cell_.post_forward({.A = A_.view(), .P = P_.view(), .x = x}, y);
         return;
       }
     }
     Yk_.resize({T, B, K_, cell_.recur_width()});
-    if constexpr (FusedCell<C>)
-      fused_ = cell_.fused_forward(x, decay_.value, state, Yk_.view(), state, ctx.training);
+    const RecurOut<S> out{.Yk = Yk_.view(), .sT = state};
+    if constexpr (FusedCell<C>) fused_ = cell_.fused_forward(recur, out, ctx.training);
     if (!fused_) {
-      cell_.pre_forward(x, state, P_);
-      cell_.recur_forward(x, P_.view(), decay_.value, state, Yk_.view(), state);
+      cell_.pre_forward({.x = x, .s0 = state}, P_);
+      cell_.recur_forward(recur, out);
     }
-    agg_.forward(Yk_.view(), x, A_.view(), ctx, noise_stream);
-    cell_.post_forward(A_.view(), P_.view(), x, y);
+    agg_.forward({.Yk = Yk_.view(), .x = x}, A_.view(), ctx, noise_stream);
+    cell_.post_forward({.A = A_.view(), .P = P_.view(), .x = x}, y);
   }
 
+  // The gradients of the carried state, for backward: dsT (B,K,Sw), the loss's gradient
+  // with respect to the final state the forward wrote, or empty (none: the usual case,
+  // truncated backpropagation); ds0 (B,K,Sw), overwritten with the gradient of the
+  // initial state, or empty (not wanted: then nothing is spent on it). They let a caller
+  // chain layers over time (backpropagation through a stream cut into calls) or learn an
+  // initial state.
+  struct StateGrad {
+    MTP_DESIGNATED_ONLY;
+    CView<S> dsT{};
+    View<S> ds0{};
+  };
+
   // Saved from forward: P, Yk (unless mixed), A, and whatever the cell and aggregator saved.
-  // dy (T,B,O) → dx (T,B,I), overwritten; parameter gradients accumulate.
-  void backward(CView<S> x, CView<S> dy, View<S> dx) {
+  // dy (T,B,O) → dx (T,B,I), overwritten; parameter gradients accumulate; the state's
+  // gradients as StateGrad says.
+  void backward(CView<S> x, CView<S> dy, View<S> dx, const StateGrad& state = StateGrad{}) {
     MTP_CHECK(P_.numel() > 0, "perspective layer backward before any forward");
     check_shape(x.shape, {P_.shape()[0], P_.shape()[1], input_width()},
                 "perspective layer x (backward takes the last forward's input)");
@@ -163,6 +177,12 @@ class Perspectives {
               prefix_);
     check_shape(dy.shape, {x.dim(0), x.dim(1), output_width()}, "perspective layer dy");
     check_shape(dx.shape, x.shape, "perspective layer dx");
+    const Shape state_shape{x.dim(1), K_, state_width()};
+    if (!state.dsT.empty()) check_shape(state.dsT.shape, state_shape, "perspective layer dsT");
+    if (!state.ds0.empty()) {
+      check_shape(state.ds0.shape, state_shape, "perspective layer ds0");
+      std::fill(state.ds0.begin(), state.ds0.end(), S(0));
+    }
     dA_.resize(A_.shape());
     // After the fast path nothing reads or writes dP (its cells' post is the identity):
     // post_backward gets an empty view, and the (T,B,Dp) buffer is not cleared.
@@ -173,27 +193,43 @@ class Perspectives {
       dP = dP_.view();
     }
     std::fill(dx.begin(), dx.end(), S(0));
-    cell_.post_backward(dy, A_.view(), P_.view(), x, dA_.view(), dP, dx);
+    const PostIn<S> post{.A = A_.view(), .P = P_.view(), .x = x};
+    cell_.post_backward(post, {.dy = dy, .dA = dA_.view(), .dP = dP, .dx = dx});
+    // s0 is not passed: the caller's state buffer holds sT by now (the parts kept s0).
+    const RecurIn<S> recur{.x = x, .P = P_.view(), .decay = decay_.value, .s0 = {}};
+    const PreIn<S> pre{.x = x, .s0 = {}};
     if constexpr (MixingCell<C> && WeightingAggregator<Agg>) {
       if (mixed_) {
         dalpha_.resize({x.dim(0), x.dim(1), K_});
-        cell_.recur_mixed_backward(dA_.view(), P_.view(), decay_.value, alpha_, dP, decay_.grad,
-                                   dalpha_.view());
-        agg_.weights_backward(dalpha_.view(), x, dx);
-        cell_.pre_backward(dP, x, dx);
+        cell_.recur_mixed_backward(recur, alpha_,
+                                   {.dA = dA_.view(),
+                                    .dsT = state.dsT,
+                                    .dP = dP,
+                                    .ddecay = decay_.grad,
+                                    .dalpha = dalpha_.view(),
+                                    .ds0 = state.ds0,
+                                    .dx = dx});
+        agg_.weights_backward(x, {.dalpha = dalpha_.view(), .dx = dx});
+        cell_.pre_backward(pre, {.dP = dP, .dx = dx, .ds0 = state.ds0});
         return;
       }
     }
     dYk_.resize(Yk_.shape());
-    agg_.backward(dA_.view(), Yk_.view(), x, dYk_.view(), dx);
+    agg_.backward({.Yk = Yk_.view(), .x = x}, {.dA = dA_.view(), .dYk = dYk_.view(), .dx = dx});
+    const RecurGrad<S> grad{.dYk = dYk_.view(),
+                            .dsT = state.dsT,
+                            .dP = dP,
+                            .ddecay = decay_.grad,
+                            .ds0 = state.ds0,
+                            .dx = dx};
     if constexpr (FusedCell<C>) {
       if (fused_) {
-        cell_.fused_backward(dYk_.view(), dx, decay_.grad);
+        cell_.fused_backward(grad);
         return;
       }
     }
-    cell_.recur_backward(dYk_.view(), P_.view(), decay_.value, Yk_.view(), dP, decay_.grad);
-    cell_.pre_backward(dP, x, dx);
+    cell_.recur_backward(recur, Yk_.view(), grad);
+    cell_.pre_backward(pre, {.dP = dP, .dx = dx, .ds0 = state.ds0});
   }
 
   // Floats per (t, b) the layer keeps between forward and backward, with backward's

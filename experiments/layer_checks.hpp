@@ -3,6 +3,8 @@
 //  - gradients of x and of every parameter against central differences, in double, for
 //    K = 1, 2, 3, with a carried state, across the scans' state checkpoints (T = 37),
 //    and in training mode for each of the aggregator's check options (noise, top-k, ...);
+//    with a carried state, the loss also reads the final state, and the initial state's
+//    gradient is checked too;
 //  - the float path against the double path on the same parameters;
 //  - a sequence run in chunks with the state carried equals it run whole;
 //  - for cells that mix inside their scan, the mixed scan equals recur + aggregator.
@@ -121,7 +123,8 @@ std::vector<typename Mixer::Scalar> random_state(const Mixer& layer, index_t B, 
   return s;
 }
 
-// Gradients of L = ⟨y, R⟩ against central differences, in double.
+// Gradients of L = ⟨y, R⟩ against central differences, in double; with a carried state
+// L = ⟨y, R⟩ + ⟨sT, Q⟩, and the initial state's gradient as well.
 template <class Mixer>
 void gradients(std::vector<CheckResult>& out, const std::string& label, int K,
                const typename Mixer::AggregatorType::Options& o, bool state, bool training,
@@ -132,8 +135,10 @@ void gradients(std::vector<CheckResult>& out, const std::string& label, int K,
   std::vector<double> x(T * B * I), R(T * B * O);
   fill_normal(x.data(), index_t(x.size()), 3);
   fill_normal(R.data(), index_t(R.size()), 4);
-  const std::vector<double> s0 = random_state(t.layer, B, K, 5);
+  std::vector<double> s0 = random_state(t.layer, B, K, 5);
   const Shape xs{T, B, I}, ys{T, B, O}, ss{B, index_t(K), t.layer.state_width()};
+  std::vector<double> Q(ss.numel());
+  fill_normal(Q.data(), index_t(Q.size()), 6);
   const StepContext ctx{.training = training, .seed = 42, .step = 7};
   Tensor<double> y(ys), s(ss);
   auto loss = [&] {
@@ -141,18 +146,26 @@ void gradients(std::vector<CheckResult>& out, const std::string& label, int K,
     t.layer.forward(CView<double>(x.data(), xs), y.view(), ctx, state ? s.view() : View<double>{});
     double l = 0;
     for (index_t i = 0; i < y.numel(); ++i) l += y[i] * R[i];
+    if (state)
+      for (index_t i = 0; i < s.numel(); ++i) l += s[i] * Q[i];
     return l;
   };
   loss();
   t.store.zero_grad();
-  Tensor<double> dx(xs);
-  t.layer.backward(CView<double>(x.data(), xs), CView<double>(R.data(), ys), dx.view());
+  Tensor<double> dx(xs), ds0(ss);
+  using StateGrad = typename Mixer::StateGrad;
+  t.layer.backward(
+      CView<double>(x.data(), xs), CView<double>(R.data(), ys), dx.view(),
+      state ? StateGrad{.dsT = CView<double>(Q.data(), ss), .ds0 = ds0.view()} : StateGrad{});
   const std::vector<double> grads(t.store.grads(), t.store.grads() + t.store.size());
   out.push_back(
       {"gradients " + label + ": x",
        gradient_error(x.data(), std::vector<double>(dx.data(), dx.data() + dx.numel()).data(),
                       dx.numel(), loss),
        tol});
+  if (state)
+    out.push_back({"gradients " + label + ": initial state",
+                   gradient_error(s0.data(), ds0.data(), ds0.numel(), loss), tol});
   for (const ParamInfo& p : t.store.infos())
     out.push_back({"gradients " + label + ": " + p.name,
                    gradient_error(t.store.values() + p.offset, grads.data() + p.offset,
@@ -233,16 +246,19 @@ void mixed_scan(std::vector<CheckResult>& out, int K,
   fill_normal(dy.data(), index_t(dy.size()), 22);
   const std::vector<double> s0 = random_state(mixed.layer, B, K, 23);
   const Shape xs{T, B, I}, ys{T, B, O}, ss{B, index_t(K), mixed.layer.state_width()};
+  std::vector<double> dsT(ss.numel());
+  fill_normal(dsT.data(), index_t(dsT.size()), 24);
   const StepContext ctx{.training = true, .seed = 5, .step = 11};
   struct Run {
-    Tensor<double> y, state, dx;
+    Tensor<double> y, state, dx, ds0;
   };
   const auto run = [&](CheckLayer<Mixer>& t) {
-    Run r{Tensor<double>(ys), Tensor<double>(ss), Tensor<double>(xs)};
+    Run r{Tensor<double>(ys), Tensor<double>(ss), Tensor<double>(xs), Tensor<double>(ss)};
     std::copy(s0.begin(), s0.end(), r.state.data());
     t.layer.forward(CView<double>(x.data(), xs), r.y.view(), ctx, r.state.view());
     t.store.zero_grad();
-    t.layer.backward(CView<double>(x.data(), xs), CView<double>(dy.data(), ys), r.dx.view());
+    t.layer.backward(CView<double>(x.data(), xs), CView<double>(dy.data(), ys), r.dx.view(),
+                     {.dsT = CView<double>(dsT.data(), ss), .ds0 = r.ds0.view()});
     return r;
   };
   const Run m = run(mixed), s = run(separate);
@@ -252,6 +268,8 @@ void mixed_scan(std::vector<CheckResult>& out, int K,
   out.push_back({label + ": final state",
                  relative_error(m.state.data(), s.state.data(), m.state.numel()), 1e-13});
   out.push_back({label + ": dx", relative_error(m.dx.data(), s.dx.data(), m.dx.numel()), 1e-12});
+  out.push_back({label + ": initial state's gradient",
+                 relative_error(m.ds0.data(), s.ds0.data(), m.ds0.numel()), 1e-12});
   for (const ParamInfo& p : mixed.store.infos())
     out.push_back({label + ": grad " + p.name,
                    relative_error(mixed.store.grads() + p.offset, separate.store.grads() + p.offset,

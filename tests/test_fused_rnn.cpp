@@ -1,7 +1,8 @@
 // The fast path of the matrix cells, oneDNN's fused LSTM / LBR-GRU primitive at K = 1,
 // against the plain path it replaces (the reference, matrix_cell.hpp), in float and
 // against the double path: outputs, final state, dx and every gradient, with a random
-// decay (folded into a gate's bias) and a random initial state; carried state across
+// decay (folded into a gate's bias) and a random initial state, a gradient entering
+// through the final state and the initial state's; carried state across
 // chunks; where the fast path must not run; and the per-shape primitive cache.
 #include <gtest/gtest.h>
 
@@ -39,22 +40,27 @@ struct Layer {
 
 using exp::checks::relative_error;
 
-// One forward (with state in and out) and backward; returns y, sT and dx concatenated,
-// gradients stay in the layer's store.
+// One forward (with state in and out) and backward (with dsT when given); returns y,
+// sT, dx and ds0 (when dsT is given) concatenated; gradients stay in the layer's store.
 template <class L, class S>
 std::vector<S> run(L& l, const std::vector<S>& x, const std::vector<S>& dy,
-                   const std::vector<S>& s0, index_t T, index_t B) {
+                   const std::vector<S>& s0, index_t T, index_t B, const std::vector<S>& dsT = {}) {
   const index_t I = l.layer.input_width(), O = l.layer.output_width();
   const int K = l.layer.perspectives();
-  Tensor<S> y({T, B, O}), dx({T, B, I}), state({B, index_t(K), l.layer.state_width()});
+  const Shape ss{B, index_t(K), l.layer.state_width()};
+  Tensor<S> y({T, B, O}), dx({T, B, I}), state(ss), ds0(ss);
   std::copy(s0.begin(), s0.end(), state.data());
   l.store.zero_grad();
   l.layer.forward(CView<S>(x.data(), {T, B, I}), y.view(),
                   StepContext{.training = true, .seed = 1, .step = 2}, state.view());
-  l.layer.backward(CView<S>(x.data(), {T, B, I}), CView<S>(dy.data(), {T, B, O}), dx.view());
+  using StateGrad = typename L::Mixer::StateGrad;
+  l.layer.backward(
+      CView<S>(x.data(), {T, B, I}), CView<S>(dy.data(), {T, B, O}), dx.view(),
+      dsT.empty() ? StateGrad{} : StateGrad{.dsT = CView<S>(dsT.data(), ss), .ds0 = ds0.view()});
   std::vector<S> out(y.data(), y.data() + y.numel());
   out.insert(out.end(), state.data(), state.data() + state.numel());
   out.insert(out.end(), dx.data(), dx.data() + dx.numel());
+  if (!dsT.empty()) out.insert(out.end(), ds0.data(), ds0.data() + ds0.numel());
   return out;
 }
 
@@ -69,23 +75,25 @@ void fused_matches_plain(index_t T, index_t B, index_t I, index_t H, double scal
   fused.set_params(params);
   plain.set_params(params);
   reference.set_params(params);
-  std::vector<double> x(T * B * I), dy(T * B * H), s0(B * fused.layer.state_width());
+  std::vector<double> x(T * B * I), dy(T * B * H), s0(B * fused.layer.state_width()),
+      dsT(s0.size());
   test::fill_normal(x, 2);
   test::fill_normal(dy, 3);
   test::fill_normal(s0, 4, 0.5);
+  test::fill_normal(dsT, 5);
   const std::vector<float> xf(x.begin(), x.end()), dyf(dy.begin(), dy.end()),
-      s0f(s0.begin(), s0.end());
+      s0f(s0.begin(), s0.end()), dsTf(dsT.begin(), dsT.end());
 
-  const std::vector<float> a = run(fused, xf, dyf, s0f, T, B);
+  const std::vector<float> a = run(fused, xf, dyf, s0f, T, B, dsTf);
   EXPECT_TRUE(fused.layer.used_fast_path()) << "K = 1 in float over T > 1 steps is fused";
-  const std::vector<float> b = run(plain, xf, dyf, s0f, T, B);
+  const std::vector<float> b = run(plain, xf, dyf, s0f, T, B, dsTf);
   EXPECT_FALSE(plain.layer.used_fast_path());
-  const std::vector<double> r = run(reference, x, dy, s0, T, B);
+  const std::vector<double> r = run(reference, x, dy, s0, T, B, dsT);
 
-  const index_t ny = T * B * H, ns = B * fused.layer.state_width();
-  const char* part[] = {"y", "sT", "dx"};
-  const index_t begin[] = {0, ny, ny + ns}, size[] = {ny, ns, T * B * I};
-  for (int i = 0; i < 3; ++i) {
+  const index_t ny = T * B * H, ns = B * fused.layer.state_width(), nx = T * B * I;
+  const char* part[] = {"y", "sT", "dx", "ds0"};
+  const index_t begin[] = {0, ny, ny + ns, ny + ns + nx}, size[] = {ny, ns, nx, ns};
+  for (int i = 0; i < 4; ++i) {
     EXPECT_LT(relative_error(a.data() + begin[i], b.data() + begin[i], size[i]), 1e-5) << part[i];
     EXPECT_LT(relative_error(a.data() + begin[i], r.data() + begin[i], size[i]), 2e-5) << part[i];
   }
@@ -215,7 +223,8 @@ TEST(FusedRnn, CreatesPrimitivesOncePerShape) {
   for (int step = 0; step < 3; ++step) {
     rnn.forward(x.data(), w_ih.data(), w_hh.data(), bias.data(), nullptr, nullptr, y.data(),
                 nullptr, nullptr, T, B, I, H);
-    rnn.backward(dy.data(), dx.data(), dw_ih.data(), dw_hh.data(), dbias.data());
+    rnn.backward(dy.data(), nullptr, nullptr, dx.data(), dw_ih.data(), dw_hh.data(), dbias.data(),
+                 nullptr, nullptr);
   }
   EXPECT_EQ(rnn.plans_created(), 1);
   rnn.forward(x.data(), w_ih.data(), w_hh.data(), bias.data(), nullptr, nullptr, y.data(), nullptr,

@@ -37,10 +37,9 @@ template <class S>
 class WrongDecayGradientGru : public Gru<S> {
  public:
   using Gru<S>::Gru;
-  void recur_backward(CView<S> dYk, CView<S> P, CView<S> decay, CView<S> Yk, View<S> dP,
-                      View<S> ddecay) {
-    Gru<S>::recur_backward(dYk, P, decay, Yk, dP, ddecay);
-    ddecay[0] += S(1e-3);
+  void recur_backward(const RecurIn<S>& in, CView<S> Yk, const RecurGrad<S>& grad) {
+    Gru<S>::recur_backward(in, Yk, grad);
+    grad.ddecay[0] += S(1e-3);
   }
 };
 

@@ -38,8 +38,11 @@ TEST(Wkv, StableScanMatchesNaiveSumFormula) {
   test::fill_normal(P, 2, 3.0);
   test::fill_normal(decay, 3);
   Tensor<double> Yk({T, B, K, C});
-  cell.recur_forward(CView<double>(x.data(), {T, B, C}), CView<double>(P.data(), {T, B, 3 * C}),
-                     CView<double>(decay.data(), {K, C}), {}, Yk.view(), {});
+  cell.recur_forward({.x = CView<double>(x.data(), {T, B, C}),
+                      .P = CView<double>(P.data(), {T, B, 3 * C}),
+                      .decay = CView<double>(decay.data(), {K, C}),
+                      .s0 = {}},
+                     {.Yk = Yk.view(), .sT = {}});
   double worst = 0;
   for (index_t b = 0; b < B; ++b)
     for (index_t k = 0; k < K; ++k)
@@ -124,6 +127,62 @@ TEST(Wkv, LongSequenceWithLargeKeysStaysFiniteAndAccurate) {
 // Token shift's backward, which splits the rows into slabs above 2^16 elements, against
 // the plain sums: dx_t = μ dxm_t + (1 − μ) dxm_{t+1}, dμ = Σ dxm_t (x_t − x_{t−1}), with
 // x_{−1} the carried x_prev.
+// The carried state's gradients where the final exponent p_T is still the initial p_0
+// (a large p_0 that no key overtakes within T steps: p_T = p_0 + T·w) and where it is a
+// key's: dsT's p plane reaches p_0 or that key, and w through the steps between. The
+// generated layer checks draw states where keys usually win; this pins both branches.
+TEST(Wkv, StateGradientsFollowWhatTheFinalExponentCameFrom) {
+  constexpr index_t T = 6, B = 2, K = 2, C = 3;
+  using Layer = Perspectives<RwkvTimeMix<double>, MeanAggregator<double>>;
+  Layer::Config cfg;
+  cfg.cell = {.channels = C};
+  cfg.perspectives = K;
+  Layer layer(cfg);
+  ParamStore<double> store;
+  attach_params(layer, store);
+  RngSequence rng(1, 2);
+  layer.init(rng);
+  RngSequence noise(3, 4);
+  for (index_t i = 0; i < store.size(); ++i) store.values()[i] += 0.3 * noise.normal();
+  const Shape xs{T, B, C}, ss{B, K, 4 * C};
+  std::vector<double> x(T * B * C), R(T * B * C), s0(ss.numel()), Q(ss.numel());
+  test::fill_normal(x, 5);
+  test::fill_normal(R, 6);
+  test::fill_normal(s0, 7, 0.5);
+  test::fill_normal(Q, 8);
+  for (index_t i = 0; i < B * K; ++i)
+    for (index_t c = 0; c < C; ++c) {
+      double* row = s0.data() + i * 4 * C;
+      row[C + c] = std::abs(row[C + c]) + 0.5;  // b > 0: a real history
+      if (i % 2 == 0) row[2 * C + c] = 40;      // p_0 stays the maximum for these rows
+    }
+  Tensor<double> y(xs), s(ss), dx(xs), ds0(ss);
+  const auto loss = [&] {
+    std::copy(s0.begin(), s0.end(), s.data());
+    layer.forward(CView<double>(x.data(), xs), y.view(), StepContext{}, s.view());
+    double l = 0;
+    for (index_t i = 0; i < y.numel(); ++i) l += y[i] * R[i];
+    for (index_t i = 0; i < s.numel(); ++i) l += s[i] * Q[i];
+    return l;
+  };
+  loss();
+  store.zero_grad();
+  layer.backward(CView<double>(x.data(), xs), CView<double>(R.data(), xs), dx.view(),
+                 {.dsT = CView<double>(Q.data(), ss), .ds0 = ds0.view()});
+  const std::vector<double> grads(store.grads(), store.grads() + store.size());
+  EXPECT_LT(test::gradcheck(s0.data(), ds0.data(), ds0.numel(), loss), 1e-7);
+  EXPECT_LT(test::gradcheck(x.data(), std::vector<double>(dx.data(), dx.data() + dx.numel()).data(),
+                            dx.numel(), loss),
+            1e-7);
+  for (const char* name : {"decay", "key.weight"}) {
+    const ParamInfo& p = store.info(store.find(name));
+    EXPECT_LT(
+        test::gradcheck(store.values() + p.offset, grads.data() + p.offset, p.shape.numel(), loss),
+        1e-7)
+        << name;
+  }
+}
+
 TEST(TokenShift, BackwardMatchesPlainSumsAboveTheThreadThreshold) {
   constexpr index_t T = 20, B = 32, C = 136;  // T·B·C > 2^16; 640 rows in 8 slabs
   std::vector<double> dxm(T * B * C), x(T * B * C), x_prev(B * C), mu(C);
@@ -170,8 +229,11 @@ double error_across_count_rebase(double k0) {
   P[0] = S(k0);                                  // k_0
   P[T] = 1;                                      // v_0
   Tensor<S> Yk({T, 1, 1, 1});
-  cell.recur_forward(CView<S>(x.data(), {T, 1, 1}), CView<S>(P.data(), {T, 1, 3}),
-                     CView<S>(decay.data(), {1, 1}), {}, Yk.view(), {});
+  cell.recur_forward({.x = CView<S>(x.data(), {T, 1, 1}),
+                      .P = CView<S>(P.data(), {T, 1, 3}),
+                      .decay = CView<S>(decay.data(), {1, 1}),
+                      .s0 = {}},
+                     {.Yk = Yk.view(), .sT = {}});
   double worst = 0;
   for (index_t t = 1; t < T; t += 997) {
     const double m = double(t - 1);
@@ -204,8 +266,11 @@ TEST(Wkv, DecayBeyondFloatRangeForgetsAllButTheLastStep) {
   const std::vector<float> P(Pd.begin(), Pd.end());
   std::vector<float> x(T * C, 0.0f), decay{100.0f, 89.0f};
   Tensor<float> Yk({T, 1, 1, C});
-  cell.recur_forward(CView<float>(x.data(), {T, 1, C}), CView<float>(P.data(), {T, 1, 3 * C}),
-                     CView<float>(decay.data(), {1, C}), {}, Yk.view(), {});
+  cell.recur_forward({.x = CView<float>(x.data(), {T, 1, C}),
+                      .P = CView<float>(P.data(), {T, 1, 3 * C}),
+                      .decay = CView<float>(decay.data(), {1, C}),
+                      .s0 = {}},
+                     {.Yk = Yk.view(), .sT = {}});
   for (index_t t = 0; t < T; ++t)
     for (index_t c = 0; c < C; ++c) {
       const double k = P[t * C + c], v = P[T * C + t * C + c];

@@ -69,21 +69,23 @@ class MinimalGatedCell {
     std::fill(base_decay.begin(), base_decay.end(), S(1));
   }
 
-  // x (T,B,I) → P (T,B,2H).
-  void pre_forward(CView<S> x, CView<S>, View<S> P) {
-    mtp::linear_forward<S>(x, w_ih_.value, bias_.value.data, P);
+  // x (T,B,I) → P (T,B,2H). The state does not enter here.
+  void pre_forward(const mtp::PreIn<S>& in, View<S> P) {
+    mtp::linear_forward<S>(in.x, w_ih_.value, bias_.value.data, P);
   }
   // Saved from forward: x. dP (T,B,2H) → dx +=, dW_ih, db +=.
-  void pre_backward(CView<S> dP, CView<S> x, View<S> dx) {
-    const index_t R = x.numel() / I_;
-    mtp::matmul(dP.data, false, w_ih_.value.data, false, dx.data, R, I_, 2 * H_, true);
-    mtp::matmul(dP.data, true, x.data, false, w_ih_.grad.data, 2 * H_, I_, R, true);
-    mtp::sum_rows_accumulate(dP.data, R, 2 * H_, bias_.grad.data);
+  void pre_backward(const mtp::PreIn<S>& in, const mtp::PreGrad<S>& g) {
+    const index_t R = in.x.numel() / I_;
+    mtp::matmul(g.dP.data, false, w_ih_.value.data, false, g.dx.data, R, I_, 2 * H_, true);
+    mtp::matmul(g.dP.data, true, in.x.data, false, w_ih_.grad.data, 2 * H_, I_, R, true);
+    mtp::sum_rows_accumulate(g.dP.data, R, 2 * H_, bias_.grad.data);
   }
 
   // P (T,B,2H), decay (K,H), s0 (B,K,H) or empty → Yk = h (T,B,K,H), sT or empty.
   // Saves h0 and the gates (g, c) for backward.
-  void recur_forward(CView<S>, CView<S> P, CView<S> decay, CView<S> s0, View<S> Yk, View<S> sT) {
+  void recur_forward(const mtp::RecurIn<S>& in, const mtp::RecurOut<S>& out) {
+    const CView<S> P = in.P, decay = in.decay, s0 = in.s0;
+    const View<S> Yk = out.Yk, sT = out.sT;
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
     h0_.resize({BK, H});
     if (s0.empty())
@@ -112,11 +114,16 @@ class MinimalGatedCell {
     if (!sT.empty()) std::copy_n(Yk.data + (T - 1) * BK * H, BK * H, sT.data);
   }
 
-  // Saved from forward: h0, (g, c), Yk. dYk → dP +=, ddecay +=, dW_hh +=.
-  void recur_backward(CView<S> dYk, CView<S>, CView<S>, CView<S> Yk, View<S> dP, View<S> ddecay) {
+  // Saved from forward: h0, (g, c), Yk. dYk, dsT → dP +=, ddecay +=, dW_hh +=, ds0 +=.
+  void recur_backward(const mtp::RecurIn<S>&, CView<S> Yk, const mtp::RecurGrad<S>& grad) {
+    const CView<S> dYk = grad.dYk;
+    const View<S> dP = grad.dP, ddecay = grad.ddecay;
     const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, BK = B * K;
-    carry_.resize({BK, H});
-    carry_.zero();
+    carry_.resize({BK, H});  // ∂L/∂h_t from later steps: at t = T−1, the final state's
+    if (grad.dsT.empty())
+      carry_.zero();
+    else
+      std::copy(grad.dsT.begin(), grad.dsT.end(), carry_.data());
     dc_.resize({BK, H});
     for (index_t t = T - 1; t >= 0; --t) {
       const S* hp = t == 0 ? h0_.data() : Yk.data + (t - 1) * BK * H;
@@ -136,18 +143,21 @@ class MinimalGatedCell {
           carry_[row * H + j] = dh * g;
         }
       }
-      // dh_{t−1} += dc W_hh;  dW_hh += dc^T h_{t−1}
-      if (t > 0)
+      // dh_{t−1} += dc W_hh (h_{−1} is s0: only when its gradient is wanted);
+      // dW_hh += dc^T h_{t−1}
+      if (t > 0 || !grad.ds0.empty())
         mtp::matmul(dc_.data(), false, w_hh_.value.data, false, carry_.data(), BK, H, H, true);
       mtp::matmul(dc_.data(), true, hp, false, w_hh_.grad.data, H, H, BK, true);
     }
+    if (!grad.ds0.empty())
+      for (index_t i = 0; i < grad.ds0.numel(); ++i) grad.ds0[i] += carry_[i];
   }
 
-  void post_forward(CView<S> A, CView<S>, CView<S>, View<S> y) {
-    std::copy(A.begin(), A.end(), y.data);
+  void post_forward(const mtp::PostIn<S>& in, View<S> y) {
+    std::copy(in.A.begin(), in.A.end(), y.data);
   }
-  void post_backward(CView<S> dy, CView<S>, CView<S>, CView<S>, View<S> dA, View<S>, View<S>) {
-    std::copy(dy.begin(), dy.end(), dA.data);
+  void post_backward(const mtp::PostIn<S>&, const mtp::PostGrad<S>& g) {
+    std::copy(g.dy.begin(), g.dy.end(), g.dA.data);
   }
 
  private:

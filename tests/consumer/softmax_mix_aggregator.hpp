@@ -33,9 +33,9 @@ class SoftmaxMixAggregator {
   void bind(mtp::ParamStore<S>& store) { store.bind(logits_); }
   void init(mtp::RngSequence&) { std::fill(logits_.value.begin(), logits_.value.end(), S(0)); }
 
-  // Yk (T,B,K,D), x (T,B,I) → A (T,B,D).
-  void forward(mtp::CView<S> Yk, mtp::CView<S>, mtp::View<S> A, const mtp::StepContext&,
-               std::uint64_t) {
+  // Yk (T,B,K,D) → A (T,B,D); x and the noise key are unused.
+  void forward(const mtp::AggIn<S>& in, mtp::View<S> A, const mtp::StepContext&, std::uint64_t) {
+    const mtp::CView<S> Yk = in.Yk;
     S m = logits_.value[0], sum = 0;
     for (int k = 1; k < K_; ++k) m = std::max(m, logits_.value[k]);
     for (int k = 0; k < K_; ++k) sum += alpha_[k] = std::exp(logits_.value[k] - m);
@@ -48,8 +48,10 @@ class SoftmaxMixAggregator {
         A[r * D + d] = acc;
       }
   }
-  // Saved from forward: α. dA, Yk → dYk (overwritten), dlogits +=.
-  void backward(mtp::CView<S> dA, mtp::CView<S> Yk, mtp::CView<S>, mtp::View<S> dYk, mtp::View<S>) {
+  // Saved from forward: α. dA, Yk → dYk (overwritten), dlogits +=; x gets no gradient.
+  void backward(const mtp::AggIn<S>& in, const mtp::AggGrad<S>& g) {
+    const mtp::CView<S> Yk = in.Yk, dA = g.dA;
+    const mtp::View<S> dYk = g.dYk;
     const mtp::index_t D = Yk.dim(3), rows = dA.numel() / D;
     std::vector<S> dalpha(K_, S(0));
     for (mtp::index_t r = 0; r < rows; ++r)

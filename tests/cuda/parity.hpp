@@ -19,68 +19,64 @@
 #include "../test_layer.hpp"
 #include "mtp/core/cuda/program.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/layer_checks.hpp"
+#include "mtp/experiments/registry.hpp"
 
 namespace mtp::test {
 
 struct ParityCase {
-  const char* cell;
-  const char* aggregator;
+  std::string cell, aggregator;
   int K;
   bool state = false;     // a random carried initial state (else zero)
   bool training = false;  // selector noise on
-  double noise = 0.0;
-  NoiseMode noise_mode = NoiseMode::fixed;
-  int top_k = 0;
-  bool mixed = true;  // Config::mixed_scan (only RWKV and the SSM have a mixed scan)
+  int option = -1;        // index into the aggregator's check_options(K); -1: default options
+  bool mixed = true;      // Config::mixed_scan (only where the pair has a mixed scan)
 };
 
-inline bool has_mixed_scan(const char* cell) {
-  return std::string_view(cell) == "rwkv" || std::string_view(cell) == "ssm";
-}
-
 inline std::string parity_name(const ParityCase& c) {
-  std::string n = std::string(c.cell) + "_" + c.aggregator + "_K" + std::to_string(c.K);
+  std::string n = c.cell + "_" + c.aggregator + "_K" + std::to_string(c.K);
   if (c.state) n += "_state";
   if (c.training) n += "_train";
-  if (c.noise_mode == NoiseMode::learned) n += "_learnednoise";
-  if (c.top_k) n += "_top" + std::to_string(c.top_k);
+  if (c.option >= 0) n += "_option" + std::to_string(c.option);
   if (!c.mixed) n += "_unmixed";
   return n;
 }
 
-// Every cell × aggregator × K ∈ {1, 3} × (zero, carried state), plus the selector's
-// noise modes and top-k, and K = 5 (the scans' general, K > 4, instantiation). The
-// diagonal cells (RWKV, SSM) run every aggregator at K = 5 too, each case twice: with the
-// mixed scan (the default) and without.
+// Every registered pair with a device program (core/cuda/program.hpp), generated from the
+// registry: K ∈ {1, 3} × (zero, carried state) with default options, and in training
+// each of the aggregator's check options (layer_checks.hpp: noise, learned noise, top-k,
+// weights) at K = 3 with a carried state. Pairs that mix inside the scan also run K = 5
+// (the scans' general, K > 4, instantiation) and every case twice, with the mixed scan
+// (the default) and without; the others run K = 5 once, with a carried state.
 inline std::vector<ParityCase> parity_cases() {
   std::vector<ParityCase> cases;
-  for (const char* cell : {"gru", "lstm", "rwkv", "ssm"}) {
-    const bool diagonal = has_mixed_scan(cell);
-    for (bool mixed : {true, false}) {
-      if (!mixed && !diagonal) continue;
-      for (const char* agg : {"mean", "learned", "fixed"})
-        for (int K : {1, 3, 5}) {
-          if (K == 5 && !diagonal) continue;
-          for (bool state : {false, true}) {
-            ParityCase c{cell, agg, K, state};
+  for (const exp::MixerEntry& e : exp::registry().mixers())
+    exp::with_mixer<double>(e.cell, e.aggregator, [&]<class Mixer>() {
+      using C = typename Mixer::CellType;
+      using A = typename Mixer::AggregatorType;
+      if constexpr (cuda::kHasCellProgram<C> && cuda::kHasAggProgram<A>) {
+        constexpr bool mixing = MixingCell<C> && WeightingAggregator<A>;
+        for (bool mixed : {true, false}) {
+          if (!mixed && !mixing) continue;
+          const auto add = [&](ParityCase c) {
             c.mixed = mixed;
             cases.push_back(c);
+          };
+          for (int K : {1, 3, 5}) {
+            if (K == 5 && !mixing) continue;
+            for (bool state : {false, true}) add({e.cell, e.aggregator, K, state});
           }
+          const int variants = int(exp::checks::check_options<A>(3).size());
+          for (int v = 0; v < variants; ++v) add({e.cell, e.aggregator, 3, true, true, v});
+          if (mixing) add({e.cell, e.aggregator, 5, true, true, 0});
+          if (!mixing) add({e.cell, e.aggregator, 5, true});
         }
-      for (ParityCase c : {ParityCase{cell, "learned", 3, true, true, 0.7},
-                           ParityCase{cell, "learned", 3, false, true, 0.0, NoiseMode::learned},
-                           ParityCase{cell, "learned", 3, false, true, 0.5, NoiseMode::fixed, 2},
-                           ParityCase{cell, "learned", 5, true, true, 0.7}}) {
-        c.mixed = mixed;
-        cases.push_back(c);
       }
-      if (!diagonal) cases.push_back({cell, "mean", 5, true});
-    }
-  }
+    });
   return cases;
 }
 
-// The diagonal cells' cases without the mixed scan: the reference side of the check that
+// The mixing pairs' cases without the mixed scan: the reference side of the check that
 // a mixed program matches an unmixed CPU layer.
 inline std::vector<ParityCase> unmixed_cases() {
   std::vector<ParityCase> cases;
@@ -101,24 +97,17 @@ struct ParityInputs {
   StepContext ctx;
 };
 
-template <class C>
-typename C::Config parity_cell_config() {
-  if constexpr (C::kName == std::string_view("rwkv"))
-    return {.channels = 5};
-  else if constexpr (C::kName == std::string_view("ssm"))
-    return {.input = 5, .state = 6};
-  else
-    return {.input = 5, .hidden = 6};
-}
-
+// The cell's widths and the aggregator's options from the hooks the generated layer checks
+// use (experiments/layer_checks.hpp): no knowledge of a particular cell here.
 template <class Mixer>
 typename Mixer::Config parity_config(const ParityCase& c) {
+  using A = typename Mixer::AggregatorType;
   typename Mixer::Config cfg;
-  cfg.cell = parity_cell_config<typename Mixer::CellType>();
+  cfg.cell = exp::checks::check_config<typename Mixer::CellType>();
   cfg.perspectives = c.K;
   cfg.decay_spread = 0.7;
   cfg.aggregator =
-      exp::aggregator_options<typename Mixer::AggregatorType>({c.noise, {}, c.noise_mode, c.top_k});
+      c.option < 0 ? typename A::Options{} : exp::checks::check_options<A>(c.K)[c.option];
   cfg.position = {.index = 2, .count = 4};
   cfg.noise_stream = 0x5eed;  // any stream: the CPU and the device layer share it
   cfg.mixed_scan = c.mixed;
@@ -132,8 +121,8 @@ void fill_normal(std::vector<S>& v, std::uint64_t seed, double scale) {
 }
 
 // Parameters from the cell's init plus a perturbation (no tensor left at zero, gates
-// away from ½); inputs, state and dy normal. RWKV's state must describe a real history
-// (b > 0), its p exponents are kept moderate.
+// away from ½); inputs, state and dy normal, the state made one a history can produce by
+// the cell's make_valid_state hook where it has one.
 template <class Mixer>
 ParityInputs<typename Mixer::Scalar> parity_inputs(const ParityCase& c,
                                                    const typename Mixer::Config& cfg) {
@@ -150,15 +139,8 @@ ParityInputs<typename Mixer::Scalar> parity_inputs(const ParityCase& c,
     const index_t Sw = layer.state_width();
     in.state.resize(in.B * c.K * Sw);
     fill_normal(in.state, 13, 0.5);
-    if constexpr (Mixer::CellType::kName == std::string_view("rwkv")) {
-      const index_t C = Sw / 4;
-      for (index_t row = 0; row < in.B * c.K; ++row)
-        for (index_t j = 0; j < C; ++j) {
-          in.state[row * Sw + C + j] = std::abs(in.state[row * Sw + C + j]) + S(0.5);
-          // the last x is the sequence's, the same in each of its K rows
-          in.state[row * Sw + 3 * C + j] = in.state[(row / c.K * c.K) * Sw + 3 * C + j];
-        }
-    }
+    if constexpr (requires(View<S> v) { Mixer::CellType::make_valid_state(v); })
+      Mixer::CellType::make_valid_state(View<S>(in.state.data(), {in.B, c.K, Sw}));
   }
   in.ctx = {.training = c.training, .seed = 21, .step = 4};
   return in;
@@ -273,12 +255,18 @@ void expect_wkv_scan_parity(Exec& ex, int K, index_t T, double tol) {
   // CPU reference
   const Shape act{T, B, C}, yk{T, B, K, C}, st{B, K, 4 * C};
   std::vector<S> y_ref(TBC * K), sT_ref = s0, dP_ref(3 * TBC, S(0)), dd_ref(K * C, S(0));
-  cell.recur_forward(CView<S>(x.data(), act), CView<S>(P.data(), {3, T, B, C}),
-                     CView<S>(decay.data(), {K, C}), CView<S>(s0.data(), st),
-                     View<S>(y_ref.data(), yk), View<S>(sT_ref.data(), st));
-  cell.recur_backward(CView<S>(dYk.data(), yk), CView<S>(P.data(), {3, T, B, C}),
-                      CView<S>(decay.data(), {K, C}), CView<S>(y_ref.data(), yk),
-                      View<S>(dP_ref.data(), {3, T, B, C}), View<S>(dd_ref.data(), {K, C}));
+  const RecurIn<S> in{.x = CView<S>(x.data(), act),
+                      .P = CView<S>(P.data(), {3, T, B, C}),
+                      .decay = CView<S>(decay.data(), {K, C}),
+                      .s0 = CView<S>(s0.data(), st)};
+  cell.recur_forward(in, {.Yk = View<S>(y_ref.data(), yk), .sT = View<S>(sT_ref.data(), st)});
+  cell.recur_backward(in, CView<S>(y_ref.data(), yk),
+                      {.dYk = CView<S>(dYk.data(), yk),
+                       .dsT = {},
+                       .dP = View<S>(dP_ref.data(), {3, T, B, C}),
+                       .ddecay = View<S>(dd_ref.data(), {K, C}),
+                       .ds0 = {},
+                       .dx = {}});
   const View<S> du_view = store.grad(store.find("time_first"));
   const std::vector<S> du_ref(du_view.begin(), du_view.end());
 
@@ -367,14 +355,20 @@ void expect_wkv_mixed_scan_parity(Exec& ex, int K, index_t T, double tol) {
   // CPU reference
   const Shape act{T, B, C}, ak{T, B, K}, st{B, K, 4 * C}, planes{3, T, B, C};
   std::vector<S> A_ref(TBC), sT_ref = s0, dP_ref(3 * TBC, S(0)), dd_ref(K * C, S(0)), da_ref(TBK);
-  cell.recur_mixed_forward(CView<S>(x.data(), act), CView<S>(P.data(), planes),
-                           CView<S>(decay.data(), {K, C}), CView<S>(s0.data(), st),
-                           CView<S>(alpha.data(), ak), View<S>(A_ref.data(), act),
-                           View<S>(sT_ref.data(), st));
-  cell.recur_mixed_backward(CView<S>(dA.data(), act), CView<S>(P.data(), planes),
-                            CView<S>(decay.data(), {K, C}), CView<S>(alpha.data(), ak),
-                            View<S>(dP_ref.data(), planes), View<S>(dd_ref.data(), {K, C}),
-                            View<S>(da_ref.data(), ak));
+  const RecurIn<S> in{.x = CView<S>(x.data(), act),
+                      .P = CView<S>(P.data(), planes),
+                      .decay = CView<S>(decay.data(), {K, C}),
+                      .s0 = CView<S>(s0.data(), st)};
+  cell.recur_mixed_forward(in, CView<S>(alpha.data(), ak),
+                           {.A = View<S>(A_ref.data(), act), .sT = View<S>(sT_ref.data(), st)});
+  cell.recur_mixed_backward(in, CView<S>(alpha.data(), ak),
+                            {.dA = CView<S>(dA.data(), act),
+                             .dsT = {},
+                             .dP = View<S>(dP_ref.data(), planes),
+                             .ddecay = View<S>(dd_ref.data(), {K, C}),
+                             .dalpha = View<S>(da_ref.data(), ak),
+                             .ds0 = {},
+                             .dx = {}});
   const View<S> du_view = store.grad(store.find("time_first"));
   const std::vector<S> du_ref(du_view.begin(), du_view.end());
 

@@ -10,6 +10,7 @@
 
 #include "mtp/core/safetensors.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/registry.hpp"
 #include "run_binary.hpp"
 #if MTP_WITH_CUDA
 #include "mtp/core/cuda/device.hpp"
@@ -107,9 +108,9 @@ TEST(CudaCli, UnknownBackendIsAUsageError) {
 }
 
 struct CliCase {
-  const char* cell;
+  std::string cell;
   int K;
-  const char* aggregator;
+  std::string aggregator;
 };
 
 class CudaCliParity : public testing::TestWithParam<CliCase> {};
@@ -142,17 +143,18 @@ TEST_P(CudaCliParity, CudaAgreesWithCpu) {
   }
 }
 
+// Every registered pair with a device program, K ∈ {1, 3}.
 std::vector<CliCase> cli_cases() {
   std::vector<CliCase> v;
-  for (const char* cell : {"gru", "lstm", "rwkv", "ssm"})
-    for (int K : {1, 3})
-      for (const char* agg : {"mean", "learned", "fixed"}) v.push_back({cell, K, agg});
+  for (const exp::MixerEntry& e : exp::registry().mixers())
+    if (e.cuda_layer)
+      for (int K : {1, 3}) v.push_back({e.cell, K, e.aggregator});
   return v;
 }
 INSTANTIATE_TEST_SUITE_P(AllLayers, CudaCliParity, testing::ValuesIn(cli_cases()),
                          [](const auto& info) {
-                           return std::string(info.param.cell) + "_K" +
-                                  std::to_string(info.param.K) + "_" + info.param.aggregator;
+                           return info.param.cell + "_K" + std::to_string(info.param.K) + "_" +
+                                  info.param.aggregator;
                          });
 
 }  // namespace
