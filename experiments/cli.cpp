@@ -134,6 +134,15 @@ TrainFlags::TrainFlags() {
        "(only --threads may be given with it)")  //
       ("overwrite", po::bool_switch(&overwrite_),
        "replace the run already in the --out folder (otherwise such a folder is refused)");
+  // Registered tasks' own flags, after train's (whose names they cannot take).
+  for (const TaskSpec& t : tasks().specs())
+    for (const TaskFlag& f : t.flags) {
+      if (has(f.name))
+        fail("task '{}' declares the flag --{}, which train already has", t.name, f.name);
+      d_.add_options()(f.name.c_str(),
+                       po::value(&task_flags_[f.name])->default_value(f.default_value),
+                       (t.name + ": " + f.help).c_str());
+    }
 }
 
 bool TrainFlags::parse(int argc, const char* const* argv, const char* help_header) {
@@ -154,11 +163,16 @@ void TrainFlags::finish(const po::variables_map& vm) {
   // A task's own sizes mean nothing to another task: given, they are a mistake (the
   // config keeps their defaults, so only here can it be seen).
   const TaskSpec& task = tasks().at(c_.task);
-  for (const TaskSpec& other : tasks().specs())
-    for (const std::string& flag : other.own_flags)
+  for (const TaskSpec& other : tasks().specs()) {
+    std::vector<std::string> flags = other.own_flags;
+    for (const TaskFlag& f : other.flags) flags.push_back(f.name);
+    for (const std::string& flag : flags)
       if (other.name != c_.task && vm.count(flag) && !vm[flag].defaulted() &&
           std::find(task.own_flags.begin(), task.own_flags.end(), flag) == task.own_flags.end())
         usage_fail("--{} applies to --task {}, not {}", flag, other.name, c_.task);
+  }
+  c_.task_options.clear();
+  for (const TaskFlag& f : task.flags) c_.task_options[f.name] = task_flags_.at(f.name);
   if (!vm["vocab"].defaulted() && !task.reads_vocab)
     usage_fail("--vocab does not apply to --task {} (its vocabulary is its own)", c_.task);
   if (seed_ < 0) usage_fail("--seed must be >= 0, got {}", seed_);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <map>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -80,6 +81,7 @@ class TrainFlags {
   std::string weights_, lags_, resume_;
   long long seed_ = 0;
   bool no_ffn_ = false, overwrite_ = false;
+  std::map<std::string, std::string> task_flags_;  // every registered task's own flags
   po::options_description d_{"train flags (default command)"};
 };
 

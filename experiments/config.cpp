@@ -11,6 +11,7 @@
 
 #include <fmt/ranges.h>
 #include <algorithm>
+#include <charconv>
 #include <set>
 
 namespace mtp::exp {
@@ -22,12 +23,38 @@ namespace mtp::exp {
   X(decay_spread)                                                                           \
   X(layers) X(width) X(ffn) X(init_from) X(freeze)                                         \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
-  X(task) X(data) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)                  \
+  X(task) X(data) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)    \
+  X(task_options)                                                                           \
   X(out) X(threads) X(eval_every) X(log_every) X(checkpoint_every)
 // clang-format on
 
 TaskDefaults task_defaults(const std::string& task) {
   return tasks().at(task).defaults;
+}
+
+const std::string& task_option(const TrainConfig& c, const std::string& name) {
+  const auto it = c.task_options.find(name);
+  if (it == c.task_options.end())
+    usage_fail("--{} is not a flag of --task {} (its spec does not declare it)", name, c.task);
+  return it->second;
+}
+
+long long task_option_int(const TrainConfig& c, const std::string& name) {
+  const std::string& text = task_option(c, name);
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size())
+    usage_fail("--{} must be an integer, got '{}'", name, text);
+  return v;
+}
+
+double task_option_double(const TrainConfig& c, const std::string& name) {
+  const std::string& text = task_option(c, name);
+  double v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(v))
+    usage_fail("--{} must be a finite number, got '{}'", name, text);
+  return v;
 }
 
 nlohmann::json to_json(const TrainConfig& c) {
@@ -132,6 +159,10 @@ void validate(const TrainConfig& c) {
     need(std::find(task.own_flags.begin(), task.own_flags.end(), "carry-state") !=
              task.own_flags.end(),
          "carry-state", fmt::format("does not apply to --task {}", c.task));
+  for (const auto& [name, value] : c.task_options)
+    if (std::none_of(task.flags.begin(), task.flags.end(),
+                     [&](const TaskFlag& f) { return f.name == name; }))
+      usage_fail("--{} is not a flag of --task {}", name, c.task);
   if (task.validate) task.validate(c);
   need(c.val_batches >= 1, "val-batches", "must be >= 1");
   need(c.threads >= 0 && c.threads <= 1024, "threads", "must be in [0, 1024]");

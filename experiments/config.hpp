@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -45,6 +46,9 @@ struct TrainConfig {
   std::vector<int> lags = {2, 8, 32, 128};  // lag-recall
   int copy_tokens = 8;                      // selective-copy
   int val_batches = 16;
+  // The chosen task's own flags (TaskSpec::flags, for tasks a program registers): flag
+  // name → value as given (or its default); the task parses it (task_option_*).
+  std::map<std::string, std::string> task_options;
   // Run
   std::string out;
   int threads = 0;                 // 0: all cores
@@ -60,6 +64,12 @@ struct TaskDefaults {
   int batch, seq_len, vocab;
 };
 TaskDefaults task_defaults(const std::string& task);
+
+// A task's own flag (TaskSpec::flags) from the configuration, as text or parsed; a usage
+// error naming --<name> when it is missing or not a number of that kind.
+const std::string& task_option(const TrainConfig& c, const std::string& name);
+long long task_option_int(const TrainConfig& c, const std::string& name);
+double task_option_double(const TrainConfig& c, const std::string& name);
 
 nlohmann::json to_json(const TrainConfig& c);
 // Strict: a setting of the wrong type or out of its type's range is an mtp::Error naming

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -60,6 +61,14 @@ T json_to(const nlohmann::json& v, const std::string& where) {
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (v.is_string()) return v.get<std::string>();
     fail("{} must be a string, found {}", where, json_excerpt(v));
+  } else if constexpr (requires { typename T::mapped_type; }) {
+    static_assert(std::is_same_v<T, std::map<std::string, typename T::mapped_type>>,
+                  "unsupported type");
+    if (!v.is_object()) fail("{} must be an object, found {}", where, json_excerpt(v));
+    T out;
+    for (const auto& [key, value] : v.items())
+      out.emplace(key, json_to<typename T::mapped_type>(value, where + "." + key));
+    return out;
   } else {
     static_assert(std::is_same_v<T, std::vector<typename T::value_type>>, "unsupported type");
     if (!v.is_array()) fail("{} must be a list, found {}", where, json_excerpt(v));

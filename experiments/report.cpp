@@ -149,6 +149,13 @@ Run read_run(const fs::path& dir, const RunFolderStatus& status) {
   Run r;
   r.id = dir.filename().string();
   r.config = json_member(j, "config", result);
+  // A program's task flags are settings like any other: one column each.
+  if (r.config.contains("task_options") && r.config["task_options"].is_object()) {
+    const nlohmann::json own = r.config["task_options"];
+    r.config.erase("task_options");
+    for (const auto& [k, v] : own.items())
+      if (!r.config.contains(k)) r.config[k] = v;
+  }
   r.seed = json_field<std::uint64_t>(r.config, "seed", result + ": config");
   const nlohmann::json& v = json_member(j, "validation", result);
   const std::string val = result + ": validation";

@@ -185,12 +185,21 @@ class TextTask final : public Task {
 // A task as the command line knows it: its name, sizes, flags, checks and construction,
 // in one place. The built-in specs sit next to their tasks in tasks.cpp; a program adds
 // its own with tasks().add(spec) before run_main.
+// A flag of a task's own, beyond train's flags: `--name VALUE`, with its default and
+// help; its value reaches the task as TrainConfig::task_options[name].
+struct TaskFlag {
+  std::string name, default_value, help;
+};
+
 struct TaskSpec {
   std::string name{};
   std::string help{};       // what --help says of it
   TaskDefaults defaults{};  // steps, batch, seq_len, vocab unless given
-  // Flags only this task reads: given with another task they are refused.
+  // Train's flags only this task reads: given with another task they are refused.
   std::vector<std::string> own_flags{};
+  // Flags of its own (a program's task): added to train and sweep, refused with another
+  // task, stored in config.json, read with task_option_int/_double (config.hpp).
+  std::vector<TaskFlag> flags{};
   bool reads_vocab = true;  // false: the vocabulary is the task's own (--vocab refused)
   // Range and consistency checks of its settings; usage errors naming the flag.
   void (*validate)(const TrainConfig&) = nullptr;

@@ -24,6 +24,9 @@
 #include <vector>
 
 #include "mtp/core/safetensors.hpp"
+#include "mtp/experiments/cli.hpp"
+#include "mtp/experiments/config.hpp"
+#include "mtp/experiments/tasks.hpp"
 
 namespace mtp {
 namespace {
@@ -723,6 +726,40 @@ TEST_F(Layer, MalformedWeightIhNamesTheFile) {
   const std::vector<double> w(10 * I, 0.0);
   p.put("weight_ih", {10, I}, w.data());  // not (3H, I)
   expect_layer_failure(p, input(), {params_path().string(), "weight_ih"});
+}
+
+// A program's task declares flags of its own (TaskSpec::flags): train parses them with
+// their defaults, refuses them with another task, and config.json keeps them. (In
+// process: the registry is this test's own.)
+TEST(TaskFlags, AProgramsTaskGetsItsOwnFlags) {
+  exp::TaskSpec probe = exp::tasks().at("mqar");  // mqar's construction under a new name
+  probe.name = "probe";
+  probe.flags = {{.name = "probe-depth", .default_value = "3", .help = "how deep"}};
+  exp::tasks().add(probe);
+  using exp::cli::parse_train_args;
+  const exp::TrainConfig by_default = parse_train_args({"--task", "probe"});
+  EXPECT_EQ(by_default.task_options, (std::map<std::string, std::string>{{"probe-depth", "3"}}));
+  const exp::TrainConfig given = parse_train_args({"--task", "probe", "--probe-depth", "5"});
+  EXPECT_EQ(exp::task_option_int(given, "probe-depth"), 5);
+  EXPECT_TRUE(parse_train_args({"--task", "mqar"}).task_options.empty());
+  const exp::TrainConfig back = exp::train_config_from_json(exp::to_json(given), "config.json");
+  EXPECT_EQ(back.task_options, given.task_options);
+  try {
+    parse_train_args({"--task", "mqar", "--probe-depth", "5"});
+    ADD_FAILURE() << "another task's flag was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("--probe-depth applies to --task probe"),
+              std::string::npos)
+        << e.what();
+  }
+  const exp::TrainConfig bad = parse_train_args({"--task", "probe", "--probe-depth", "deep"});
+  EXPECT_THROW(exp::task_option_int(bad, "probe-depth"), UsageError);
+  EXPECT_THROW(exp::task_option(bad, "probe-width"), UsageError);
+  // A flag train already has cannot be a task's own.
+  probe.name = "clash";
+  probe.flags = {{.name = "steps", .default_value = "1", .help = "clashes"}};
+  exp::tasks().add(probe);
+  EXPECT_THROW(parse_train_args({}), Error);
 }
 
 }  // namespace
