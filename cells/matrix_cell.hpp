@@ -95,7 +95,7 @@ class GatedMatrixCell {
     } else {
       const CView<S> x = in.x, decay = in.decay, s0 = in.s0;
       const View<S> Yk = out.Yk, sT = out.sT;
-      const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_, Sw = state_width_();
+      const index_t T = Yk.dim(0), B = Yk.dim(1), K = Yk.dim(2), H = H_;
       if (!fused_enabled_ || !training || K != 1 || T < 2) return false;
       if (!fused_) fused_ = std::make_unique<FusedRnn>(kFusedKind);
       // The fused cell's one bias per gate: b_ih + b_hh, with the decay on its gate.
@@ -108,70 +108,45 @@ class GatedMatrixCell {
         }
       for (index_t j = 0; j < H; ++j) fused_bias_[kDecayBiasGate * H + j] += decay[j];
       const bool with_c = kFusedKind == FusedRnnKind::lstm;
-      if (!s0.empty()) {
-        fused_h0_.resize({B, H});
-        fused_c0_.resize({B, H});
-        for (index_t b = 0; b < B; ++b) {
-          std::copy_n(s0.data + b * Sw, H, fused_h0_.data() + b * H);
-          if (with_c) std::copy_n(s0.data + b * Sw + H, H, fused_c0_.data() + b * H);
-        }
-      }
+      if (!s0.empty()) to_fused_planes(s0, B, fused_h_, fused_c_);
       fused_hT_.resize({B, H});
       fused_cT_.resize({B, H});
       fused_->forward(x.data, weight_ih_.value.data, weight_hh_.value.data, fused_bias_.data(),
-                      s0.empty() ? nullptr : fused_h0_.data(),
-                      s0.empty() || !with_c ? nullptr : fused_c0_.data(), Yk.data, fused_hT_.data(),
+                      s0.empty() ? nullptr : fused_h_.data(),
+                      s0.empty() || !with_c ? nullptr : fused_c_.data(), Yk.data, fused_hT_.data(),
                       with_c ? fused_cT_.data() : nullptr, T, B, I_, H);
-      if (!sT.empty())
-        for (index_t b = 0; b < B; ++b) {
-          std::copy_n(fused_hT_.data() + b * H, H, sT.data + b * Sw);
-          if (with_c) std::copy_n(fused_cT_.data() + b * H, H, sT.data + b * Sw + H);
-        }
+      if (!sT.empty()) from_fused_planes<false>(fused_hT_, fused_cT_, B, sT);
       return true;
     }
   }
   // After fused_forward: dYk (T,B,1,H), dsT (B,1,Sw) or empty → dx (T,B,I) +=,
   // ddecay (1,H) +=, ds0 (B,1,Sw) += where wanted, and every weight and bias gradient +=.
   // Saved from forward: x, Yk and the folded bias, in place.
-  void fused_backward(const RecurGrad<S>& g) {
+  void fused_backward(const RecurGrad<S>& grad) {
     if constexpr (std::is_same_v<S, float>) {
-      const index_t H = H_, B = g.dYk.dim(1), Sw = state_width_();
+      const index_t H = H_, B = grad.dYk.dim(1);
       const bool with_c = kFusedKind == FusedRnnKind::lstm;
-      // The state's planes [h | c] (B,1,Sw) as the fused cell's (B,H) tensors.
-      if (!g.dsT.empty()) {
-        fused_h0_.resize({B, H});
-        fused_c0_.resize({B, H});
-        for (index_t b = 0; b < B; ++b) {
-          std::copy_n(g.dsT.data + b * Sw, H, fused_h0_.data() + b * H);
-          if (with_c) std::copy_n(g.dsT.data + b * Sw + H, H, fused_c0_.data() + b * H);
-        }
-      }
-      const bool want_ds0 = !g.ds0.empty();
+      const bool with_dsT = !grad.dsT.empty(), want_ds0 = !grad.ds0.empty();
+      // fused_h_/c_ carry dsT in and ds0 out: the primitive reads the one before it
+      // writes the other, and forward's initial state is its own copy by now.
+      if (with_dsT) to_fused_planes(grad.dsT, B, fused_h_, fused_c_);
       if (want_ds0) {
-        fused_hT_.resize({B, H});
-        fused_cT_.resize({B, H});
+        fused_h_.resize({B, H});
+        fused_c_.resize({B, H});
       }
       fused_dbias_.resize({4 * H});
-      // fused_h0_/c0_ (dsT in) and fused_hT_/cT_ (ds0 out) are scratch by now: forward
-      // has copied its states in and out.
-      fused_->backward(g.dYk.data, g.dsT.empty() ? nullptr : fused_h0_.data(),
-                       g.dsT.empty() || !with_c ? nullptr : fused_c0_.data(), g.dx.data,
+      fused_->backward(grad.dYk.data, with_dsT ? fused_h_.data() : nullptr,
+                       with_dsT && with_c ? fused_c_.data() : nullptr, grad.dx.data,
                        weight_ih_.grad.data, weight_hh_.grad.data, fused_dbias_.data(),
-                       want_ds0 ? fused_hT_.data() : nullptr,
-                       want_ds0 && with_c ? fused_cT_.data() : nullptr);
-      if (want_ds0)
-        for (index_t b = 0; b < B; ++b)
-          for (index_t j = 0; j < H; ++j) {
-            g.ds0[b * Sw + j] += fused_hT_[b * H + j];
-            if (with_c) g.ds0[b * Sw + H + j] += fused_cT_[b * H + j];
-          }
-      const View<S> ddecay = g.ddecay;
+                       want_ds0 ? fused_h_.data() : nullptr,
+                       want_ds0 && with_c ? fused_c_.data() : nullptr);
+      if (want_ds0) from_fused_planes<true>(fused_h_, fused_c_, B, grad.ds0);
       for (int g = 0; g < G; ++g)
         for (index_t j = 0; j < H; ++j) {
           bias_ih_.grad[g * H + j] += fused_dbias_[kIhBiasGate[g] * H + j];
           bias_hh_.grad[g * H + j] += fused_dbias_[kHhBiasGate[g] * H + j];
         }
-      for (index_t j = 0; j < H; ++j) ddecay[j] += fused_dbias_[kDecayBiasGate * H + j];
+      for (index_t j = 0; j < H; ++j) grad.ddecay[j] += fused_dbias_[kDecayBiasGate * H + j];
     }
   }
 
@@ -247,12 +222,34 @@ class GatedMatrixCell {
   static constexpr int kHhBiasGate[4] = {G == 4 ? 0 : 1, G == 4 ? 1 : 0, G == 4 ? 2 : 3, 3};
   static constexpr int kDecayBiasGate = G == 4 ? 1 : 0;
   index_t state_width_() const { return G == 4 ? 2 * H_ : H_; }
+  // A state (or its gradient) (B,1,Sw), planes [h | c] (c for the LSTM), as the fused
+  // cell's (B,H) tensors h and c, and back (overwriting, or with kAdd accumulating).
+  void to_fused_planes(CView<S> s, index_t B, Tensor<S>& h, Tensor<S>& c) const {
+    const index_t H = H_, Sw = state_width_();
+    h.resize({B, H});
+    c.resize({B, H});
+    for (index_t b = 0; b < B; ++b) {
+      std::copy_n(s.data + b * Sw, H, h.data() + b * H);
+      if (G == 4) std::copy_n(s.data + b * Sw + H, H, c.data() + b * H);
+    }
+  }
+  template <bool kAdd>
+  void from_fused_planes(const Tensor<S>& h, const Tensor<S>& c, index_t B, View<S> s) const {
+    const index_t H = H_, Sw = state_width_();
+    for (index_t b = 0; b < B; ++b)
+      for (index_t j = 0; j < H; ++j) {
+        S* row = s.data + b * Sw;
+        row[j] = kAdd ? row[j] + h[b * H + j] : h[b * H + j];
+        if (G == 4) row[H + j] = kAdd ? row[H + j] + c[b * H + j] : c[b * H + j];
+      }
+  }
 
   bool fused_enabled_;
   std::unique_ptr<FusedRnn> fused_;
-  Tensor<S> fused_bias_, fused_dbias_;                   // (4H) in the fused cell's gate order
-  Tensor<S> fused_h0_, fused_c0_, fused_hT_, fused_cT_;  // (B,H)
-  Tensor<S> grad_partials_;                              // (B, G·H + K·H)
+  Tensor<S> fused_bias_, fused_dbias_;  // (4H) in the fused cell's gate order
+  Tensor<S> fused_h_, fused_c_;         // (B,H) s0 in; in backward dsT in, ds0 out
+  Tensor<S> fused_hT_, fused_cT_;       // (B,H) sT out
+  Tensor<S> grad_partials_;             // (B, G·H + K·H)
   PackedMatmul<S> recurrent_fwd_, recurrent_bwd_;
 };
 

@@ -25,15 +25,9 @@
 #include "mtp/core/perspectives.hpp"
 #include "mtp/core/rng.hpp"
 #include "mtp/core/tensor.hpp"
+#include "mtp/experiments/check_result.hpp"
 
 namespace mtp::exp {
-
-struct CheckResult {
-  std::string name;  // "gradients K=3 state: selector.weight"
-  double error = 0;  // norm-wise relative error
-  double tolerance = 0;
-  bool passed() const { return std::isfinite(error) && error <= tolerance; }
-};
 
 namespace checks {
 

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/layer_checks.hpp"
 #include "mtp/experiments/registry.hpp"
 #include "mtp/experiments/trainer.hpp"
 

@@ -13,8 +13,8 @@
 
 #include "mtp/core/safetensors.hpp"
 #include "mtp/experiments/any_model.hpp"
+#include "mtp/experiments/check_result.hpp"
 #include "mtp/experiments/config.hpp"
-#include "mtp/experiments/layer_checks.hpp"
 #include "mtp/experiments/layer_command.hpp"
 #include "mtp/experiments/memory_estimate.hpp"
 

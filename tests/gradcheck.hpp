@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+
+#include <gtest/gtest.h>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,20 @@ double dot(const S* a, const S* b, index_t n) {
   double s = 0;
   for (index_t i = 0; i < n; ++i) s += double(a[i]) * double(b[i]);
   return s;
+}
+
+// Norm-wise relative error max|a − b| / max|b| of two tensors of the same size (a test
+// failure otherwise); where b is exactly zero, a must be too (0 if so, infinity if not).
+template <class A, class B>
+double rel_error(const std::vector<A>& a, const std::vector<B>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::abs(double(b[i])));
+  }
+  if (scale == 0) return diff == 0 ? 0.0 : INFINITY;
+  return diff / scale;
 }
 
 }  // namespace mtp::test

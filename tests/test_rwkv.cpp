@@ -137,13 +137,9 @@ TEST(Wkv, StateGradientsFollowWhatTheFinalExponentCameFrom) {
   Layer::Config cfg;
   cfg.cell = {.channels = C};
   cfg.perspectives = K;
-  Layer layer(cfg);
-  ParamStore<double> store;
-  attach_params(layer, store);
-  RngSequence rng(1, 2);
-  layer.init(rng);
-  RngSequence noise(3, 4);
-  for (index_t i = 0; i < store.size(); ++i) store.values()[i] += 0.3 * noise.normal();
+  exp::checks::CheckLayer<Layer> t(cfg);  // init, then a perturbation of every value
+  Layer& layer = t.layer;
+  ParamStore<double>& store = t.store;
   const Shape xs{T, B, C}, ss{B, K, 4 * C};
   std::vector<double> x(T * B * C), R(T * B * C), s0(ss.numel()), Q(ss.numel());
   test::fill_normal(x, 5);
@@ -174,7 +170,7 @@ TEST(Wkv, StateGradientsFollowWhatTheFinalExponentCameFrom) {
   EXPECT_LT(test::gradcheck(x.data(), std::vector<double>(dx.data(), dx.data() + dx.numel()).data(),
                             dx.numel(), loss),
             1e-7);
-  for (const char* name : {"decay", "key.weight"}) {
+  for (const char* name : {"layer.decay", "layer.key.weight"}) {
     const ParamInfo& p = store.info(store.find(name));
     EXPECT_LT(
         test::gradcheck(store.values() + p.offset, grads.data() + p.offset, p.shape.numel(), loss),

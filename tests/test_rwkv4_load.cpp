@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "gradcheck.hpp"
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/checkpoint.hpp"
 #include "mtp/experiments/trainer.hpp"
@@ -35,16 +36,7 @@ namespace {
 const std::string kFixture = std::string(MTP_FIXTURE_DIR) + "/rwkv4_model.safetensors";
 constexpr double kTolerance = 1e-4;  // float32 model against the float64 reference
 
-// Norm-wise relative error max|a − b| / max|b|.
-double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return scale == 0 ? (diff == 0 ? 0.0 : INFINITY) : diff / scale;
-}
+using test::rel_error;  // tests/gradcheck.hpp
 
 // The fixture split into the RWKV-4 state dict and the reference data (`ref.*`).
 struct Rwkv4Fixture {

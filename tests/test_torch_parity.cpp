@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "gradcheck.hpp"
 #include "mtp/aggregators/mean.hpp"
 #include "mtp/cells/gru.hpp"
 #include "mtp/cells/lstm.hpp"
@@ -27,19 +28,7 @@
 namespace mtp {
 namespace {
 
-// Norm-wise relative error max|a − b| / max|b|; where b is exactly zero, a must be too
-// (returns 0 if so, infinity if not).
-template <class S>
-double rel_error(const std::vector<S>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    diff = std::max(diff, std::abs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  if (scale == 0) return diff == 0 ? 0.0 : INFINITY;
-  return diff / scale;
-}
+using test::rel_error;  // tests/gradcheck.hpp
 
 // The fixtures of one cell: <prefix>_*.safetensors, sorted.
 std::vector<std::string> fixture_files(const std::string& prefix) {

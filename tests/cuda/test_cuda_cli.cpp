@@ -10,6 +10,7 @@
 
 #include "mtp/core/safetensors.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "mtp/experiments/layer_checks.hpp"
 #include "mtp/experiments/registry.hpp"
 #include "run_binary.hpp"
 #if MTP_WITH_CUDA
@@ -33,24 +34,15 @@ struct LayerFiles {
   std::string params, input;
 };
 
+// The layer of the generated checks (experiments/layer_checks.hpp): the cell's check
+// widths, its init plus a perturbation.
 template <class Mixer>
 void write_layer_files(const std::string& cell, int K, const std::string& agg, LayerFiles& f) {
   using S = typename Mixer::Scalar;
-  typename Mixer::Config cfg;
-  if constexpr (Mixer::CellType::kName == std::string_view("rwkv"))
-    cfg.cell = {.channels = 6};
-  else if constexpr (Mixer::CellType::kName == std::string_view("ssm"))
-    cfg.cell = {.input = 5, .state = 7};
-  else
-    cfg.cell = {.input = 5, .hidden = 7};
-  cfg.perspectives = K;
-  Mixer layer(cfg);
-  ParamStore<S> store;
-  attach_params(layer, store);
-  RngSequence rng(3, 2);
-  layer.init(rng);
+  const exp::checks::CheckLayer<Mixer> t(exp::checks::layer_config<Mixer>(K, {}));
+  const Mixer& layer = t.layer;
+  const ParamStore<S>& store = t.store;
   RngSequence noise(3, 3);
-  for (index_t i = 0; i < store.size(); ++i) store.values()[i] += S(0.3 * noise.normal());
   SafeTensors p;
   for (const ParamInfo& info : store.infos())
     p.put(info.name, info.shape.dims(), store.values() + info.offset);
