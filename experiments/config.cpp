@@ -159,10 +159,10 @@ void validate(const TrainConfig& c) {
     need(std::find(task.own_flags.begin(), task.own_flags.end(), "carry-state") !=
              task.own_flags.end(),
          "carry-state", fmt::format("does not apply to --task {}", c.task));
-  for (const auto& [name, value] : c.task_options)
+  for (const auto& option : c.task_options)
     if (std::none_of(task.flags.begin(), task.flags.end(),
-                     [&](const TaskFlag& f) { return f.name == name; }))
-      usage_fail("--{} is not a flag of --task {}", name, c.task);
+                     [&](const TaskFlag& f) { return f.name == option.first; }))
+      usage_fail("--{} is not a flag of --task {}", option.first, c.task);
   if (task.validate) task.validate(c);
   need(c.val_batches >= 1, "val-batches", "must be >= 1");
   need(c.threads >= 0 && c.threads <= 1024, "threads", "must be in [0, 1024]");
