@@ -130,13 +130,13 @@ struct PostGrad {
 };
 template <class S>
 struct AggIn {
-  CView<S> Yk;  // (T,B,K,D)
+  CView<S> Yk;  // (T,B,K,Dy)
   CView<S> x;   // (T,B,I), for selectors that look at the input
 };
 template <class S>
 struct AggGrad {
-  CView<S> dA;  // (T,B,D) in
-  View<S> dYk;  // (T,B,K,D) overwritten
+  CView<S> dA;  // (T,B,Dy) in
+  View<S> dYk;  // (T,B,K,Dy) overwritten
   View<S> dx;   // (T,B,I) +=
 };
 template <class S>

@@ -115,7 +115,7 @@ class Perspectives {
               prefix_);
     MTP_CHECK(store_->is_set(decay_.ref),
               "perspective layer '{}' used before its parameters were set: call init(rng) "
-              "or load them (after writing the store's values() directly, mark_set)",
+              "or load them (after writing the store's values() directly, mark_all_set)",
               prefix_);
     MTP_CHECK(x.shape.rank() == 3 && x.dim(2) == input_width(),
               "perspective layer input has shape {}, expected (T,B,{})", x.shape.str(),

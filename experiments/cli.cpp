@@ -138,7 +138,8 @@ TrainFlags::TrainFlags() {
   for (const TaskSpec& t : tasks().specs())
     for (const TaskFlag& f : t.flags) {
       if (has(f.name))
-        fail("task '{}' declares the flag --{}, which train already has", t.name, f.name);
+        fail("task '{}' declares the flag --{}, which train or another task already has", t.name,
+             f.name);
       d_.add_options()(f.name.c_str(),
                        po::value(&task_flags_[f.name])->default_value(f.default_value),
                        (t.name + ": " + f.help).c_str());

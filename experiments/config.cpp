@@ -85,18 +85,12 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
 
 void check_selector_options(const std::string& aggregator, int perspectives, double noise,
                             const std::string& noise_mode, int top_k) {
-  // No effect on another aggregator: refused, as any value that would silently do
-  // nothing. (The learned selector at K = 1 keeps them, though one perspective leaves
-  // nothing to select: a grid over K shares its settings.)
-  const auto selector_only = [&](const char* flag) {
-    usage_fail("--{} applies to the learned aggregator's selector; --aggregator {} has none", flag,
-               aggregator);
-  };
-  if (aggregator != "learned") {
-    if (noise != 0) selector_only("noise");
-    if (noise_mode != "fixed") selector_only("noise-mode");
-    if (top_k != 0) selector_only("top-k");
-  }
+  // No effect on an aggregator whose options lack them: refused, as any value that would
+  // silently do nothing. (The learned selector at K = 1 keeps them, though one
+  // perspective leaves nothing to select: a grid over K shares its settings.)
+  if (noise != 0) registry().check_takes(aggregator, "noise");
+  if (noise_mode != "fixed") registry().check_takes(aggregator, "noise-mode");
+  if (top_k != 0) registry().check_takes(aggregator, "top-k");
   if (noise_mode == "learned" && noise != 0)
     usage_fail(
         "--noise sets a fixed σ; with --noise-mode learned σ = softplus(W_n x) is learned "
@@ -131,7 +125,7 @@ void validate(const TrainConfig& c) {
   need(c.top_k >= 0, "top-k", fmt::format("must be >= 0 (0 keeps all), got {}", c.top_k));
   check_selector_options(c.aggregator, c.perspectives, c.noise, c.noise_mode, c.top_k);
   if (!c.fixed_weights.empty()) {
-    need(c.aggregator == "fixed", "fixed-weights", "needs --aggregator fixed");
+    registry().check_takes(c.aggregator, "fixed-weights");
     check_fixed_weights_flag(c.fixed_weights, c.perspectives);
   }
   need(std::isfinite(c.decay_spread), "decay-spread", "must be finite");

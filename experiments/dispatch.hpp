@@ -105,6 +105,9 @@ struct AggregatorSettings {
   int top_k = 0;
 };
 
+// An aggregator's Options from the selector flags, by member name: noise (--noise),
+// noise_mode (--noise-mode), top_k (--top-k), weights (--fixed-weights). The one place
+// that maps members to flags: aggregator_option_flags lists the same.
 template <class Agg>
 typename Agg::Options aggregator_options(const AggregatorSettings& s) {
   typename Agg::Options o{};
@@ -113,6 +116,18 @@ typename Agg::Options aggregator_options(const AggregatorSettings& s) {
   if constexpr (requires { o.top_k; }) o.top_k = s.top_k;
   if constexpr (requires { o.weights; }) o.weights = s.fixed_weights;
   return o;
+}
+// The selector flags an aggregator takes: those its Options have a member for. Given to
+// another aggregator they would do nothing, and are refused.
+template <class Agg>
+std::vector<std::string> aggregator_option_flags() {
+  typename Agg::Options o{};
+  std::vector<std::string> flags;
+  if constexpr (requires { o.noise; }) flags.push_back("noise");
+  if constexpr (requires { o.noise_mode; }) flags.push_back("noise-mode");
+  if constexpr (requires { o.top_k; }) flags.push_back("top-k");
+  if constexpr (requires { o.weights; }) flags.push_back("fixed-weights");
+  return flags;
 }
 
 }  // namespace mtp::exp

@@ -10,8 +10,7 @@ void run_layer(const LayerArgs& a) {
   const MixerEntry& entry = registry().mixer(a.cell, a.aggregator);
   if (a.perspectives < 1 || a.perspectives > 64)
     usage_fail("--perspectives must be in [1, 64], got {}", a.perspectives);
-  if (!a.fixed_weights.empty() && a.aggregator != "fixed")
-    usage_fail("--fixed-weights needs --aggregator fixed");
+  if (!a.fixed_weights.empty()) registry().check_takes(a.aggregator, "fixed-weights");
   if (!a.fixed_weights.empty()) check_fixed_weights_flag(a.fixed_weights, a.perspectives);
   if (a.dtype != "f32" && a.dtype != "f64") usage_fail("--dtype must be f32 or f64");
   parse_noise_mode(a.noise_mode);

@@ -121,7 +121,8 @@ void register_cell_with(Registry& r, std::bool_constant<kCuda>) {
                 (check_aggregator_contract<As<float>>() && ...)) {
     const ComponentSpec cell{std::string(C<float>::kName), description_of<C<float>>()};
     (r.add(make_mixer_entry<C, As, kCuda>(), cell,
-           {std::string(As<float>::kName), description_of<As<float>>()}),
+           {std::string(As<float>::kName), description_of<As<float>>(),
+            aggregator_option_flags<As<float>>()}),
      ...);
   }
 }

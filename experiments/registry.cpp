@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/register.hpp"
 #if MTP_WITH_CUDA
@@ -55,6 +57,23 @@ bool Registry::has_aggregator(std::string_view name) const {
   for (const ComponentSpec& a : aggregators_)
     if (a.name == name) return true;
   return false;
+}
+
+const ComponentSpec& Registry::aggregator(std::string_view name) const {
+  for (const ComponentSpec& a : aggregators_)
+    if (a.name == name) return a;
+  usage_fail("--aggregator '{}' is not one of {}", name, aggregator_names());
+}
+
+void Registry::check_takes(std::string_view aggregator_name, std::string_view flag) const {
+  const std::vector<std::string>& takes = aggregator(aggregator_name).option_flags;
+  if (std::find(takes.begin(), takes.end(), flag) != takes.end()) return;
+  std::string which;
+  for (const ComponentSpec& a : aggregators_)
+    if (std::find(a.option_flags.begin(), a.option_flags.end(), flag) != a.option_flags.end())
+      which += (which.empty() ? "--aggregator " : " or --aggregator ") + a.name;
+  usage_fail("--{} has no effect with --aggregator {}; it applies to {}", flag, aggregator_name,
+             which.empty() ? "no registered aggregator" : which);
 }
 
 std::string Registry::cell_names(std::string_view separator) const {

@@ -24,6 +24,8 @@ namespace mtp::exp {
 struct ComponentSpec {
   std::string name;
   std::string description;  // one line, for --help
+  // Aggregators: the selector flags its Options take (aggregator_option_flags).
+  std::vector<std::string> option_flags{};
 };
 
 // One (cell, aggregator) pair compiled in: what every command needs of it.
@@ -56,6 +58,11 @@ class Registry {
   // "gru, lstm, rwkv, ssm"; with " | " for --help.
   std::string cell_names(std::string_view separator = ", ") const;
   std::string aggregator_names(std::string_view separator = ", ") const;
+  // An aggregator's spec, or a usage error naming --aggregator.
+  const ComponentSpec& aggregator(std::string_view name) const;
+  // A usage error when `flag` (a selector flag, without "--") was given with an
+  // aggregator whose options do not take it, naming those that do.
+  void check_takes(std::string_view aggregator, std::string_view flag) const;
   // The pair, or a usage error naming --cell or --aggregator.
   const MixerEntry& mixer(std::string_view cell, std::string_view aggregator) const;
   const std::vector<MixerEntry>& mixers() const { return entries_; }

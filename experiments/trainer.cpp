@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -72,9 +73,13 @@ void print_header(const TrainConfig& c, const MixerEntry& mixer, const ParamCoun
                   const MemoryEstimate& memory) {
   std::string layer =
       fmt::format("{}, K={} perspectives, {} aggregator", c.cell, c.perspectives, c.aggregator);
-  if (c.aggregator == "learned") {
+  const std::vector<std::string>& takes = registry().aggregator(c.aggregator).option_flags;
+  const auto takes_flag = [&](const char* flag) {
+    return std::find(takes.begin(), takes.end(), flag) != takes.end();
+  };
+  if (takes_flag("noise")) {  // a selector: its noise, and top-k where it has one
     layer += c.noise_mode == "learned" ? " (learned noise" : fmt::format(" (noise {:g}", c.noise);
-    layer += c.top_k > 0 ? fmt::format(", top-{})", c.top_k) : ")";
+    layer += c.top_k > 0 && takes_flag("top-k") ? fmt::format(", top-{})", c.top_k) : ")";
   }
   if (c.perspectives > 1) layer += fmt::format(", decay spread {:g}", c.decay_spread);
   fmt::print("mtp-exp      {}\n", layer);

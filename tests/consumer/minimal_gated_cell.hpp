@@ -56,9 +56,11 @@ class MinimalGatedCell {
   index_t output_width() const { return H_; }
 
   void declare(mtp::ParamStore<S>& store, const std::string& prefix) {
-    w_ih_ = store.add(prefix + "weight_ih", {2 * H_, I_}, mtp::ParamRole::base, true);
+    w_ih_ = store.add(prefix + "weight_ih", {2 * H_, I_}, mtp::ParamRole::base,
+                      /*weight_decay=*/true);
     bias_ = store.add(prefix + "bias", {2 * H_});
-    w_hh_ = store.add(prefix + "weight_hh", {H_, H_}, mtp::ParamRole::base, true);
+    w_hh_ = store.add(prefix + "weight_hh", {H_, H_}, mtp::ParamRole::base,
+                      /*weight_decay=*/true);
   }
   void bind(mtp::ParamStore<S>& store) { store.bind(w_ih_, bias_, w_hh_); }
   // U(±1/√H); base decay 1 (σ(1) ≈ 0.73: keep most of the state by default).

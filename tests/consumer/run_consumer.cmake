@@ -43,6 +43,12 @@ if(package IN_LIST CONSUMER_MODES)
     run(${exe} check --cell minimal-gated)  # the generated checks, by registration alone
     run(${exe} check --aggregator softmax-mix)
     run(${exe} ${own} --steps 50 --out ${WORK_DIR}/run)
+    # A selector flag its aggregator's options have no member for is refused (exit 2).
+    execute_process(COMMAND ${exe} ${own} --noise 0.1 --steps 1 --out ${WORK_DIR}/refused
+                    RESULT_VARIABLE rc ERROR_VARIABLE err)
+    if(NOT rc EQUAL 2 OR NOT err MATCHES "--noise has no effect with --aggregator softmax-mix")
+      message(FATAL_ERROR "consumer test: --noise with softmax-mix gave ${rc}: ${err}")
+    endif()
     run(${exe} eval --checkpoint ${WORK_DIR}/run/model.safetensors)
     run(${exe} --task first-token ${own} --out ${WORK_DIR}/own-task)  # its own task too
     # and its own flag, in a grid
