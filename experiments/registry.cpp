@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "mtp/core/error.hpp"
+#include "mtp/experiments/named.hpp"
 #include "mtp/experiments/register.hpp"
 #if MTP_WITH_CUDA
 #include "mtp/experiments/layer_cuda_impl.hpp"
@@ -20,17 +21,8 @@ constexpr bool kBuiltWithCuda = true;
 constexpr bool kBuiltWithCuda = false;
 #endif
 
-template <class Spec>
-std::string join_names(const std::vector<Spec>& specs, std::string_view separator) {
-  std::string s;
-  for (const Spec& c : specs) s += (s.empty() ? "" : std::string(separator)) + c.name;
-  return s;
-}
-
 void add_spec(std::vector<ComponentSpec>& specs, const ComponentSpec& spec) {
-  for (const ComponentSpec& s : specs)
-    if (s.name == spec.name) return;
-  specs.push_back(spec);
+  if (!find_named(specs, spec.name)) specs.push_back(spec);
 }
 
 }  // namespace
@@ -48,20 +40,15 @@ void Registry::add(MixerEntry entry, const ComponentSpec& cell, const ComponentS
 }
 
 bool Registry::has_cell(std::string_view name) const {
-  for (const ComponentSpec& c : cells_)
-    if (c.name == name) return true;
-  return false;
+  return find_named(cells_, name) != nullptr;
 }
 
 bool Registry::has_aggregator(std::string_view name) const {
-  for (const ComponentSpec& a : aggregators_)
-    if (a.name == name) return true;
-  return false;
+  return find_named(aggregators_, name) != nullptr;
 }
 
 const ComponentSpec& Registry::aggregator(std::string_view name) const {
-  for (const ComponentSpec& a : aggregators_)
-    if (a.name == name) return a;
+  if (const ComponentSpec* a = find_named(aggregators_, name)) return *a;
   usage_fail("--aggregator '{}' is not one of {}", name, aggregator_names());
 }
 
@@ -87,8 +74,7 @@ std::string Registry::aggregator_names(std::string_view separator) const {
 const MixerEntry& Registry::mixer(std::string_view cell, std::string_view aggregator) const {
   if (!has_cell(cell))
     usage_fail("--cell '{}' is not a known cell (known: {})", cell, cell_names());
-  if (!has_aggregator(aggregator))
-    usage_fail("--aggregator '{}' is not one of {}", aggregator, aggregator_names());
+  Registry::aggregator(aggregator);  // known, or the usage error naming --aggregator
   for (const MixerEntry& e : entries_)
     if (e.cell == cell && e.aggregator == aggregator) return e;
   usage_fail("--cell {} was not registered with --aggregator {} (register them together)", cell,

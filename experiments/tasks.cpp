@@ -10,6 +10,7 @@
 #include "mtp/core/ops/softmax.hpp"
 #include "mtp/core/rng.hpp"
 #include "mtp/core/sha256.hpp"
+#include "mtp/experiments/named.hpp"
 
 namespace mtp::exp {
 namespace {
@@ -418,21 +419,16 @@ void TaskRegistry::add(TaskSpec spec) {
 }
 
 bool TaskRegistry::has(std::string_view name) const {
-  for (const TaskSpec& t : specs_)
-    if (t.name == name) return true;
-  return false;
+  return find_named(specs_, name) != nullptr;
 }
 
 const TaskSpec& TaskRegistry::at(std::string_view name) const {
-  for (const TaskSpec& t : specs_)
-    if (t.name == name) return t;
+  if (const TaskSpec* t = find_named(specs_, name)) return *t;
   usage_fail("--task '{}' is not one of {}", name, names());
 }
 
 std::string TaskRegistry::names(std::string_view separator) const {
-  std::string s;
-  for (const TaskSpec& t : specs_) s += (s.empty() ? "" : std::string(separator)) + t.name;
-  return s;
+  return join_names(specs_, separator);
 }
 
 TaskRegistry& tasks() {
