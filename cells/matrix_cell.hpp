@@ -40,6 +40,10 @@ class GatedMatrixCell {
   };
   // The mixer of a model of width W (docs/contract.md §7): H = W.
   static Config model_config(index_t width) { return {.input = width, .hidden = width}; }
+  // A layer of input width I and hidden size H (the PyTorch bridge's arguments).
+  static Config layer_config(index_t input, index_t hidden) {
+    return {.input = input, .hidden = hidden};
+  }
   // The layer checks' widths (experiments/layer_checks.hpp): I ≠ H catches a transpose.
   static Config check_config() { return {.input = 4, .hidden = 6}; }
   // I and H from the shapes of a parameter file: weight_ih is (G·H, I).

@@ -40,6 +40,10 @@ class LinearSsm {
 
   // The mixer of a model of width W: N = W state channels, output back to W.
   static Config model_config(index_t width) { return {.input = width, .state = width}; }
+  // A layer of input width I and N state channels (the PyTorch bridge's hidden_size).
+  static Config layer_config(index_t input, index_t state) {
+    return {.input = input, .state = state};
+  }
   // The layer checks' widths (experiments/layer_checks.hpp): I ≠ N catches a transpose.
   static Config check_config() { return {.input = 4, .state = 6}; }
   // I and N from the shapes of a parameter file: in_proj.weight is (N, I).

@@ -68,6 +68,21 @@ class ParamStore {
   }
   bool finalized() const { return finalized_; }
 
+  // Uses `values` and `grads` (size() elements each, in infos()' layout, owned by the
+  // caller) instead of buffers of its own: parameters that live in another framework's
+  // tensors (the PyTorch bridge) are used where they are, without a copy. Call it again
+  // to move to other memory, then bind the layers again; a copy of the store shares the
+  // same memory. Values written there count as set.
+  void use_external(S* values, S* grads) {
+    MTP_CHECK(values != nullptr && grads != nullptr, "external parameter memory is null");
+    if (!finalized_) {
+      set_.assign(infos_.size(), true);
+      finalized_ = true;
+    }
+    external_values_ = values;
+    external_grads_ = grads;
+  }
+
   template <class... Ps>
   void bind(Param<S>& p, Ps&... rest) {
     MTP_CHECK(finalized_, "bind before finalize");
@@ -75,8 +90,8 @@ class ParamStore {
               "a parameter is bound to a store it was not declared in (declare and bind "
               "each layer with the same ParamStore)");
     const ParamInfo& info = infos_.at(p.ref.index);
-    p.value = View<S>(values_.data() + info.offset, info.shape);
-    p.grad = View<S>(grads_.data() + info.offset, info.shape);
+    p.value = View<S>(values() + info.offset, info.shape);
+    p.grad = View<S>(grads() + info.offset, info.shape);
     if constexpr (sizeof...(rest) > 0) bind(rest...);
   }
 
@@ -87,14 +102,14 @@ class ParamStore {
   }
   const ParamInfo& info(ParamRef r) const { return infos_.at(r.index); }
   const std::vector<ParamInfo>& infos() const { return infos_; }
-  View<S> value(ParamRef r) { return {values_.data() + info(r).offset, info(r).shape}; }
-  CView<S> value(ParamRef r) const { return {values_.data() + info(r).offset, info(r).shape}; }
-  View<S> grad(ParamRef r) { return {grads_.data() + info(r).offset, info(r).shape}; }
+  View<S> value(ParamRef r) { return {values() + info(r).offset, info(r).shape}; }
+  CView<S> value(ParamRef r) const { return {values() + info(r).offset, info(r).shape}; }
+  View<S> grad(ParamRef r) { return {grads() + info(r).offset, info(r).shape}; }
 
-  S* values() { return values_.data(); }
-  const S* values() const { return values_.data(); }
-  S* grads() { return grads_.data(); }
-  const S* grads() const { return grads_.data(); }
+  S* values() { return external_values_ ? external_values_ : values_.data(); }
+  const S* values() const { return external_values_ ? external_values_ : values_.data(); }
+  S* grads() { return external_grads_ ? external_grads_ : grads_.data(); }
+  const S* grads() const { return external_grads_ ? external_grads_ : grads_.data(); }
   index_t size() const { return total_; }
   index_t count(ParamRole role) const {
     index_t n = 0;
@@ -102,7 +117,7 @@ class ParamStore {
       if (p.role == role) n += p.shape.numel();
     return n;
   }
-  void zero_grad() { std::fill(grads_.begin(), grads_.end(), S(0)); }
+  void zero_grad() { std::fill(grads(), grads() + total_, S(0)); }
 
   // Whether a parameter's values were written by an initialiser or a loader. Code that
   // writes values() directly says so with mark_set / mark_all_set.
@@ -123,6 +138,8 @@ class ParamStore {
 
   std::vector<ParamInfo> infos_;
   std::vector<S> values_, grads_;
+  S* external_values_ = nullptr;  // use_external: the caller's memory in place of values_
+  S* external_grads_ = nullptr;
   std::vector<bool> set_;
   index_t total_ = 0;
   bool finalized_ = false;

@@ -83,8 +83,16 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
   return c;
 }
 
-void check_selector_options(const std::string& aggregator, int perspectives, double noise,
-                            const std::string& noise_mode, int top_k) {
+void check_layer_flags(const std::string& cell, const std::string& aggregator, int perspectives,
+                       double noise, const std::string& noise_mode, int top_k,
+                       const std::vector<double>& fixed_weights) {
+  registry().mixer(cell, aggregator);  // both known, and registered together
+  if (perspectives < 1 || perspectives > 64)
+    usage_fail("--perspectives must be in [1, 64], got {}", perspectives);
+  if (!std::isfinite(noise) || noise < 0)
+    usage_fail("--noise must be a finite value >= 0, got {}", noise);
+  parse_noise_mode(noise_mode);
+  if (top_k < 0) usage_fail("--top-k must be >= 0 (0 keeps all), got {}", top_k);
   // No effect on an aggregator whose options lack them: refused, as any value that would
   // silently do nothing. (The learned selector at K = 1 keeps them, though one
   // perspective leaves nothing to select: a grid over K shares its settings.)
@@ -97,13 +105,13 @@ void check_selector_options(const std::string& aggregator, int perspectives, dou
         "instead");
   if (top_k > perspectives)
     usage_fail("--top-k {} is more than the {} perspectives (0 keeps all)", top_k, perspectives);
-}
-
-void check_fixed_weights_flag(const std::vector<double>& weights, int perspectives) {
-  try {
-    check_fixed_weights(weights, perspectives);
-  } catch (const Error& e) {
-    usage_fail("--fixed-weights: {}", e.what());
+  if (!fixed_weights.empty()) {
+    registry().check_takes(aggregator, "fixed-weights");
+    try {
+      check_fixed_weights(fixed_weights, perspectives);
+    } catch (const Error& e) {
+      usage_fail("--fixed-weights: {}", e.what());
+    }
   }
 }
 
@@ -111,23 +119,13 @@ void validate(const TrainConfig& c) {
   auto need = [](bool ok, const char* flag, const std::string& why) {
     if (!ok) usage_fail("--{} {}", flag, why);
   };
-  registry().mixer(c.cell, c.aggregator);  // both known, and registered together
-  need(c.perspectives >= 1 && c.perspectives <= 64, "perspectives",
-       fmt::format("must be in [1, 64], got {}", c.perspectives));
-  need(std::isfinite(c.noise) && c.noise >= 0, "noise",
-       fmt::format("must be a finite value >= 0, got {}", c.noise));
-  parse_noise_mode(c.noise_mode);
+  check_layer_flags(c.cell, c.aggregator, c.perspectives, c.noise, c.noise_mode, c.top_k,
+                    c.fixed_weights);
   need(c.freeze.empty() || c.freeze == "base", "freeze",
        fmt::format("'{}' is not a parameter group (known: base)", c.freeze));
   need(c.freeze.empty() || !c.init_from.empty(), "freeze",
        "base keeps the base parameters as loaded: it needs --init-from (a random frozen base "
        "learns nothing)");
-  need(c.top_k >= 0, "top-k", fmt::format("must be >= 0 (0 keeps all), got {}", c.top_k));
-  check_selector_options(c.aggregator, c.perspectives, c.noise, c.noise_mode, c.top_k);
-  if (!c.fixed_weights.empty()) {
-    registry().check_takes(c.aggregator, "fixed-weights");
-    check_fixed_weights_flag(c.fixed_weights, c.perspectives);
-  }
   need(std::isfinite(c.decay_spread), "decay-spread", "must be finite");
   need(c.layers >= 1 && c.layers <= 64, "layers",
        fmt::format("must be in [1, 64], got {}", c.layers));

@@ -79,12 +79,11 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
 // Range and consistency checks on a config; throws UsageError naming the flag.
 void validate(const TrainConfig& c);
 
-// --fixed-weights against K: the library's check, as a usage error naming the flag.
-void check_fixed_weights_flag(const std::vector<double>& weights, int perspectives);
-
-// The learned selector's options (--noise, --noise-mode, --top-k) against the aggregator
-// and K, for train and layer alike; throws UsageError naming the flag.
-void check_selector_options(const std::string& aggregator, int perspectives, double noise,
-                            const std::string& noise_mode, int top_k);
+// The layer's flags, for train, layer and the PyTorch bridge alike: the pair registered,
+// K in [1, 64], and the selector flags (--noise, --noise-mode, --top-k, --fixed-weights)
+// in range and taken by the aggregator; throws UsageError naming the flag.
+void check_layer_flags(const std::string& cell, const std::string& aggregator, int perspectives,
+                       double noise, const std::string& noise_mode, int top_k,
+                       const std::vector<double>& fixed_weights);
 
 }  // namespace mtp::exp

@@ -111,6 +111,8 @@ MixerEntry make_mixer_entry() {
       run_layer_as<MixerF, cuda>(a, params, input);
   };
   e.cuda_layer = cuda;
+  e.make_layer_f32 = &hold_layer<MixerF>;
+  e.make_layer_f64 = &hold_layer<MixerD>;
   e.checks = &run_layer_checks<MixerF, MixerD>;
   return e;
 }

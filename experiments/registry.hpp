@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mtp/core/safetensors.hpp"
+#include "mtp/experiments/any_layer.hpp"
 #include "mtp/experiments/any_model.hpp"
 #include "mtp/experiments/check_result.hpp"
 #include "mtp/experiments/config.hpp"
@@ -40,6 +41,10 @@ struct MixerEntry {
   // `mtp-exp layer` on this pair: params and input read, output written.
   void (*layer)(const LayerArgs&, const SafeTensors& params, const SafeTensors& input) = nullptr;
   bool cuda_layer = false;  // whether `layer --backend cuda` has a device program for it
+  // The pair's layer on its own, its parameters in the caller's memory (the PyTorch
+  // bridge; make_layer checks the spec first).
+  std::unique_ptr<AnyLayer<float>> (*make_layer_f32)(const LayerSpec&) = nullptr;
+  std::unique_ptr<AnyLayer<double>> (*make_layer_f64)(const LayerSpec&) = nullptr;
   // The generated layer checks (experiments/layer_checks.hpp), for `mtp-exp check` and
   // the test suite.
   std::vector<CheckResult> (*checks)() = nullptr;

@@ -2,10 +2,11 @@
 # Installs everything mtp needs from Debian 12's own archive. Idempotent; run as
 # root or as a user with sudo.
 #   bash scripts/install-deps.sh          build + run dependencies
-#   bash scripts/install-deps.sh --test   also what the test suite uses (python3-torch
-#                                         for the independent float64 reference, clang
-#                                         for the fuzz targets, Slurm and munge for the
-#                                         sweep's array test)
+#   bash scripts/install-deps.sh --torch  also the PyTorch bridge's (python/: the Python
+#                                         package mtp, built when they are found)
+#   bash scripts/install-deps.sh --test   also what the test suite uses: the bridge's
+#                                         packages and pytest, clang for the fuzz targets,
+#                                         Slurm and munge for the sweep's array test
 set -euo pipefail
 
 packages=(
@@ -13,13 +14,24 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev libeigen3-dev libboost-program-options-dev libfmt-dev
   libgtest-dev libbenchmark-dev nlohmann-json3-dev gnuplot-nox
 )
+torch_packages=(python3 python3-numpy python3-torch libtorch-dev pybind11-dev)
+case "${1:-}" in
+  "" | --torch | --test) ;;
+  *) echo "install-deps.sh: unknown option '$1' (expected --torch or --test)" >&2; exit 2 ;;
+esac
+if [[ "${1:-}" == "--torch" ]]; then
+  packages+=("${torch_packages[@]}")
+fi
 if [[ "${1:-}" == "--test" ]]; then
-  # python3-torch: the independent float64 references; clang with its sanitizer and
+  # python3-torch: the PyTorch bridge and the independent float64 references; pytest:
+  # the bridge's tests; libopenblas0-pthread: a fair BLAS for the plain-PyTorch peer in
+  # the bridge's benchmark; clang with its sanitizer and
   # fuzzer runtimes and its OpenMP: the sanitized suite and the fuzz targets
   # (scripts/test-all.sh).
   # slurmctld, slurmd, munge, slurm-client: a private single-node Slurm that runs an
   # emitted sweep array (tests/slurm); the test starts and stops its own daemons.
-  packages+=(python3 python3-numpy python3-torch clang libclang-rt-14-dev libomp-14-dev
+  packages+=("${torch_packages[@]}" python3-pytest libopenblas0-pthread
+             clang libclang-rt-14-dev libomp-14-dev
              slurmctld slurmd munge slurm-client)
 fi
 
