@@ -80,7 +80,7 @@ int cmd_train(int argc, const char* const* argv) {
 }
 
 int cmd_eval(int argc, const char* const* argv) {
-  std::string checkpoint, data;
+  std::string checkpoint, data, logits;
   int threads = 0;
   bool json = false;
   mtp::exp::BenchmarkArgs bench;
@@ -95,11 +95,16 @@ int cmd_eval(int argc, const char* const* argv) {
       ("labels", po::value(&bench.labels),
        "piqa: the labels file (default: --data with .jsonl replaced by _labels.lst)")   //
       ("limit", po::value(&bench.limit), "--benchmark: evaluate the first N examples")  //
-      ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)")      //
+      ("logits", po::value(&logits),
+       "also write the first validation batch's tokens (T,B) and logits (T,B,V) to this "
+       "safetensors file")                                                          //
+      ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)")  //
       ("json", po::bool_switch(&json), "print the result as JSON");
   po::variables_map vm;
   if (!cli::parse(argc, argv, d, vm, "usage: mtp-exp eval --checkpoint FILE [flags]")) return 0;
   if (vm.count("benchmark")) {
+    if (vm.count("logits"))
+      mtp::usage_fail("--logits applies to the validation set, not --benchmark");
     if (vm.count("limit") && bench.limit < 1)
       mtp::usage_fail("--limit must be >= 1, got {}", bench.limit);
     bench.checkpoint = checkpoint;
@@ -111,7 +116,7 @@ int cmd_eval(int argc, const char* const* argv) {
   }
   if (vm.count("labels") || vm.count("limit"))
     mtp::usage_fail("--labels and --limit apply to --benchmark only");
-  const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, threads);
+  const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, threads, logits);
   if (json) {
     fmt::print("{}\n", r.dump(2));
   } else if (r.contains("bits_per_byte")) {

@@ -354,6 +354,24 @@ std::unique_ptr<AnyModel<float>> load_checkpoint_model(const Checkpoint& ck) {
   return model;
 }
 
+namespace {
+
+// The model's logits on the task's first validation batch from a zero state: tokens
+// (T,B) I32 and logits (T,B,V) F32, for comparing the model with another implementation
+// of it (the PyTorch bridge's loader).
+void write_first_batch_logits(AnyModel<float>& model, const Task& task, const std::string& path) {
+  MTP_CHECK(!task.validation().empty(), "--logits: the task has no validation batch");
+  const Batch& b = task.validation().front();
+  model.forward(b.tokens.data(), b.targets.data(), b.T, b.B, StepContext{});
+  const CView<float> logits = model.logits();
+  SafeTensors out;
+  out.put_i32("tokens", {b.T, b.B}, b.tokens.data());
+  out.put("logits", logits.shape.dims(), logits.data);
+  out.save(path, WriteOptions::user_named());
+}
+
+}  // namespace
+
 Checkpoint read_checkpoint(const std::string& path) {
   Checkpoint ck{path, SafeTensors::load(path), {}};
   ck.config = train_config_from_json(checkpoint_config(ck.file, path), path);
@@ -361,7 +379,8 @@ Checkpoint read_checkpoint(const std::string& path) {
   return ck;
 }
 
-nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads) {
+nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads,
+                              const std::string& logits_path) {
   set_threads(threads);
   Checkpoint ck = read_checkpoint(checkpoint);
   if (!data.empty()) {
@@ -370,8 +389,11 @@ nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& 
     ck.config.data = data;
   }
   const std::unique_ptr<Task> task = make_task(ck.config);
-  const EvalResult r =
-      with_checkpoint_model(ck, [&](auto& model) { return evaluate(model, *task); });
+  const EvalResult r = with_checkpoint_model(ck, [&](auto& model) {
+    EvalResult result = evaluate(model, *task);
+    if (!logits_path.empty()) write_first_batch_logits(model, *task, logits_path);
+    return result;
+  });
   nlohmann::json j = {{"checkpoint", checkpoint},
                       {"task", task->describe()},
                       {"loss", r.loss},

@@ -161,7 +161,9 @@ nlohmann::json run_training(const TrainConfig& cfg, bool overwrite = false);
 nlohmann::json resume_training(const std::string& dir, int threads);
 
 // `mtp-exp eval`: re-evaluates a checkpoint on its task, or on `data` for text.
-nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads);
+// logits_path: also write the first validation batch's tokens and logits there.
+nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads,
+                              const std::string& logits_path = "");
 
 void set_threads(int threads);
 

@@ -10,6 +10,9 @@ docs/python.md.
 """
 
 from ._mtp import __version__, aggregators, cells
+from . import safetensors
 from .layers import Perspectives, layer_function
+from .model import MtpModel, load_model, save_model
 
-__all__ = ["Perspectives", "layer_function", "cells", "aggregators", "__version__"]
+__all__ = ["Perspectives", "layer_function", "MtpModel", "load_model", "save_model",
+           "safetensors", "cells", "aggregators", "__version__"]
