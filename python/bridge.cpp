@@ -32,6 +32,13 @@ std::string shape_text(const at::Tensor& t) {
   return mtp::shape_str(std::vector<index_t>(t.sizes().begin(), t.sizes().end()));
 }
 
+// As Python spells the two the layers take; torch's C++ name for the others.
+std::string dtype_name(at::ScalarType t) {
+  if (t == at::kFloat) return "torch.float32";
+  if (t == at::kDouble) return "torch.float64";
+  return c10::toString(t);
+}
+
 class Layer {
   template <class L>
   using scalar_of = typename std::remove_reference_t<L>::S;
@@ -152,7 +159,7 @@ class Layer {
               "{} is on {}: mtp's PyTorch bridge runs on the CPU (move it with .cpu())", what,
               t.device().str());
     MTP_CHECK(t.scalar_type() == dtype(), "{} is {}, the layer is {} (convert one of them)", what,
-              c10::toString(t.scalar_type()), c10::toString(dtype()));
+              dtype_name(t.scalar_type()), dtype_name(dtype()));
     MTP_CHECK(t.is_contiguous(), "{} is not contiguous", what);
     MTP_CHECK(!t.is_sparse() && t.layout() == at::kStrided, "{} is not a dense tensor", what);
   }

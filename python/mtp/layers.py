@@ -201,6 +201,13 @@ class Perspectives(nn.Module):
         self._flat = flat
         return flat
 
+    def __getstate__(self):
+        # copy.deepcopy, pickle, torch.save: the C++ layers are rebuilt on demand; the
+        # copy's parameters become views of a flat tensor again at its first forward.
+        state = self.__dict__.copy()
+        state["_pools"] = {}
+        return state
+
     def _make_core(self, dtype: torch.dtype) -> "_mtp.Layer":
         return _mtp.Layer(f64=dtype == torch.float64, **self._spec)
 
