@@ -2,15 +2,18 @@
 """The PyTorch bridge's speed (docs/python.md): a training step (forward + backward) of
 mtp.Perspectives against
 
-  - the same layer called directly in C++ (bench_layer's layer/<cell>/train_step, the
-    same cell, learned selector, shape and thread count): the bridge's overhead;
+  - the same layer called directly: in this process, the extension's C++ layer on the
+    same tensors without the module and autograd ("C++ here": the bridge's overhead),
+    and in C++ alone, bench_layer's layer/<cell>/train_step in its own process (the same
+    cell, learned selector, shape and thread count);
   - the same model written in plain PyTorch: for GRU and LSTM, K torch.nn.GRU / nn.LSTM
     sharing their weights, each with its decay folded into the update / forget gate's
     input bias, and a softmax selector over them; for RWKV-4's time mix and the SSM, the
     equations of docs/contract.md as a loop over time, vectorised over B and K.
 
-Interleaved: every round times each configuration once with each of the three, so that
-load on a shared machine falls on all alike; medians over the rounds are reported.
+Interleaved: every round times each configuration with each of them, the bridge and the
+C++ layer alternating step by step, so that load on a shared machine falls on all alike;
+the overhead is the median ratio of alternating steps, the rest medians over the rounds.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=build/python \\
         /usr/bin/python3 bench/bench_bridge.py --bench-layer build/bin/bench_layer
@@ -156,9 +159,9 @@ def torch_peer(cell, W, K):
 # Timing.
 
 
-def time_step(model, x, dy, steps):
-    """Median seconds of one training step: forward, backward of sum(y·dy) (so dy enters
-    as the output gradient, as bench_layer's backward takes it), gradients reset."""
+def module_step(model, x, dy):
+    """One training step of a module: forward, backward of sum(y·dy) (so dy enters as the
+    output gradient, as bench_layer's backward takes it), gradients reset."""
 
     def step():
         for p in model.parameters():
@@ -167,13 +170,39 @@ def time_step(model, x, dy, steps):
         y = y[0] if isinstance(y, tuple) else y
         y.backward(dy)
 
-    step()  # untimed: allocation, primitive creation
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return step
+
+
+def core_step(layer, x, dy):
+    """The same step on the extension's C++ layer called directly on the same tensors:
+    forward in training mode and backward, no module, no autograd (what the bridge adds is
+    the rest)."""
+    flat = layer._flat_params()
+    core = layer._make_core(flat.dtype)
+    state = layer.initial_state(x.shape[1])
+
+    def step():
+        core.forward(flat, x, state.clone(), True, 0)
+        core.backward(flat, x, dy, None, False)
+
+    return step
+
+
+def time_steps(steps, repeats):
+    """Median seconds of each step function, the functions alternating step by step (so
+    that a slow spell of a shared machine falls on all of them), and the median ratio of
+    each to the first over the alternations."""
+    for step in steps:
+        step()  # untimed: allocation, primitive creation
+    times = [[] for _ in steps]
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - t0)
+    medians = [statistics.median(t) for t in times]
+    ratios = [statistics.median(t / t0 for t, t0 in zip(ts, times[0])) for ts in times]
+    return medians, ratios
 
 
 def time_direct(bench_layer, cell, T, B, W, K, threads):
@@ -198,8 +227,10 @@ def main():
     p.add_argument("--T", type=int, default=256)
     p.add_argument("--B", type=int, default=32)
     p.add_argument("--W", type=int, default=256, help="I = H = W (default 256)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per round (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="timed steps per round of the bridge and of the C++ layer, "
+                        "alternating; a quarter as many of plain PyTorch (default 10)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write every round's times here")
     a = p.parse_args()
@@ -217,10 +248,13 @@ def main():
     for r in range(a.rounds):
         for cell, K in configs:
             bridge, peer = models[cell, K]
+            (core_s, bridge_s), (_, bridge_per_core) = time_steps(
+                [core_step(bridge, x, dy), module_step(bridge, x, dy)], a.steps)
+            (torch_s,), _ = time_steps([module_step(peer, x, dy)], max(1, a.steps // 4))
             row = {"round": r, "cell": cell, "K": K,
                    "direct_s": time_direct(a.bench_layer, cell, a.T, a.B, a.W, K, a.threads),
-                   "bridge_s": time_step(bridge, x, dy, a.steps),
-                   "torch_s": time_step(peer, x, dy, max(1, a.steps // 2))}
+                   "core_s": core_s, "bridge_s": bridge_s, "bridge_per_core": bridge_per_core,
+                   "torch_s": torch_s}
             rounds.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
 
@@ -228,16 +262,19 @@ def main():
     print(f"T={a.T} B={a.B} I=H={a.W}, float32, learned selector, {a.threads} threads, "
           f"{a.rounds} interleaved rounds; torch {torch.__version__}; {machine}; "
           f"{time.strftime('%Y-%m-%d')}\n")
-    print("| cell | K | C++ direct ms | bridge ms | bridge overhead | plain PyTorch ms "
-          "| mtp speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| cell | K | bench_layer ms | C++ here ms | bridge ms | bridge overhead "
+          "| vs bench_layer | plain PyTorch ms | mtp speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for cell, K in configs:
         rs = [r for r in rounds if (r["cell"], r["K"]) == (cell, K)]
-        med = {k: statistics.median(r[k] for r in rs) for k in ("direct_s", "bridge_s", "torch_s")}
-        overhead = statistics.median(r["bridge_s"] / r["direct_s"] - 1 for r in rs)
+        med = {k: statistics.median(r[k] for r in rs)
+               for k in ("direct_s", "core_s", "bridge_s", "torch_s")}
+        overhead = statistics.median(r["bridge_per_core"] - 1 for r in rs)
+        vs_cpp = statistics.median(r["bridge_s"] / r["direct_s"] - 1 for r in rs)
         speedup = statistics.median(r["torch_s"] / r["bridge_s"] for r in rs)
-        print(f"| {cell} | {K} | {med['direct_s'] * 1e3:.1f} | {med['bridge_s'] * 1e3:.1f} | "
-              f"{overhead * 100:+.1f}% | {med['torch_s'] * 1e3:.1f} | {speedup:.2f}× |")
+        print(f"| {cell} | {K} | {med['direct_s'] * 1e3:.1f} | {med['core_s'] * 1e3:.1f} | "
+              f"{med['bridge_s'] * 1e3:.1f} | {overhead * 100:+.1f}% | {vs_cpp * 100:+.1f}% | "
+              f"{med['torch_s'] * 1e3:.1f} | {speedup:.2f}× |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "rounds": rounds}, f, indent=2)

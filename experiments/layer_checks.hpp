@@ -131,7 +131,7 @@ void gradients(std::vector<CheckResult>& out, const std::string& label, int K,
   fill_normal(R.data(), index_t(R.size()), 4);
   std::vector<double> s0 = random_state(t.layer, B, K, 5);
   const Shape xs{T, B, I}, ys{T, B, O}, ss{B, index_t(K), t.layer.state_width()};
-  std::vector<double> Q(ss.numel());
+  std::vector<double> Q(s0.size());  // (B,K,Sw), as s0
   fill_normal(Q.data(), index_t(Q.size()), 6);
   const StepContext ctx{.training = training, .seed = 42, .step = 7};
   Tensor<double> y(ys), s(ss);
@@ -240,7 +240,7 @@ void mixed_scan(std::vector<CheckResult>& out, int K,
   fill_normal(dy.data(), index_t(dy.size()), 22);
   const std::vector<double> s0 = random_state(mixed.layer, B, K, 23);
   const Shape xs{T, B, I}, ys{T, B, O}, ss{B, index_t(K), mixed.layer.state_width()};
-  std::vector<double> dsT(ss.numel());
+  std::vector<double> dsT(s0.size());  // (B,K,Sw), as s0
   fill_normal(dsT.data(), index_t(dsT.size()), 24);
   const StepContext ctx{.training = true, .seed = 5, .step = 11};
   struct Run {
