@@ -5,11 +5,14 @@ The parameters are torch Parameters named as docs/contract.md names them (``weig
 them and writes their gradients in place, with no copy. One autograd function per call
 runs mtp's forward and backward over the whole sequence.
 
-Shapes: x (T,B,I) (or (B,T,I) with batch_first), y (T,B,O), state (B,K,Sw).
+Shapes: x (T,B,I) (or (B,T,I) with batch_first), y (T,B,O), state (B,K,Sw); O and Sw
+are the module's output_size and state_size (O = H for GRU and LSTM, I for RWKV and
+the SSM; Sw = H, 2H, 4C, N).
 """
 
 from __future__ import annotations
 
+import operator
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -118,7 +121,8 @@ class Perspectives(nn.Module):
             ``mtp.aggregators()`` lists them.
         noise, noise_mode, top_k: the learned selector's Gaussian noise σ on its logits
             while training (``noise_mode="learned"``: σ = softplus(W_n x)), and top-k.
-        fixed_weights: the fixed aggregator's K weights (default: uniform).
+        fixed_weights: the fixed aggregator's K weights (default: ½ for the first view,
+            the rest spread evenly over the others).
         decay_spread: decay row k starts at the cell's decay + spread·(k − (K−1)/2).
         batch_first: x and y are (B,T,·) instead of (T,B,·).
         dtype: torch.float32 or torch.float64 (default: torch's default dtype).
@@ -137,11 +141,14 @@ class Perspectives(nn.Module):
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        self._spec = dict(cell=cell, aggregator=aggregator, input_size=int(input_size),
-                          hidden_size=int(input_size if hidden_size is None else hidden_size),
-                          perspectives=int(perspectives), decay_spread=float(decay_spread),
-                          noise=float(noise), noise_mode=noise_mode, top_k=int(top_k),
-                          fixed_weights=[float(w) for w in (fixed_weights or [])])
+        weights = [] if fixed_weights is None else [float(w) for w in fixed_weights]
+        self._spec = dict(cell=cell, aggregator=aggregator, input_size=operator.index(input_size),
+                          hidden_size=operator.index(input_size if hidden_size is None
+                                                     else hidden_size),
+                          perspectives=operator.index(perspectives),
+                          decay_spread=float(decay_spread), noise=float(noise),
+                          noise_mode=noise_mode, top_k=operator.index(top_k),
+                          fixed_weights=weights)
         self.batch_first = batch_first
         self._pools = {}  # dtype → idle C++ layers
         core = self._make_core(dtype)
@@ -216,13 +223,19 @@ class Perspectives(nn.Module):
     def initial_state(self, batch: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """A zero state (B,K,Sw): no history."""
         return torch.zeros(batch, self.perspectives, self.state_size,
-                           dtype=dtype or self._flat.dtype)
+                           dtype=dtype or self.get_parameter(self._infos[0][0]).dtype)
 
     def forward(self, x: torch.Tensor,
                 state: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        if x.dim() != 3:
-            raise ValueError(f"mtp: x has shape {tuple(x.shape)}, expected "
-                             f"({'B,T' if self.batch_first else 'T,B'},{self.input_size})")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"mtp: x must be a tensor, got {type(x).__name__}")
+        if x.dim() != 3 or x.shape[2] != self.input_size:
+            raise RuntimeError(f"mtp: x has shape {tuple(x.shape)}, expected "
+                               f"({'B,T' if self.batch_first else 'T,B'},{self.input_size})")
+        if state is not None and not isinstance(state, torch.Tensor):
+            raise TypeError(f"mtp: state must be one tensor (B,K,Sw) = (B,{self.perspectives},"
+                            f"{self.state_size}), got {type(state).__name__} (an LSTM's h and "
+                            "c are its planes [h | c])")
         if self.batch_first:
             x = x.transpose(0, 1)
         x = x.contiguous()

@@ -147,7 +147,8 @@ class MtpModel(nn.Module):
 
 def load_model(path: str, dtype: Optional[torch.dtype] = None) -> MtpModel:
     """The model of an mtp ``model.safetensors`` (written by ``mtp-exp`` training), its
-    parameters loaded: ``model(tokens)`` gives the logits ``mtp-exp eval`` computes."""
+    parameters loaded, in eval mode: ``model(tokens)`` gives the logits ``mtp-exp eval``
+    computes (``model.train()`` turns the selector noise of training on)."""
     tensors, metadata = safetensors.load(path)
     if "config" not in metadata:
         raise ValueError(f"{path}: no 'config' in its metadata: not an mtp model.safetensors "
@@ -182,7 +183,7 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None) -> MtpModel:
         raise ValueError(f"{path}: tensors do not match the model of its config: missing "
                          f"{[_mtp_name(n) for n in missing]}, unexpected "
                          f"{[_mtp_name(n) for n in unexpected]}")
-    return model
+    return model.eval()
 
 
 def save_model(model: MtpModel, path: str, step: Optional[int] = None) -> None:

@@ -66,7 +66,8 @@ def load(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
 def save(path: str, tensors: Dict[str, torch.Tensor],
          metadata: Optional[Dict[str, str]] = None) -> None:
     """Writes the tensors (sorted by name, packed) and the metadata, atomically: a
-    temporary file in the same folder, renamed over `path` once complete."""
+    temporary file in the same folder (created if missing), renamed over `path` once
+    complete."""
     header = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -85,6 +86,7 @@ def save(path: str, tensors: Dict[str, torch.Tensor],
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
     try:
         with os.fdopen(fd, "wb") as f:

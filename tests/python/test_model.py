@@ -38,7 +38,8 @@ def test_mtp_exp_model_in_torch_and_back(cell, mtp_exp, tmp_path):
                            "--aggregator", "learned", "--noise", "0.3")
     eval_run(mtp_exp, checkpoint, tmp_path / "logits.safetensors")
     want, _ = mtp.safetensors.load(str(tmp_path / "logits.safetensors"))
-    model = mtp.load_model(str(checkpoint)).eval()
+    model = mtp.load_model(str(checkpoint))
+    assert not model.training  # loaded for evaluation: no selector noise
     with torch.no_grad():
         logits, _ = model(want["tokens"].long())
     torch.testing.assert_close(logits, want["logits"], rtol=1e-5, atol=1e-5)
@@ -47,8 +48,9 @@ def test_mtp_exp_model_in_torch_and_back(cell, mtp_exp, tmp_path):
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
         logits, _ = model(want["tokens"].long())
-    mtp.save_model(model, str(tmp_path / "changed.safetensors"))
-    eval_run(mtp_exp, tmp_path / "changed.safetensors", tmp_path / "logits2.safetensors")
+    # Into a folder that does not exist yet: save_model creates it.
+    mtp.save_model(model, str(tmp_path / "tuned" / "model.safetensors"))
+    eval_run(mtp_exp, tmp_path / "tuned" / "model.safetensors", tmp_path / "logits2.safetensors")
     back, _ = mtp.safetensors.load(str(tmp_path / "logits2.safetensors"))
     torch.testing.assert_close(back["logits"], logits, rtol=1e-5, atol=1e-5)
 
@@ -145,13 +147,19 @@ def test_bad_sizes_and_tensors_raise():
     with pytest.raises(ValueError, match="dtype must be"):
         mtp.Perspectives("gru", 4, 4, dtype=torch.float16)
     layer = mtp.Perspectives("gru", 4, 5, perspectives=2)
-    with pytest.raises(RuntimeError, match=r"x has shape \(3,2,3\), expected \(T,B,4\)"):
+    with pytest.raises(RuntimeError, match=r"x has shape \(3, 2, 3\), expected \(T,B,4\)"):
         layer(torch.randn(3, 2, 3))
+    with pytest.raises(RuntimeError, match=r"x has shape \(2, 5, 3\), expected \(B,T,4\)"):
+        mtp.Perspectives("gru", 4, 5, batch_first=True)(torch.randn(2, 5, 3))
+    with pytest.raises(TypeError, match=r"state must be one tensor \(B,K,Sw\) = \(B,2,5\)"):
+        layer(torch.randn(3, 2, 4), (torch.zeros(1, 2, 5), torch.zeros(1, 2, 5)))
+    with pytest.raises(TypeError):
+        mtp.Perspectives("gru", 4.5, 4)
     with pytest.raises(RuntimeError, match="x is torch.float64, the layer is torch.float32"):
         layer(torch.randn(3, 2, 4, dtype=torch.float64))
     with pytest.raises(RuntimeError, match=r"state has shape \(2,1,5\), expected \(2,2,5\)"):
         layer(torch.randn(3, 2, 4), torch.zeros(2, 1, 5))
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(RuntimeError, match="expected"):
         layer(torch.randn(3, 4))
     with pytest.raises(RuntimeError, match="T, B >= 1"):
         layer(torch.randn(0, 2, 4))
