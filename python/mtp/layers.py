@@ -1,9 +1,9 @@
 """Perspectives: any registered cell with K temporal perspectives, as a torch.nn.Module.
 
 The parameters are torch Parameters named as docs/contract.md names them (``weight_ih``,
-``decay``, ``selector.weight``, ...), each a view into one flat tensor: mtp's layer reads
-them and writes their gradients in place, with no copy. One autograd function per call
-runs mtp's forward and backward over the whole sequence.
+``decay``, ``selector.weight``, ...), each a view into one flat tensor that mtp's layer
+reads in place, with no copy; their gradients come back as views of one buffer. One
+autograd function per call runs mtp's forward and backward over the whole sequence.
 
 Shapes: x (T,B,I) (or (B,T,I) with batch_first), y (T,B,O), state (B,K,Sw); O and Sw
 are the module's output_size and state_size (O = H for GRU and LSTM, I for RWKV and
