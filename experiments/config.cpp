@@ -83,10 +83,11 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
   return c;
 }
 
-void check_layer_flags(const std::string& cell, const std::string& aggregator, int perspectives,
-                       double noise, const std::string& noise_mode, int top_k,
-                       const std::vector<double>& fixed_weights) {
-  registry().mixer(cell, aggregator);  // both known, and registered together
+const MixerEntry& check_layer_flags(const std::string& cell, const std::string& aggregator,
+                                    int perspectives, double noise, const std::string& noise_mode,
+                                    int top_k, const std::vector<double>& fixed_weights) {
+  // Both known, and registered together.
+  const MixerEntry& entry = registry().mixer(cell, aggregator);
   if (perspectives < 1 || perspectives > 64)
     usage_fail("--perspectives must be in [1, 64], got {}", perspectives);
   if (!std::isfinite(noise) || noise < 0)
@@ -113,6 +114,7 @@ void check_layer_flags(const std::string& cell, const std::string& aggregator, i
       usage_fail("--fixed-weights: {}", e.what());
     }
   }
+  return entry;
 }
 
 void validate(const TrainConfig& c) {

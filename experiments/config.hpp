@@ -79,11 +79,14 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
 // Range and consistency checks on a config; throws UsageError naming the flag.
 void validate(const TrainConfig& c);
 
+struct MixerEntry;
+
 // The layer's flags, for train, layer and the PyTorch bridge alike: the pair registered,
 // K in [1, 64], and the selector flags (--noise, --noise-mode, --top-k, --fixed-weights)
-// in range and taken by the aggregator; throws UsageError naming the flag.
-void check_layer_flags(const std::string& cell, const std::string& aggregator, int perspectives,
-                       double noise, const std::string& noise_mode, int top_k,
-                       const std::vector<double>& fixed_weights);
+// in range and taken by the aggregator; throws UsageError naming the flag. Returns the
+// pair's registry entry.
+const MixerEntry& check_layer_flags(const std::string& cell, const std::string& aggregator,
+                                    int perspectives, double noise, const std::string& noise_mode,
+                                    int top_k, const std::vector<double>& fixed_weights);
 
 }  // namespace mtp::exp

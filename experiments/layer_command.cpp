@@ -12,9 +12,9 @@
 namespace mtp::exp {
 
 void run_layer(const LayerArgs& a) {
-  const MixerEntry& entry = registry().mixer(a.cell, a.aggregator);
-  check_layer_flags(a.cell, a.aggregator, a.perspectives, /*noise=*/0.0, a.noise_mode, a.top_k,
-                    a.fixed_weights);
+  const MixerEntry& entry =
+      check_layer_flags(a.cell, a.aggregator, a.perspectives,
+                        /*noise=*/0.0, a.noise_mode, a.top_k, a.fixed_weights);
   if (a.dtype != "f32" && a.dtype != "f64") usage_fail("--dtype must be f32 or f64");
   if (a.params.empty()) usage_fail("--params FILE is required");
   if (a.input.empty()) usage_fail("--input FILE is required");
@@ -38,14 +38,14 @@ void run_layer(const LayerArgs& a) {
 
 template <class S>
 std::unique_ptr<AnyLayer<S>> make_layer(const LayerSpec& spec) {
-  check_layer_flags(spec.cell, spec.aggregator, spec.perspectives, spec.noise, spec.noise_mode,
-                    spec.top_k, spec.fixed_weights);
+  const MixerEntry& entry =
+      check_layer_flags(spec.cell, spec.aggregator, spec.perspectives, spec.noise, spec.noise_mode,
+                        spec.top_k, spec.fixed_weights);
   if (spec.input < 1 || spec.input > 65536)
     usage_fail("input_size must be in [1, 65536], got {}", spec.input);
   if (spec.hidden < 1 || spec.hidden > 65536)
     usage_fail("hidden_size must be in [1, 65536], got {}", spec.hidden);
   if (!std::isfinite(spec.decay_spread)) usage_fail("--decay-spread must be finite");
-  const MixerEntry& entry = registry().mixer(spec.cell, spec.aggregator);
   if constexpr (std::is_same_v<S, float>)
     return entry.make_layer_f32(spec);
   else
