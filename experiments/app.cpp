@@ -12,29 +12,36 @@
 // Errors are one line.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "mtp/core/error.hpp"
+#include "mtp/core/file_io.hpp"
 #include "mtp/experiments/app.hpp"
 #include "mtp/experiments/benchmarks.hpp"
 #include "mtp/experiments/cli.hpp"
 #include "mtp/experiments/config.hpp"
 #include "mtp/experiments/generate.hpp"
+#include "mtp/experiments/json_file.hpp"
 #include "mtp/experiments/layer_command.hpp"
 #include "mtp/experiments/process.hpp"
 #include "mtp/experiments/registry.hpp"
 #include "mtp/experiments/report.hpp"
 #include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/sweep.hpp"
+#include "mtp/experiments/tokenizer.hpp"
 #include "mtp/experiments/trainer.hpp"
 #include "mtp/version.hpp"
 
@@ -56,6 +63,8 @@ constexpr const char* kUsage =
     "       mtp-exp report DIR                      tables, statistics and plots of a sweep\n"
     "       mtp-exp check [--cell C] [--aggregator A]\n"
     "                                               the generated gradient and path checks\n"
+    "       mtp-exp tokenize --tokenizer FILE --input TEXT [--decode]\n"
+    "                                               text to token ids (JSON) and back\n"
     "       mtp-exp COMMAND --help                  the flags of a command\n"
     "       mtp-exp --version                       the version\n";
 
@@ -270,6 +279,50 @@ int cmd_check(int argc, const char* const* argv) {
   return failed ? 1 : 0;
 }
 
+// Text → ids as one JSON array, or (--decode) a JSON array of ids → the text's bytes.
+int cmd_tokenize(int argc, const char* const* argv) {
+  std::string tokenizer, input;
+  bool decode = false;
+  int threads = 0;
+  po::options_description d("tokenize flags");
+  d.add_options()("help,h", "show this help")  //
+      ("tokenizer", po::value(&tokenizer),
+       "a Hugging Face tokenizer.json (byte-level BPE); default: bytes (ids 0..255)")  //
+      ("input", po::value(&input)->required(),
+       "the text file (with --decode: a file holding a JSON array of ids); - reads stdin")  //
+      ("decode", po::bool_switch(&decode), "ids to text: print the bytes of the tokens")    //
+      ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)");
+  po::variables_map vm;
+  if (!cli::parse(argc, argv, d, vm,
+                  "usage: mtp-exp tokenize [--tokenizer FILE] --input TEXT [--decode]\n"
+                  "Prints the ids of the whole file as one JSON array; with --decode, reads "
+                  "such an array and prints the text (no newline added)."))
+    return 0;
+  if (threads < 0) mtp::usage_fail("--threads must be >= 0, got {}", threads);
+  const std::unique_ptr<mtp::exp::Tokenizer> tok = mtp::exp::load_tokenizer(tokenizer);
+  const std::vector<std::uint8_t> bytes =
+      mtp::read_file_bytes(input == "-" ? "/dev/stdin" : input, "--input");
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  if (decode) {
+    const nlohmann::json j = mtp::exp::parse_json(text, input);
+    const auto ids = mtp::exp::json_to<std::vector<std::int32_t>>(j, input);
+    const std::string out = tok->decode(ids);
+    if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size())
+      throw std::system_error(errno, std::generic_category());
+    return 0;
+  }
+  const std::vector<std::int32_t> ids = tok->encode_large(text, threads);
+  fmt::memory_buffer out;
+  out.push_back('[');
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) out.push_back(',');
+    fmt::format_to(std::back_inserter(out), "{}", ids[i]);
+  }
+  out.append(std::string_view("]\n"));
+  fmt::print("{}", std::string_view(out.data(), out.size()));
+  return 0;
+}
+
 int cmd_report(int argc, const char* const* argv) {
   std::string dir;
   mtp::exp::ReportOptions options;
@@ -352,10 +405,17 @@ int stdout_error(int err) {
   return 1;
 }
 
+struct Command {
+  const char* name;
+  int (*run)(int argc, const char* const* argv);
+};
+constexpr Command kCommands[] = {
+    {"train", cmd_train}, {"eval", cmd_eval},     {"layer", cmd_layer}, {"generate", cmd_generate},
+    {"sweep", cmd_sweep}, {"report", cmd_report}, {"check", cmd_check}, {"tokenize", cmd_tokenize}};
+
 int usage_error(const std::string& what, const std::string& command) {
-  const bool known = command == "train" || command == "eval" || command == "layer" ||
-                     command == "generate" || command == "sweep" || command == "report" ||
-                     command == "check";
+  const bool known = std::any_of(std::begin(kCommands), std::end(kCommands),
+                                 [&](const Command& c) { return command == c.name; });
   fmt::print(stderr, "mtp-exp: error: {} (see mtp-exp {}--help)\n", one_line(what),
              known && command != "train" ? command + " " : "");
   return 2;
@@ -382,24 +442,14 @@ int mtp::exp::run_main(int argc, char** argv) {
   const char* const* cargv = argv + skip;
   int status = 1, err = 0;
   try {
-    if (command == "train")
-      status = cmd_train(cargc, cargv);
-    else if (command == "eval")
-      status = cmd_eval(cargc, cargv);
-    else if (command == "layer")
-      status = cmd_layer(cargc, cargv);
-    else if (command == "generate")
-      status = cmd_generate(cargc, cargv);
-    else if (command == "sweep")
-      status = cmd_sweep(cargc, cargv);
-    else if (command == "report")
-      status = cmd_report(cargc, cargv);
-    else if (command == "check")
-      status = cmd_check(cargc, cargv);
-    else
-      mtp::usage_fail(
-          "unknown command '{}' (commands: train, eval, layer, generate, sweep, report, check)",
-          command);
+    const auto* c = std::find_if(std::begin(kCommands), std::end(kCommands),
+                                 [&](const Command& k) { return command == k.name; });
+    if (c == std::end(kCommands)) {
+      std::string names;
+      for (const Command& k : kCommands) names += (names.empty() ? "" : ", ") + std::string(k.name);
+      mtp::usage_fail("unknown command '{}' (commands: {})", command, names);
+    }
+    status = c->run(cargc, cargv);
   } catch (const mtp::UsageError& e) {
     return usage_error(e.what(), command);
   } catch (const po::error& e) {

@@ -217,12 +217,6 @@ int argmax(size_t n, F&& value) {
 
 }  // namespace
 
-std::vector<std::int32_t> ByteTokenizer::encode(std::string_view text) const {
-  std::vector<std::int32_t> ids(text.size());
-  for (size_t i = 0; i < text.size(); ++i) ids[i] = std::uint8_t(text[i]);
-  return ids;
-}
-
 Benchmark parse_benchmark(std::string_view name) {
   if (name == "lambada") return Benchmark::lambada;
   if (name == "arc-easy") return Benchmark::arc_easy;

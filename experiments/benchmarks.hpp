@@ -7,7 +7,7 @@
 // decoding would have produced it). The layers are kept apart so that the scoring does
 // not care how text becomes tokens (bytes now, BPE later):
 //   load_benchmark     file → Examples (texts, gold answer), strict parsing
-//   Tokenizer          text → token ids (ByteTokenizer: one token per byte)
+//   Tokenizer          text → token ids (tokenizer.hpp: bytes, or a BPE's tokenizer.json)
 //   Scorer             token ids → per-continuation log-likelihood and greedy flag
 //                      (ModelScorer: any mtp Model, through its recurrent state)
 //   evaluate_benchmark requests → metrics (acc, acc_norm, perplexity)
@@ -27,22 +27,9 @@
 #include "mtp/core/cell.hpp"
 #include "mtp/core/error.hpp"
 #include "mtp/core/tensor.hpp"
+#include "mtp/experiments/tokenizer.hpp"
 
 namespace mtp::exp {
-
-// ---- Tokenizer ---------------------------------------------------------------------
-
-class Tokenizer {
- public:
-  virtual ~Tokenizer() = default;
-  virtual std::vector<std::int32_t> encode(std::string_view text) const = 0;
-};
-
-// Byte-level: token = byte value in [0, 256), the vocabulary of `--task text` models.
-class ByteTokenizer final : public Tokenizer {
- public:
-  std::vector<std::int32_t> encode(std::string_view text) const override;
-};
 
 // ---- Scorer ------------------------------------------------------------------------
 

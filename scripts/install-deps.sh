@@ -12,7 +12,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config libgomp1
   libdnnl-dev ocl-icd-opencl-dev libeigen3-dev libboost-program-options-dev libfmt-dev
-  libgtest-dev libbenchmark-dev nlohmann-json3-dev gnuplot-nox
+  libgtest-dev libbenchmark-dev nlohmann-json3-dev libicu-dev gnuplot-nox
 )
 torch_packages=(python3 python3-numpy python3-torch libtorch-dev pybind11-dev)
 case "${1:-}" in
