@@ -24,8 +24,8 @@ std::string data_dir() {
 
 std::string corpus() {
   std::string text;
-  for (const char* name : {"tinyshakespeare.txt", "simplebooks92-valid.txt",
-                           "simplebooks92-test.txt"}) {
+  for (const char* name :
+       {"tinyshakespeare.txt", "simplebooks92-valid.txt", "simplebooks92-test.txt"}) {
     std::ifstream in(data_dir() + "/text/" + name, std::ios::binary);
     std::stringstream s;
     s << in.rdbuf();

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -195,6 +196,28 @@ std::string describe_file_type(unsigned mode) {
 
 // How much a read may grow between looks at the memory available.
 constexpr std::uint64_t kMemoryCheckStep = std::uint64_t(64) << 20;
+
+MappedFile::MappedFile(const std::string& path, const std::string& what) {
+  if (path.empty()) fail("{}: the path is empty", what.empty() ? "a file to read" : what);
+  const std::string name = what.empty() ? path : what + " " + path;
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (fd.fd < 0) fail("{}: cannot open ({})", name, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd.fd, &st) != 0) fail("{}: cannot read ({})", name, std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail("{}: is a folder, not a file", name);
+  if (!S_ISREG(st.st_mode))
+    fail("{}: is {}, not a file (mtp-exp reads regular files here)", name,
+         describe_file_type(st.st_mode));
+  size_ = size_t(st.st_size);
+  if (size_ == 0) return;
+  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.fd, 0);
+  if (p == MAP_FAILED) fail("{}: cannot map ({})", name, std::strerror(errno));
+  data_ = static_cast<const std::uint8_t*>(p);
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+}
 
 std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::string& what,
                                           std::uint64_t limit, bool pipes) {

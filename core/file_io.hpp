@@ -29,6 +29,30 @@ std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::st
                                           std::uint64_t limit = kDefaultReadLimit,
                                           bool pipes = true);
 
+// A regular file mapped read-only (a corpus, a token cache): its pages are the file's,
+// read on demand and evictable, so a large file costs address space rather than memory.
+// Errors as read_file_bytes's; a pipe or device is refused (it cannot be mapped). A file
+// replaced by an atomic write keeps its old contents for this mapping.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path, const std::string& what = "");
+  ~MappedFile();
+  MappedFile(MappedFile&& o) noexcept : data_(o.data_), size_(o.size_) {
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  MappedFile& operator=(MappedFile&&) = delete;
+  MappedFile(const MappedFile&) = delete;
+
+  const std::uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::string_view text() const { return {reinterpret_cast<const char*>(data_), size_}; }
+
+ private:
+  const std::uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 struct WriteOptions {
   // A symbolic link at the path: write (atomically) to the file it points to. Otherwise
   // a link is refused: it is never replaced.

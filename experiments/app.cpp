@@ -57,7 +57,7 @@ constexpr const char* kUsage =
     "       mtp-exp layer --params P --input X --output Y [flags]\n"
     "                                               run one wrapped layer (forward, backward)\n"
     "       mtp-exp generate --checkpoint FILE --prompt TEXT [--tokens N]\n"
-    "                                               stream text from a byte-level model\n"
+    "                                               stream text from a text model\n"
     "       mtp-exp sweep --grid \"flag=a,b;...\" [train flags] --out DIR [--jobs N]\n"
     "                                               a grid of runs, resumable, shardable\n"
     "       mtp-exp report DIR                      tables, statistics and plots of a sweep\n"
@@ -89,7 +89,7 @@ int cmd_train(int argc, const char* const* argv) {
 }
 
 int cmd_eval(int argc, const char* const* argv) {
-  std::string checkpoint, data, logits;
+  std::string checkpoint, data, logits, tokenizer;
   int threads = 0;
   bool json = false;
   mtp::exp::BenchmarkArgs bench;
@@ -99,6 +99,8 @@ int cmd_eval(int argc, const char* const* argv) {
        "model.safetensors written by training")  //
       ("data", po::value(&data),
        "text checkpoints: evaluate on this file's last 10%; with --benchmark: its data file")  //
+      ("tokenizer", po::value(&tokenizer),
+       "text checkpoints: this tokenizer.json in place of the one the model was trained with")  //
       ("benchmark", po::value(&bench.benchmark),
        "zero-shot benchmark (text checkpoints): lambada | arc-easy | piqa | winogrande")  //
       ("labels", po::value(&bench.labels),
@@ -118,6 +120,7 @@ int cmd_eval(int argc, const char* const* argv) {
       mtp::usage_fail("--limit must be >= 1, got {}", bench.limit);
     bench.checkpoint = checkpoint;
     bench.data = data;
+    bench.tokenizer = tokenizer;
     bench.threads = threads;
     const nlohmann::json r = mtp::exp::run_benchmark(bench);
     fmt::print("{}\n", json ? r.dump(2) : mtp::exp::benchmark_summary(r));
@@ -125,13 +128,18 @@ int cmd_eval(int argc, const char* const* argv) {
   }
   if (vm.count("labels") || vm.count("limit"))
     mtp::usage_fail("--labels and --limit apply to --benchmark only");
-  const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, threads, logits);
+  const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, tokenizer, threads, logits);
   if (json) {
     fmt::print("{}\n", r.dump(2));
   } else if (r.contains("bits_per_byte")) {
-    fmt::print("{}: loss {:.4f}  bits/byte {:.4f}  ({} bytes)\n", checkpoint,
-               r["loss"].get<double>(), r["bits_per_byte"].get<double>(),
-               r["labelled"].get<long long>());
+    if (r.contains("bits_per_token"))
+      fmt::print("{}: loss {:.4f}  bits/byte {:.4f}  bits/token {:.4f}  ({} tokens)\n", checkpoint,
+                 r["loss"].get<double>(), r["bits_per_byte"].get<double>(),
+                 r["bits_per_token"].get<double>(), r["labelled"].get<long long>());
+    else
+      fmt::print("{}: loss {:.4f}  bits/byte {:.4f}  ({} bytes)\n", checkpoint,
+                 r["loss"].get<double>(), r["bits_per_byte"].get<double>(),
+                 r["labelled"].get<long long>());
   } else {
     fmt::print("{}: loss {:.4f}  accuracy {:.4f}  ({} queries)\n", checkpoint,
                r["loss"].get<double>(), r["accuracy"].get<double>(),
@@ -152,7 +160,9 @@ int cmd_generate(int argc, const char* const* argv) {
   d.add_options()("help,h", "show this help")                                           //
       ("checkpoint", po::value(&a.checkpoint)->required(), "a text model.safetensors")  //
       ("prompt", po::value(&a.prompt)->required(), "the text to continue")              //
-      ("tokens", po::value(&a.tokens)->default_value(a.tokens), "bytes to generate")    //
+      ("tokenizer", po::value(&a.tokenizer),
+       "this tokenizer.json in place of the one the model was trained with")           //
+      ("tokens", po::value(&a.tokens)->default_value(a.tokens), "tokens to generate")  //
       ("temperature", po::value(&a.temperature)->default_value(a.temperature, "1"),
        "sampling temperature (0: greedy)")                                            //
       ("seed", po::value(&seed)->default_value(0), "seed of the sampling")            //
@@ -161,7 +171,7 @@ int cmd_generate(int argc, const char* const* argv) {
   po::variables_map vm;
   if (!cli::parse(argc, argv, d, vm,
                   "usage: mtp-exp generate --checkpoint FILE --prompt TEXT [--tokens N] "
-                  "[--temperature T]\nStreams one byte at a time through the recurrent state."))
+                  "[--temperature T]\nStreams one token at a time through the recurrent state."))
     return 0;
   if (seed < 0) mtp::usage_fail("--seed must be >= 0, got {}", seed);
   a.seed = std::uint64_t(seed);

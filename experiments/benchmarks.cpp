@@ -340,21 +340,23 @@ nlohmann::json run_benchmark(const BenchmarkArgs& a) {
   if (a.data.empty()) usage_fail("--benchmark needs --data FILE (the benchmark's file)");
   if (a.limit < 0) usage_fail("--limit must be >= 1, got {}", a.limit);
   set_threads(a.threads);
-  const Checkpoint ck = read_checkpoint(a.checkpoint);
+  Checkpoint ck = read_checkpoint(a.checkpoint);
   if (ck.config.task != "text")
-    fail("{}: benchmarks score byte-level text models; this checkpoint was trained on {}",
-         a.checkpoint, ck.config.task);
+    fail("{}: benchmarks score text models; this checkpoint was trained on {}", a.checkpoint,
+         ck.config.task);
+  override_tokenizer(ck, a.tokenizer);
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(ck.config.tokenizer);
   std::vector<Example> examples = load_benchmark(b, a.data, a.labels);
   if (a.limit > 0 && size_t(a.limit) < examples.size()) examples.resize(size_t(a.limit));
   const auto t0 = std::chrono::steady_clock::now();
-  const ByteTokenizer tok;
   const BenchmarkResult r = with_checkpoint_model(ck, [&](auto& model) {
     ModelScorer scorer(model);
-    return evaluate_benchmark(b, examples, tok, scorer);
+    return evaluate_benchmark(b, examples, *tok, scorer);
   });
   json j = r.to_json();
   j["checkpoint"] = a.checkpoint;
   j["data"] = a.data;
+  j["tokenizer"] = tok->describe();
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return j;
 }

@@ -205,13 +205,15 @@ BenchmarkResult evaluate_benchmark(Benchmark b, const std::vector<Example>& exam
 
 struct BenchmarkArgs {
   std::string checkpoint, benchmark, data, labels;
-  long long limit = 0;  // 0: all examples
+  std::string tokenizer;  // in place of the checkpoint's (override_tokenizer)
+  long long limit = 0;    // 0: all examples
   int threads = 0;
 };
 
-// `mtp-exp eval --benchmark`: loads a byte-level text checkpoint (others are an
-// mtp::Error) and the benchmark file, evaluates the first `limit` examples. Returns
-// BenchmarkResult::to_json() plus "checkpoint", "data" and "seconds".
+// `mtp-exp eval --benchmark`: loads a text checkpoint (others are an mtp::Error) with
+// its tokenizer (bytes, or its BPE) and the benchmark file, evaluates the first `limit`
+// examples. Returns BenchmarkResult::to_json() plus "checkpoint", "data", "tokenizer" and
+// "seconds".
 nlohmann::json run_benchmark(const BenchmarkArgs& args);
 
 // The one-line summary of a to_json() / run_benchmark result:

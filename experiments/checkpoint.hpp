@@ -100,13 +100,16 @@ struct TrainTally {
     }
   }
   // The train row of the steps since the last one; the interval starts over.
-  MetricsRow close_interval(long long step_done, bool bpb, double lr, double elapsed) {
+  // `bytes_per_label`: a text task's (Task::bytes_per_label(false)); 0 for no bits per byte.
+  MetricsRow close_interval(long long step_done, double bytes_per_label, double lr,
+                            double elapsed) {
+    const bool bpb = bytes_per_label > 0;
     const double mean_loss = interval_loss / double(interval_n);
     MetricsRow row{step_done,
                    "train",
                    mean_loss,
                    interval_acc / double(interval_n),
-                   bpb ? mean_loss / std::log(2.0) : NAN,
+                   bpb ? mean_loss / std::log(2.0) / bytes_per_label : NAN,
                    lr,
                    last_norm,
                    smoothed_tps,

@@ -107,6 +107,12 @@ TrainFlags::TrainFlags() {
       ("seed", po::value(&seed_)->default_value(0), "seed of initialisation, data and noise")  //
       ("task", po::value(&c_.task)->default_value(c_.task), task_help().c_str())               //
       ("data", po::value(&c_.data), "text corpus file for --task text")                        //
+      ("tokenizer", po::value(&c_.tokenizer),
+       "--task text: a Hugging Face tokenizer.json (byte-level BPE, e.g. GPT-NeoX's); "
+       "default: bytes")  //
+      ("token-cache", po::value(&c_.token_cache),
+       "--task text with --tokenizer: the folder of tokenized corpora (default: "
+       "$XDG_CACHE_HOME/mtp/tokens or ~/.cache/mtp/tokens)")  //
       ("carry-state", po::bool_switch(&c_.carry_state),
        "text: carry the recurrent state across consecutive chunks of B streams (truncated BPTT)")  //
       ("vocab", po::value(&c_.vocab)->default_value(c_.vocab, "task default"),

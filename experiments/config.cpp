@@ -23,9 +23,9 @@ namespace mtp::exp {
   X(decay_spread)                                                                           \
   X(layers) X(width) X(ffn) X(init_from) X(freeze)                                         \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
-  X(task) X(data) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens) X(val_batches)    \
-  X(task_options)                                                                           \
-  X(out) X(threads) X(eval_every) X(log_every) X(checkpoint_every)
+  X(task) X(data) X(tokenizer) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens)      \
+  X(val_batches) X(task_options)                                                            \
+  X(out) X(token_cache) X(threads) X(eval_every) X(log_every) X(checkpoint_every)
 // clang-format on
 
 TaskDefaults task_defaults(const std::string& task) {

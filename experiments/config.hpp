@@ -40,6 +40,7 @@ struct TrainConfig {
   // Task
   std::string task = "mqar";
   std::string data;          // text: the corpus file
+  std::string tokenizer;     // text: a tokenizer.json (byte-level BPE); empty: bytes
   bool carry_state = false;  // text: truncated BPTT over contiguous streams
   int vocab = 32;            // mqar: whole vocabulary; lag-recall, selective-copy: data tokens
   int pairs = 4;             // mqar
@@ -51,6 +52,7 @@ struct TrainConfig {
   std::map<std::string, std::string> task_options;
   // Run
   std::string out;
+  std::string token_cache;         // text with a tokenizer: the cache folder ("": default)
   int threads = 0;                 // 0: all cores
   long long eval_every = 0;        // 0: only at the end
   long long log_every = 0;         // 0: about 20 lines per run

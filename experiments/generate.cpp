@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mtp/core/rng.hpp"
+#include "mtp/experiments/tokenizer.hpp"
 #include "mtp/experiments/trainer.hpp"
 
 namespace mtp::exp {
@@ -43,17 +44,19 @@ GenerateStats run_generation(const GenerateArgs& a, std::FILE* out) {
   if (!(a.temperature >= 0) || !std::isfinite(a.temperature))
     usage_fail("--temperature must be >= 0, got {}", a.temperature);
   set_threads(a.threads);
-  const Checkpoint ck = read_checkpoint(a.checkpoint);
+  Checkpoint ck = read_checkpoint(a.checkpoint);
   if (ck.config.task != "text")
-    fail("{}: generate needs a byte-level text checkpoint; this one was trained on {}",
-         a.checkpoint, ck.config.task);
+    fail("{}: generate needs a text checkpoint; this one was trained on {}", a.checkpoint,
+         ck.config.task);
+  override_tokenizer(ck, a.tokenizer);
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(ck.config.tokenizer);
   return with_checkpoint_model(ck, [&](auto& model) {
     using clock = std::chrono::steady_clock;
     GenerateStats st;
     const CounterRng rng(a.seed, rng_stream::kSampling);
     auto state = model.initial_state(1);
-    std::vector<std::int32_t> prompt(a.prompt.begin(), a.prompt.end());
-    for (std::int32_t& t : prompt) t = std::int32_t(std::uint8_t(t));
+    const std::vector<std::int32_t> prompt = tok->encode(a.prompt);
+    MTP_CHECK(!prompt.empty(), "--prompt: no tokens");
     emit(a.prompt.data(), a.prompt.size(), out);
     auto t0 = clock::now();
     model.forward(prompt.data(), nullptr, index_t(prompt.size()), 1, StepContext{}, &state);
@@ -64,8 +67,8 @@ GenerateStats run_generation(const GenerateArgs& a, std::FILE* out) {
     for (long long i = 0; i < a.tokens; ++i) {
       const float* last = model.logits().data + (model.logits().dim(0) - 1) * V;
       std::int32_t next = sample(last, V, a.temperature, rng.uniform(std::uint64_t(i)));
-      const char byte = char(next);
-      emit(&byte, 1, out);
+      const std::string_view bytes = tok->token_bytes(next);
+      emit(bytes.data(), bytes.size(), out);
       model.forward(&next, nullptr, 1, 1, StepContext{}, &state);
       ++st.generated;
     }

@@ -207,49 +207,64 @@ nlohmann::json SelectiveCopyTask::describe() const {
 
 // ---------------------------------------------------------------------------- text
 
-TextTask::TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches,
-                   int batch, bool carry_state)
-    : carry_(carry_state), path_(path), batch_(batch), seq_len_(seq_len), seed_(seed) {
-  bytes_ = read_file_bytes(path, "--data");
-  MTP_CHECK(!bytes_.empty(), "--data {}: the file is empty", path);
-  split_ = bytes_.size() * 9 / 10;
+TextTask::TextTask(const std::string& path, const std::string& tokenizer,
+                   const std::string& token_cache, int seq_len, std::uint64_t seed, int val_batches,
+                   int batch, bool carry_state, int threads)
+    : carry_(carry_state),
+      path_(path),
+      tokenizer_path_(tokenizer),
+      batch_(batch),
+      tok_(load_tokenizer(tokenizer)),
+      corpus_(path, *tok_, token_cache, threads),
+      seq_len_(seq_len),
+      seed_(seed) {
+  const size_t n = corpus_.size();
+  const char* unit = tokenizer.empty() ? "bytes" : "tokens";
+  MTP_CHECK(n > 0, "--data {}: the file is empty", path);
+  split_ = n * 9 / 10;
   const size_t window = size_t(seq_len) + 1;
-  MTP_CHECK(split_ >= window && bytes_.size() - split_ >= window,
-            "--data {}: {} bytes is too short for --seq-len {} (each 90%/10% split needs {} "
-            "bytes)",
-            path, bytes_.size(), seq_len, window);
+  MTP_CHECK(split_ >= window && n - split_ >= window,
+            "--data {}: {} {} is too short for --seq-len {} (each 90%/10% split needs {} {})", path,
+            n, unit, seq_len, window, unit);
+  if (!tokenizer.empty())
+    train_bytes_per_label_ = double(corpus_.decoded_bytes(0, split_)) / double(split_);
   if (carry_) {
     // Validation streams: as many of the B streams as the split can give one chunk each.
-    const index_t B = std::min<index_t>(batch, index_t((bytes_.size() - split_ - 1) / seq_len));
-    const index_t chunks =
-        std::min<index_t>(val_batches, chunks_per_stream(split_, bytes_.size(), B));
+    const index_t B = std::min<index_t>(batch, index_t((n - split_ - 1) / size_t(seq_len)));
+    const index_t chunks = std::min<index_t>(val_batches, chunks_per_stream(split_, n, B));
     for (index_t c = 0; c < chunks; ++c) {
-      val_.push_back(stream_chunk(split_, bytes_.size(), B, c));
+      val_.push_back(stream_chunk(split_, n, B, c));
       val_tokens_ += B * seq_len;
     }
     MTP_CHECK(chunks_per_stream(0, split_, batch) >= 1,
-              "--data {}: the training split ({} bytes) is too short for {} streams of "
+              "--data {}: the training split ({} {}) is too short for {} streams of "
               "--seq-len {}",
-              path, split_, batch, seq_len);
-    return;
-  }
-  // Consecutive windows of the validation split, filled column by column, until the
-  // split or val_batches batches run out.
-  const size_t windows = (bytes_.size() - split_ - 1) / size_t(seq_len);
-  const size_t per_batch = size_t(batch);
-  size_t w = 0;
-  for (int v = 0; v < val_batches && w < windows; ++v) {
-    const index_t B = static_cast<index_t>(std::min(per_batch, windows - w));
-    Batch b = empty_batch(seq_len, B);
-    for (index_t j = 0; j < B; ++j, ++w) {
-      const size_t start = split_ + w * size_t(seq_len);
-      for (index_t t = 0; t < seq_len; ++t) {
-        b.tokens[t * B + j] = bytes_[start + t];
-        b.targets[t * B + j] = bytes_[start + t + 1];
-      }
+              path, split_, unit, batch, seq_len);
+  } else {
+    // Consecutive windows of the validation split, filled column by column, until the
+    // split or val_batches batches run out.
+    const size_t windows = (n - split_ - 1) / size_t(seq_len);
+    size_t w = 0;
+    for (int v = 0; v < val_batches && w < windows; ++v) {
+      const index_t B = static_cast<index_t>(std::min(size_t(batch), windows - w));
+      Batch b = empty_batch(seq_len, B);
+      for (index_t j = 0; j < B; ++j, ++w) fill_window(b, j, split_ + w * size_t(seq_len));
+      val_tokens_ += B * seq_len;
+      val_.push_back(std::move(b));
     }
-    val_tokens_ += B * seq_len;
-    val_.push_back(std::move(b));
+  }
+  if (!tokenizer.empty()) {
+    std::uint64_t target_bytes = 0;
+    for (const Batch& b : val_)
+      for (const std::int32_t t : b.targets) target_bytes += tok_->token_bytes(t).size();
+    val_bytes_per_label_ = double(target_bytes) / double(val_tokens_);
+  }
+}
+
+void TextTask::fill_window(Batch& b, index_t j, size_t start) const {
+  for (index_t t = 0; t < seq_len_; ++t) {
+    b.tokens[t * b.B + j] = corpus_[start + size_t(t)];
+    b.targets[t * b.B + j] = corpus_[start + size_t(t) + 1];
   }
 }
 
@@ -261,13 +276,8 @@ index_t TextTask::chunks_per_stream(size_t begin, size_t end, index_t streams) c
 Batch TextTask::stream_chunk(size_t begin, size_t end, index_t streams, index_t chunk) const {
   const size_t length = (end - begin) / size_t(streams);
   Batch b = empty_batch(seq_len_, streams);
-  for (index_t j = 0; j < streams; ++j) {
-    const size_t start = begin + size_t(j) * length + size_t(chunk) * size_t(seq_len_);
-    for (index_t t = 0; t < seq_len_; ++t) {
-      b.tokens[t * streams + j] = bytes_[start + t];
-      b.targets[t * streams + j] = bytes_[start + t + 1];
-    }
-  }
+  for (index_t j = 0; j < streams; ++j)
+    fill_window(b, j, begin + size_t(j) * length + size_t(chunk) * size_t(seq_len_));
   return b;
 }
 
@@ -284,31 +294,40 @@ Batch TextTask::train_batch(std::uint64_t step, index_t B) const {
   RngSequence rng = train_rng(seed_, step);
   Batch b = empty_batch(seq_len_, B);
   const size_t starts = split_ - size_t(seq_len_);  // window [s, s+T] inside the train split
-  for (index_t j = 0; j < B; ++j) {
-    const size_t s = rng.below(starts);
-    for (index_t t = 0; t < seq_len_; ++t) {
-      b.tokens[t * B + j] = bytes_[s + t];
-      b.targets[t * B + j] = bytes_[s + t + 1];
-    }
-  }
+  for (index_t j = 0; j < B; ++j) fill_window(b, j, rng.below(starts));
   return b;
 }
 
-const std::string& TextTask::sha256() const {
-  if (sha256_.empty()) sha256_ = sha256_hex(bytes_.data(), bytes_.size());
-  return sha256_;
+std::vector<DataFile> TextTask::data_files() const {
+  std::vector<DataFile> files = {{"--data", path_, corpus_.text_bytes(), corpus_.sha256()}};
+  if (!tokenizer_path_.empty()) {
+    const nlohmann::json t = tok_->describe();
+    files.push_back({"--tokenizer", tokenizer_path_, t.at("bytes").get<std::uint64_t>(),
+                     t.at("sha256").get<std::string>()});
+  }
+  return files;
 }
 
 nlohmann::json TextTask::describe() const {
-  return {{"task", "text"},
-          {"data", path_},
-          {"bytes", bytes_.size()},
-          {"sha256", sha256()},
-          {"train_bytes", split_},
-          {"validation_bytes", bytes_.size() - split_},
-          {"validation_tokens", val_tokens_},
-          {"seq_len", seq_len_},
-          {"carry_state", carry_}};
+  nlohmann::json j = {{"task", "text"},
+                      {"data", path_},
+                      {"bytes", corpus_.text_bytes()},
+                      {"sha256", corpus_.sha256()},
+                      {"seq_len", seq_len_},
+                      {"carry_state", carry_}};
+  if (tokenizer_path_.empty()) {
+    j["train_bytes"] = split_;
+    j["validation_bytes"] = corpus_.size() - split_;
+  } else {
+    j["tokenizer"] = tok_->describe();
+    j["token_cache"] = corpus_.cache_path();
+    j["tokens"] = corpus_.size();
+    j["train_tokens"] = split_;
+    j["validation_split_tokens"] = corpus_.size() - split_;
+    j["validation_bytes_per_token"] = val_bytes_per_label_;
+  }
+  j["validation_tokens"] = val_tokens_;
+  return j;
 }
 
 namespace {
@@ -393,18 +412,23 @@ TaskSpec selective_copy_spec() {
 
 TaskSpec text_spec() {
   TaskSpec t{.name = "text",
-             .help = "byte-level language modelling on --data",
+             .help = "language modelling on --data: bytes, or --tokenizer's tokens",
              .defaults = {2000, 32, 64, 256},
-             .own_flags = {"data", "carry-state"},
+             .own_flags = {"data", "tokenizer", "token-cache", "carry-state"},
              .reads_vocab = false};
   t.describe = [](const TrainConfig& c) {
-    return fmt::format("text: {} (bytes), T={}{}", c.data, c.seq_len,
+    return fmt::format("text: {} ({}), T={}{}", c.data,
+                       c.tokenizer.empty() ? "bytes" : "tokens of " + c.tokenizer, c.seq_len,
                        c.carry_state ? ", state carried across chunks" : "");
   };
-  t.vocab = [](const TrainConfig&) { return index_t(256); };
+  t.validate = [](const TrainConfig& c) {
+    if (!c.token_cache.empty() && c.tokenizer.empty())
+      usage_fail("--token-cache applies with --tokenizer (bytes need no cache)");
+  };
+  t.vocab = [](const TrainConfig& c) { return load_tokenizer(c.tokenizer)->vocab_size(); };
   t.make = [](const TrainConfig& c) -> std::unique_ptr<Task> {
-    return std::make_unique<TextTask>(c.data, c.seq_len, c.seed, c.val_batches, c.batch,
-                                      c.carry_state);
+    return std::make_unique<TextTask>(c.data, c.tokenizer, c.token_cache, c.seq_len, c.seed,
+                                      c.val_batches, c.batch, c.carry_state, c.threads);
   };
   return t;
 }

@@ -14,6 +14,8 @@
 #include "mtp/core/rng.hpp"
 #include "mtp/core/tensor.hpp"
 #include "mtp/experiments/config.hpp"
+#include "mtp/experiments/token_corpus.hpp"
+#include "mtp/experiments/tokenizer.hpp"
 
 namespace mtp::exp {
 
@@ -45,6 +47,12 @@ class Task {
   // Whether the headline metric is accuracy at labelled positions (mqar) or bits per
   // byte (text).
   virtual bool reports_bits_per_byte() const = 0;
+  // The bytes of text a labelled position stands for, on average over the validation
+  // set or the training split: 1 for bytes; bits per byte = loss / ln 2 / this.
+  virtual double bytes_per_label(bool validation) const {
+    (void)validation;
+    return 1.0;
+  }
   virtual nlohmann::json describe() const = 0;
   // Names of the groups labelled positions fall into (see Batch::groups).
   virtual std::vector<std::string> group_names() const { return {}; }
@@ -140,8 +148,11 @@ class SelectiveCopyTask final : public GeneratedTask {
   int vocab_, copies_;
 };
 
-// Byte-level language modelling on a text file: bytes are tokens (V = 256), the first
-// 90% train, the last 10% validate. Reports bits per byte = loss / ln 2.
+// Language modelling on a text file, as bytes (V = 256) or as the ids of a BPE tokenizer
+// (--tokenizer; the ids cached and memory-mapped, token_corpus.hpp): the first 90% of the
+// tokens train, the last 10% validate. Reports bits per byte: the summed loss over ln 2
+// and over the bytes of text the targets stand for (with bytes, loss / ln 2), so models
+// with different tokenizers compare; with a tokenizer also bits per token.
 //   Without carried state: training on random windows; validation on consecutive
 //   windows from the start of its split, one per sequence.
 //   With carried state (truncated BPTT): each split is cut into B contiguous streams and
@@ -149,37 +160,42 @@ class SelectiveCopyTask final : public GeneratedTask {
 //   training restarts the streams when they are used up.
 class TextTask final : public Task {
  public:
-  TextTask(const std::string& path, int seq_len, std::uint64_t seed, int val_batches, int batch,
-           bool carry_state = false);
+  // `threads`: for tokenizing the corpus when its cache is built.
+  TextTask(const std::string& path, const std::string& tokenizer, const std::string& token_cache,
+           int seq_len, std::uint64_t seed, int val_batches, int batch, bool carry_state = false,
+           int threads = 0);
   std::string name() const override { return "text"; }
-  index_t vocab() const override { return 256; }
+  index_t vocab() const override { return tok_->vocab_size(); }
   Batch train_batch(std::uint64_t step, index_t B) const override;
   const std::vector<Batch>& validation() const override { return val_; }
   bool reports_bits_per_byte() const override { return true; }
+  double bytes_per_label(bool validation) const override {
+    return validation ? val_bytes_per_label_ : train_bytes_per_label_;
+  }
   nlohmann::json describe() const override;
   bool carries_state() const override { return carry_; }
   bool starts_streams(std::uint64_t step) const override;
-  std::vector<DataFile> data_files() const override {
-    return {{"--data", path_, bytes_.size(), sha256()}};
-  }
+  std::vector<DataFile> data_files() const override;
+  const Tokenizer& tokenizer() const { return *tok_; }
 
  private:
-  // Chunks of T tokens (plus the next byte as the last target) per stream when [begin,
+  // Chunks of T tokens (plus the next token as the last target) per stream when [begin,
   // end) is cut into `streams` contiguous streams.
   index_t chunks_per_stream(size_t begin, size_t end, index_t streams) const;
   Batch stream_chunk(size_t begin, size_t end, index_t streams, index_t chunk) const;
+  // Column j of b from the window of T + 1 tokens at `start`.
+  void fill_window(Batch& b, index_t j, size_t start) const;
   bool carry_;
-  std::string path_;
+  std::string path_, tokenizer_path_;
   index_t batch_;  // the number of streams with carried state
-  std::vector<std::uint8_t> bytes_;
-  // The corpus's SHA-256, computed when first asked for (a training state, a result).
-  const std::string& sha256() const;
-  mutable std::string sha256_;
+  std::unique_ptr<Tokenizer> tok_;
+  TokenCorpus corpus_;
   size_t split_;  // train: [0, split_), validation: [split_, size)
   int seq_len_;
   std::uint64_t seed_;
   std::vector<Batch> val_;
   index_t val_tokens_ = 0;
+  double val_bytes_per_label_ = 1, train_bytes_per_label_ = 1;
 };
 
 // A task as the command line knows it: its name, sizes, flags, checks and construction,

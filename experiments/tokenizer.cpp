@@ -314,6 +314,7 @@ std::pair<std::int32_t, size_t> BpeTokenizer::Trie::longest(std::string_view tex
 BpeTokenizer::BpeTokenizer(const std::string& path) : path_(path) {
   const std::vector<std::uint8_t> raw = read_file_bytes(path, "--tokenizer", 1u << 30, false);
   sha256_ = sha256_hex(raw.data(), raw.size());
+  file_bytes_ = raw.size();
   const nlohmann::json j =
       parse_json(std::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()), path);
   MTP_CHECK(j.is_object(), "{}: not a tokenizer.json (expected an object)", path);
@@ -461,11 +462,8 @@ BpeTokenizer::BpeTokenizer(const std::string& path) : path_(path) {
 BpeTokenizer::~BpeTokenizer() = default;
 
 nlohmann::json BpeTokenizer::describe() const {
-  return {{"type", "bpe"},
-          {"file", path_},
-          {"sha256", sha256_},
-          {"vocab", vocab_size()},
-          {"normalizer", normalizer_name_}};
+  return {{"type", "bpe"},     {"file", path_},         {"bytes", file_bytes_},
+          {"sha256", sha256_}, {"vocab", vocab_size()}, {"normalizer", normalizer_name_}};
 }
 
 std::string_view BpeTokenizer::token_bytes(std::int32_t id) const {

@@ -48,8 +48,8 @@ class Tokenizer {
   std::string decode(std::span<const std::int32_t> ids) const;
   // The model's vocabulary: one more than the largest id.
   virtual index_t vocab_size() const = 0;
-  // What a run records of it: {"type": "bytes"} or {"type": "bpe", "file", "sha256",
-  // "vocab"}. A model trained with one is used with the same one.
+  // What a run records of it: {"type": "bytes"} or {"type": "bpe", "file", "bytes",
+  // "sha256", "vocab", "normalizer"}. A model trained with one is used with the same one.
   virtual nlohmann::json describe() const = 0;
 };
 
@@ -121,6 +121,7 @@ class BpeTokenizer final : public Tokenizer {
   bool crosses_added_token(std::string_view text, size_t pos) const;
 
   std::string path_, sha256_;
+  std::uint64_t file_bytes_ = 0;
   std::vector<std::string> token_bytes_;  // by id; ids not in use are absent
   std::vector<bool> in_use_;
   std::array<std::int32_t, 256> byte_token_{};  // the symbol of each byte

@@ -201,9 +201,9 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
                      tail_from);
       progress.update(step, r.loss, tally.smoothed_tps);
       if ((step + 1) % log_every == 0 || step + 1 == cfg.steps)
-        rows.push_back(
-            tally.close_interval(step + 1, task->reports_bits_per_byte(), lr,
-                                 std::chrono::duration<double>(clock::now() - t0).count()));
+        rows.push_back(tally.close_interval(
+            step + 1, task->reports_bits_per_byte() ? task->bytes_per_label(false) : 0, lr,
+            std::chrono::duration<double>(clock::now() - t0).count()));
       if (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0 && step + 1 < cfg.steps)
         eval_row(step + 1);
       tally.step = step + 1;
@@ -227,9 +227,14 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
     result["validation"] = {
         {"loss", val.loss}, {"accuracy", val.accuracy}, {"labelled", val.labelled}};
     if (!val.groups.empty()) result["validation"]["groups"] = groups_json(val.groups);
+    const double train_bits = train_loss_tail / double(tail_n) / std::log(2.0);
     if (bpb) {
-      result["train"]["bits_per_byte"] = train_loss_tail / double(tail_n) / std::log(2.0);
+      result["train"]["bits_per_byte"] = train_bits / task->bytes_per_label(false);
       result["validation"]["bits_per_byte"] = val.bits_per_byte();
+    }
+    if (!cfg.tokenizer.empty()) {
+      result["train"]["bits_per_token"] = train_bits;
+      result["validation"]["bits_per_token"] = val.bits_per_token();
     }
     result["throughput"] = {{"train_tokens_per_s", train_tps},
                             {"train_seconds", tally.train_seconds},
@@ -251,11 +256,14 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
         counts.trained_percent());
     const std::string unit = bpb ? "bits/byte" : "accuracy";
     const double train_metric =
-        bpb ? train_loss_tail / double(tail_n) / std::log(2.0) : train_acc_tail / double(tail_n);
+        bpb ? train_bits / task->bytes_per_label(false) : train_acc_tail / double(tail_n);
     fmt::print("train        loss {:.4f}  {} {:.4f}  (mean of the last {} steps)\n",
                train_loss_tail / double(tail_n), unit, train_metric, tail_n);
     fmt::print("validation   loss {:.4f}  {} {:.4f}  ({} {})\n", val.loss, unit,
-               bpb ? val.bits_per_byte() : val.accuracy, val.labelled, bpb ? "bytes" : "queries");
+               bpb ? val.bits_per_byte() : val.accuracy, val.labelled,
+               !bpb                    ? "queries"
+               : cfg.tokenizer.empty() ? "bytes"
+                                       : "tokens");
     for (const GroupAccuracy& g : val.groups)
       fmt::print("  {:<10} accuracy {:.4f}  ({} queries)\n", g.name, g.accuracy(), g.labelled);
     fmt::print("throughput   {:.0f} tokens/s training ({} steps in {}, {} total)\n", train_tps,
@@ -379,10 +387,20 @@ Checkpoint read_checkpoint(const std::string& path) {
   return ck;
 }
 
-nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads,
+void override_tokenizer(Checkpoint& ck, const std::string& tokenizer) {
+  if (tokenizer.empty()) return;
+  if (ck.config.task != "text")
+    usage_fail("--tokenizer applies to text checkpoints; this one was trained on {}",
+               ck.config.task);
+  ck.config.tokenizer = tokenizer;
+}
+
+nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data,
+                              const std::string& tokenizer, int threads,
                               const std::string& logits_path) {
   set_threads(threads);
   Checkpoint ck = read_checkpoint(checkpoint);
+  override_tokenizer(ck, tokenizer);
   if (!data.empty()) {
     if (ck.config.task != "text")
       usage_fail("--data applies to text checkpoints; this one was trained on {}", ck.config.task);
@@ -401,6 +419,7 @@ nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& 
                       {"labelled", r.labelled}};
   if (!r.groups.empty()) j["groups"] = groups_json(r.groups);
   if (task->reports_bits_per_byte()) j["bits_per_byte"] = r.bits_per_byte();
+  if (!ck.config.tokenizer.empty()) j["bits_per_token"] = r.bits_per_token();
   return j;
 }
 

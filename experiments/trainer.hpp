@@ -32,7 +32,9 @@ struct EvalResult {
   double accuracy = 0;  // argmax accuracy over labelled positions
   index_t labelled = 0;
   std::vector<GroupAccuracy> groups;  // per Task::group_names(), when the task has groups
-  double bits_per_byte() const { return loss / std::log(2.0); }
+  double bytes_per_label = 1;         // Task::bytes_per_label(true)
+  double bits_per_byte() const { return loss / std::log(2.0) / bytes_per_label; }
+  double bits_per_token() const { return loss / std::log(2.0); }
 };
 
 // Adds the argmax hits of the last forward's logits (T,B,V) to each position's group.
@@ -86,7 +88,8 @@ EvalResult evaluate(M& model, const Task& task) {
     total.correct += s.correct;
     if (!b.groups.empty()) count_group_hits(model.logits(), b, groups);
   }
-  return {total.mean_loss(), total.accuracy(), total.labelled, std::move(groups)};
+  return {total.mean_loss(), total.accuracy(), total.labelled, std::move(groups),
+          task.bytes_per_label(true)};
 }
 
 // [{"name": "lag 2", "accuracy": .., "labelled": ..}, ...] for result.json, in task order.
@@ -124,6 +127,10 @@ struct Checkpoint {
   TrainConfig config;
 };
 Checkpoint read_checkpoint(const std::string& path);
+// --tokenizer of eval and generate: a text checkpoint's tokenizer file, in place of the
+// path it was trained with (moved, or for a converted checkpoint that names none).
+// Nothing when `tokenizer` is empty; a usage error for a checkpoint of another task.
+void override_tokenizer(Checkpoint& ck, const std::string& tokenizer);
 
 // The size of a run's --data file (0 for none, or a pipe: unknown until read).
 double corpus_bytes(const TrainConfig& c);
@@ -162,7 +169,8 @@ nlohmann::json resume_training(const std::string& dir, int threads);
 
 // `mtp-exp eval`: re-evaluates a checkpoint on its task, or on `data` for text.
 // logits_path: also write the first validation batch's tokens and logits there.
-nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data, int threads,
+nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data,
+                              const std::string& tokenizer, int threads,
                               const std::string& logits_path = "");
 
 void set_threads(int threads);

@@ -42,7 +42,9 @@ for stage in $stages; do
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
       mkdir -p build-sanitize/crashes
-      for target in fuzz_safetensors fuzz_loaders fuzz_run_files; do
+      # Every target tests/fuzz builds (MTP_FUZZ_TARGETS there): one per source.
+      for source in tests/fuzz/fuzz_*.cpp; do
+        target="$(basename "$source" .cpp)"
         # A scratch copy of the corpus grows; the committed one stays as it is.
         rm -rf "build-sanitize/corpus-$target"
         cp -r "tests/fuzz/corpus/$target" "build-sanitize/corpus-$target"

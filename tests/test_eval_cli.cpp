@@ -132,7 +132,7 @@ TEST_F(EvalCli, RefusesANonTextCheckpoint) {
   EXPECT_TRUE(r.out.empty());
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find("mtp-exp: error:"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("byte-level"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("score text models"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("mqar"), std::string::npos) << r.err;
 }
 

@@ -217,7 +217,7 @@ TEST(TextTask, SplitNextByteTargetsAndValidationWindows) {
   const std::string text = corpus();
   const fs::path p = dir.file("corpus.txt", text);
   constexpr int T = 16, B = 4, kValBatches = 2;
-  const TextTask task(p.string(), T, /*seed=*/1, kValBatches, B);
+  const TextTask task(p.string(), "", "", T, /*seed=*/1, kValBatches, B);
   EXPECT_EQ(task.vocab(), 256);
   EXPECT_TRUE(task.reports_bits_per_byte());
   const nlohmann::json d = task.describe();
@@ -248,7 +248,7 @@ TEST(TextTask, SplitNextByteTargetsAndValidationWindows) {
   }
   EXPECT_TRUE(same(task.train_batch(5, B), task.train_batch(5, B)));
   EXPECT_FALSE(same(task.train_batch(5, B), task.train_batch(6, B)));
-  const TextTask other_seed(p.string(), T, /*seed=*/2, kValBatches, B);
+  const TextTask other_seed(p.string(), "", "", T, /*seed=*/2, kValBatches, B);
   EXPECT_FALSE(same(task.train_batch(5, B), other_seed.train_batch(5, B)));
 
   // Validation: consecutive windows from the start of the last 10%, column by column,
@@ -274,7 +274,7 @@ TEST(TextTask, SplitNextByteTargetsAndValidationWindows) {
 TEST(TextTask, ValidationStopsAtValBatches) {
   TempDir dir;
   const fs::path p = dir.file("big.txt", corpus(10000));
-  const TextTask task(p.string(), 8, 0, /*val_batches=*/3, /*batch=*/2);
+  const TextTask task(p.string(), "", "", 8, 0, /*val_batches=*/3, /*batch=*/2);
   ASSERT_EQ(task.validation().size(), 3u);
   for (const Batch& b : task.validation()) EXPECT_EQ(b.B, 2);
 }
@@ -283,7 +283,7 @@ TEST(TextTask, SmallestFileThatFits) {
   // seq_len 8 needs 9 bytes on each side of the split: 81 bytes split 72/9.
   TempDir dir;
   const fs::path p = dir.file("tiny.txt", corpus(81));
-  const TextTask task(p.string(), 8, 0, 4, 4);
+  const TextTask task(p.string(), "", "", 8, 0, 4, 4);
   ASSERT_EQ(task.validation().size(), 1u);
   EXPECT_EQ(task.validation()[0].B, 1);
   const Batch b = task.train_batch(0, 3);
@@ -293,7 +293,7 @@ TEST(TextTask, SmallestFileThatFits) {
 
 void expect_error_naming(const std::string& path, int seq_len, const std::string& fragment) {
   try {
-    const TextTask task(path, seq_len, 0, 1, 1);
+    const TextTask task(path, "", "", seq_len, 0, 1, 1);
     FAIL() << path << ": accepted with " << task.validation().size() << " validation batches";
   } catch (const Error& e) {
     const std::string msg = e.what();
@@ -328,7 +328,7 @@ TEST(TextTask, CarriedStateBatchesContinueTheirStreams) {
   TempDir dir;
   const std::string path = dir.file("c.txt", corpus()).string();  // 900 train, 100 val bytes
   constexpr int T = 8, B = 3;
-  const TextTask task(path, T, 0, 100, B, /*carry_state=*/true);
+  const TextTask task(path, "", "", T, 0, 100, B, /*carry_state=*/true);
   EXPECT_TRUE(task.carries_state());
   const std::string text = corpus();
   // Training: 3 streams of 300 bytes, (300 − 1) / 8 = 37 chunks each.

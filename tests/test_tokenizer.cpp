@@ -1,9 +1,12 @@
 // The tokenizers (experiments/tokenizer.hpp): the GPT-NeoX BPE against the ids of an
 // independent implementation (tests/tokenizer/neox_reference.json, from tokenizers.js;
 // make_reference.sh regenerates it), the BPE algorithm on a hand-made vocabulary whose
-// answers are worked out by hand, pieces cut for large corpora, and every refusal.
+// answers are worked out by hand, pieces cut for large corpora, every refusal, the
+// token cache of corpora, the token-level text task, and `mtp-exp tokenize`.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -12,11 +15,15 @@
 #include <string>
 
 #include "mtp/core/error.hpp"
+#include "mtp/experiments/tasks.hpp"
+#include "mtp/experiments/token_corpus.hpp"
 #include "mtp/experiments/tokenizer.hpp"
+#include "run_binary.hpp"
 #include "temp_dir.hpp"
 
 using mtp::exp::BpeTokenizer;
 using mtp::exp::ByteTokenizer;
+using mtp::exp::TokenCorpus;
 using Ids = std::vector<std::int32_t>;
 
 namespace {
@@ -247,6 +254,145 @@ TEST(BpeTokenizer, RefusesWhatItCannotReproduce) {
   }
   EXPECT_THROW(BpeTokenizer(dir.file("broken.json", "{\"model\": ").string()), mtp::Error);
   EXPECT_THROW(BpeTokenizer((dir.path() / "missing.json").string()), mtp::Error);
+}
+
+// ---- Token corpora ----------------------------------------------------------------------
+
+TEST(TokenCorpusTest, BuildsTheCacheOnceAndMapsItAfterwards) {
+  mtp::test::TempDir dir;
+  const BpeTokenizer tok(write(dir, tiny_tokenizer()));
+  const std::string text = "abc abbc aaaa<eos>bcab\nabc";
+  const auto corpus = dir.file("corpus.txt", text).string();
+  const std::string cache = (dir.path() / "cache").string();
+  const Ids want = tok.encode(text);
+  {
+    const TokenCorpus c(corpus, tok, cache);
+    EXPECT_TRUE(c.built_cache());
+    ASSERT_EQ(c.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(c[i], want[i]);
+    EXPECT_EQ(c.decoded_bytes(0, c.size()), text.size());
+    EXPECT_EQ(c.text_bytes(), text.size());
+  }
+  const TokenCorpus again(corpus, tok, cache);
+  EXPECT_FALSE(again.built_cache());
+  EXPECT_EQ(again.size(), want.size());
+  // The cache is a safetensors file: U16 ids after an 8-byte length and a JSON header.
+  const std::string bytes = slurp(again.cache_path());
+  std::uint64_t hlen = 0;
+  std::memcpy(&hlen, bytes.data(), 8);
+  const auto header = nlohmann::json::parse(bytes.substr(8, hlen));
+  EXPECT_EQ(header["tokens"]["dtype"], "U16");
+  EXPECT_EQ(header["__metadata__"]["tokenizer_sha256"], tok.sha256());
+  EXPECT_EQ(bytes.size(), 8 + hlen + 2 * want.size());
+}
+
+TEST(TokenCorpusTest, RebuildsACacheThatDoesNotMatch) {
+  mtp::test::TempDir dir;
+  const BpeTokenizer tok(write(dir, tiny_tokenizer()));
+  const auto corpus = dir.file("corpus.txt", "abc abc abc").string();
+  const std::string cache = (dir.path() / "cache").string();
+  const std::string path = TokenCorpus(corpus, tok, cache).cache_path();
+  const std::string good = slurp(path);
+  // An id past the vocabulary (the last token's low byte), a truncated file, garbage.
+  std::string bad_id = good;
+  bad_id[bad_id.size() - 1] = char(0x7f);
+  for (const std::string& broken : {bad_id, good.substr(0, good.size() - 1), std::string("xx")}) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << broken;
+    const TokenCorpus c(corpus, tok, cache);
+    EXPECT_TRUE(c.built_cache());
+    EXPECT_EQ(slurp(path), good);
+  }
+  // Another corpus or another tokenizer is another cache file.
+  const auto other = dir.file("other.txt", "abc abc abd").string();
+  EXPECT_NE(TokenCorpus(other, tok, cache).cache_path(), path);
+}
+
+TEST(TokenCorpusTest, NamesTheCorpusInItsErrors) {
+  mtp::test::TempDir dir;
+  const BpeTokenizer tok(write(dir, tiny_tokenizer()));
+  const auto corpus = dir.file("corpus.txt", "abc\xff").string();
+  try {
+    TokenCorpus c(corpus, tok, (dir.path() / "cache").string());
+    ADD_FAILURE() << "tokenized invalid UTF-8";
+  } catch (const mtp::Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("--data " + corpus + ": the text is not valid UTF-8 at byte 3"),
+        std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(TokenCorpus((dir.path() / "missing").string(), tok, (dir.path() / "c").string()),
+               mtp::Error);
+}
+
+TEST(TextTaskTokens, WindowsOfIdsAndBitsPerByteOfTheirText) {
+  NEOX_OR_SKIP(tok);
+  mtp::test::TempDir dir;
+  const std::string corpus_path = std::string(MTP_SHARED_DATA) + "/text/tinyshakespeare.txt";
+  const mtp::exp::TextTask task(corpus_path, kNeox, (dir.path() / "cache").string(), 16, 3, 2, 4);
+  EXPECT_EQ(task.vocab(), 50277);
+  const Ids all = tok->encode_large(slurp(corpus_path), 2);
+  // Every window is a slice of the corpus's ids, targets shifted by one.
+  const mtp::exp::Batch b = task.train_batch(5, 4);
+  for (mtp::index_t j = 0; j < 4; ++j) {
+    std::vector<std::int32_t> col;
+    for (mtp::index_t t = 0; t < 16; ++t) col.push_back(b.tokens[t * 4 + j]);
+    const auto at = std::search(all.begin(), all.end(), col.begin(), col.end());
+    ASSERT_NE(at, all.end());
+    EXPECT_EQ(b.targets[15 * 4 + j], *(at + 16));
+  }
+  // Validation starts at 90% of the ids; bytes per label is its targets' text.
+  const size_t split = all.size() * 9 / 10;
+  const mtp::exp::Batch& v = task.validation().front();
+  EXPECT_EQ(v.tokens[0], all[split]);
+  double bytes = 0, n = 0;
+  for (const mtp::exp::Batch& vb : task.validation())
+    for (const std::int32_t t : vb.targets) bytes += double(tok->token_bytes(t).size()), ++n;
+  EXPECT_DOUBLE_EQ(task.bytes_per_label(true), bytes / n);
+  EXPECT_GT(task.bytes_per_label(false), 3.0);  // English: ~3.5 bytes per GPT-NeoX token
+  EXPECT_EQ(task.data_files().size(), 2u);
+}
+
+// ---- mtp-exp tokenize ---------------------------------------------------------------------
+
+TEST(TokenizeCli, PrintsTheIdsAndDecodesThemBack) {
+  NEOX_OR_SKIP(tok);
+  mtp::test::TempDir dir;
+  const std::string text = "Hello  world\n\xf0\x9f\xa4\x97 <|endoftext|>it's";
+  const auto in = dir.file("in.txt", text).string();
+  const auto r = mtp::test::run_mtp_exp_captured({"tokenize", "--tokenizer", kNeox, "--input", in},
+                                                 dir.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).get<Ids>(), tok->encode(text));
+  const auto ids = dir.file("ids.json", r.out).string();
+  const auto back = mtp::test::run_mtp_exp_captured(
+      {"tokenize", "--tokenizer", kNeox, "--input", ids, "--decode"}, dir.path());
+  ASSERT_EQ(back.status, 0) << back.err;
+  EXPECT_EQ(back.out, text);
+  // Bytes without --tokenizer.
+  const auto bytes = mtp::test::run_mtp_exp_captured({"tokenize", "--input", in}, dir.path());
+  EXPECT_EQ(nlohmann::json::parse(bytes.out).size(), text.size());
+}
+
+TEST(TokenizeCli, RefusalsAreNamedErrors) {
+  NEOX_OR_SKIP(tok);
+  mtp::test::TempDir dir;
+  const auto bad = dir.file("bad.txt", "ok\xfe").string();
+  const auto ids = dir.file("ids.json", "[1, 2, 99999]").string();
+  const auto not_ids = dir.file("x.json", "{\"a\": 1}").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"tokenize", "--tokenizer", kNeox, "--input", bad}, "not valid UTF-8 at byte 2"},
+      {{"tokenize", "--tokenizer", kNeox, "--input", ids, "--decode"}, "token id 99999"},
+      {{"tokenize", "--tokenizer", kNeox, "--input", not_ids, "--decode"}, not_ids},
+      {{"tokenize", "--tokenizer", bad, "--input", bad}, bad},
+      {{"tokenize", "--input", (dir.path() / "none").string()}, "--input"},
+      {{"tokenize", "--tokenizer", kNeox}, "--input"},
+  };
+  for (const auto& [args, message] : cases) {
+    const auto r = mtp::test::run_mtp_exp_captured(args, dir.path());
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
 }
 
 TEST(ByteTokenizerTest, IsTheBytes) {

@@ -51,7 +51,7 @@ void text_task(std::uint8_t selector, const std::uint8_t* data, std::size_t size
   const std::string path = write("corpus.txt", data, size);
   const int seq_len = 1 + selector % 16, batch = 1 + (selector >> 4) % 4;
   const bool carry = (selector & 0x40) != 0;
-  const mtp::exp::TextTask task(path, seq_len, 0, 2, batch, carry);
+  const mtp::exp::TextTask task(path, "", "", seq_len, 0, 2, batch, carry);
   for (std::uint64_t step = 0; step < 3; ++step) {
     const mtp::exp::Batch b = task.train_batch(step, batch);
     for (std::int32_t t : b.tokens)
