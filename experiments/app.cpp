@@ -102,7 +102,10 @@ int cmd_eval(int argc, const char* const* argv) {
       ("tokenizer", po::value(&tokenizer),
        "text checkpoints: this tokenizer.json in place of the one the model was trained with")  //
       ("benchmark", po::value(&bench.benchmark),
-       "zero-shot benchmark (text checkpoints): lambada | arc-easy | piqa | winogrande")  //
+       ("zero-shot benchmark (text checkpoints): " + mtp::exp::benchmark_names()).c_str())  //
+      ("prefix-token", po::value(&bench.prefix_token),
+       "--benchmark: put this token id before every context (RWKV's run_lm_eval.py: 187, "
+       "GPT-NeoX's \"\\n\"; default: none, as lm-eval)")  //
       ("labels", po::value(&bench.labels),
        "piqa: the labels file (default: --data with .jsonl replaced by _labels.lst)")   //
       ("limit", po::value(&bench.limit), "--benchmark: evaluate the first N examples")  //
@@ -116,6 +119,8 @@ int cmd_eval(int argc, const char* const* argv) {
   if (vm.count("benchmark")) {
     if (vm.count("logits"))
       mtp::usage_fail("--logits applies to the validation set, not --benchmark");
+    if (vm.count("prefix-token") && bench.prefix_token < 0)
+      mtp::usage_fail("--prefix-token must be a token id >= 0, got {}", bench.prefix_token);
     if (vm.count("limit") && bench.limit < 1)
       mtp::usage_fail("--limit must be >= 1, got {}", bench.limit);
     bench.checkpoint = checkpoint;
@@ -126,8 +131,8 @@ int cmd_eval(int argc, const char* const* argv) {
     fmt::print("{}\n", json ? r.dump(2) : mtp::exp::benchmark_summary(r));
     return 0;
   }
-  if (vm.count("labels") || vm.count("limit"))
-    mtp::usage_fail("--labels and --limit apply to --benchmark only");
+  if (vm.count("labels") || vm.count("limit") || vm.count("prefix-token"))
+    mtp::usage_fail("--labels, --limit and --prefix-token apply to --benchmark only");
   const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, tokenizer, threads, logits);
   if (json) {
     fmt::print("{}\n", r.dump(2));

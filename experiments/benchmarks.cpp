@@ -3,7 +3,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <unicode/uchar.h>
+#include <unicode/utf8.h>
+
+#include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <filesystem>
 
 #include "mtp/core/file_io.hpp"
@@ -121,6 +127,158 @@ std::vector<Example> load_lambada(const std::string& path) {
   return out;
 }
 
+// LAMBADA as OpenAI released it: {"text": passage} per line, split as lm-eval's
+// lambada_openai: context = text.split(' ')[:-1] joined, target = " " + the last word.
+std::vector<Example> load_lambada_openai(const std::string& path) {
+  const std::vector<std::string> lines = read_lines(path, "--data");
+  std::vector<Example> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const Where w{path, int(i + 1)};
+    const json j = parse_object(lines[i], w);
+    const std::string& s = nonempty_text(j, "text", "text", w);
+    const size_t sp = s.rfind(' ');
+    if (sp == std::string::npos) fail_at(w, "no space before the last word");
+    if (sp + 1 == s.size()) fail_at(w, "the passage ends with a space, not a word");
+    if (sp == 0) fail_at(w, "no context before the last word");
+    out.push_back({int(i + 1), {{s.substr(0, sp), s.substr(sp)}}, 0, {}});
+  }
+  return out;
+}
+
+// Python's str.isspace, for strip().
+bool python_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
+
+// The code points of valid UTF-8 and back (HellaSwag's preprocessing works on them).
+std::u32string code_points_of(std::string_view s, const Where& w) {
+  std::u32string out;
+  for (size_t i = 0; i < s.size();) {
+    UChar32 c = 0;
+    const auto n = int32_t(std::min<size_t>(s.size() - i, INT32_MAX));
+    int32_t k = 0;
+    U8_NEXT(reinterpret_cast<const std::uint8_t*>(s.data() + i), k, n, c);
+    if (c < 0) fail_at(w, "the text is not valid UTF-8 at byte {}", i);
+    out.push_back(char32_t(c));
+    i += size_t(k);
+  }
+  return out;
+}
+std::string utf8_of(std::u32string_view s) {
+  std::string out;
+  for (const char32_t c : s) {
+    std::uint8_t buf[4];
+    int32_t n = 0;
+    [[maybe_unused]] UBool error = false;  // the code points came from valid UTF-8
+    U8_APPEND(buf, n, 4, UChar32(c), error);
+    out.append(reinterpret_cast<const char*>(buf), size_t(n));
+  }
+  return out;
+}
+
+// Python's str.strip() and str.capitalize() (first character to title case, the rest to
+// lower case, by Unicode's simple case mappings).
+std::u32string python_strip(std::u32string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && python_space(s[b])) ++b;
+  while (e > b && python_space(s[e - 1])) --e;
+  return std::u32string(s.substr(b, e - b));
+}
+std::u32string python_capitalize(std::u32string_view s) {
+  std::u32string out(s);
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = char32_t(i == 0 ? u_totitle(UChar32(out[i])) : u_tolower(UChar32(out[i])));
+  return out;
+}
+
+// lm-eval's hellaswag preprocess: strip; " [title]" → ". "; drop "[...]" (shortest, not
+// across lines); then "  " → " " once, left to right.
+std::u32string hellaswag_preprocess(std::u32string_view text) {
+  std::u32string s = python_strip(text), t;
+  for (size_t i = 0; i < s.size();) {
+    if (s.compare(i, 8, U" [title]") == 0) {
+      t += U". ";
+      i += 8;
+    } else {
+      t += s[i++];
+    }
+  }
+  s.clear();
+  for (size_t i = 0; i < t.size();) {
+    if (t[i] == U'[') {
+      size_t j = i + 1;
+      while (j < t.size() && t[j] != U']' && t[j] != U'\n') ++j;
+      if (j < t.size() && t[j] == U']') {
+        i = j + 1;
+        continue;
+      }
+    }
+    s += t[i++];
+  }
+  t.clear();
+  for (size_t i = 0; i < s.size();) {
+    if (s[i] == U' ' && i + 1 < s.size() && s[i + 1] == U' ') {
+      t += U' ';
+      i += 2;
+    } else {
+      t += s[i++];
+    }
+  }
+  return t;
+}
+
+// HellaSwag as lm-eval's hellaswag task: query = preprocess(activity_label + ": " +
+// ctx_a + " " + ctx_b.capitalize()), choices = preprocess(ending) for the 4 endings, each
+// scored as " " + choice; label the correct ending (a number or its text).
+std::vector<Example> load_hellaswag(const std::string& path) {
+  const std::vector<std::string> lines = read_lines(path, "--data");
+  std::vector<Example> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const Where w{path, int(i + 1)};
+    const json j = parse_object(lines[i], w);
+    const auto text = [&](const char* key) {
+      return code_points_of(text_field(j, key, key, w), w);
+    };
+    const std::u32string query = hellaswag_preprocess(
+        text("activity_label") + U": " + text("ctx_a") + U" " + python_capitalize(text("ctx_b")));
+    const json& endings = field(j, "endings", json::value_t::array, "endings", w);
+    if (endings.size() < 2)
+      fail_at(w, "field 'endings' has {} endings, not at least 2", endings.size());
+    std::vector<std::string> choices;
+    for (size_t c = 0; c < endings.size(); ++c) {
+      if (!endings[c].is_string()) fail_at(w, "'endings[{}]' is not a string", c);
+      choices.push_back(
+          utf8_of(hellaswag_preprocess(code_points_of(endings[c].get<std::string>(), w))));
+    }
+    const auto it = j.find("label");
+    if (it == j.end()) fail_at(w, "missing field 'label'");
+    long long label = -1;
+    const std::string digits = it->is_string() ? it->get<std::string>() : "";
+    if (it->is_number_integer()) {
+      label = it->get<long long>();
+    } else if (!digits.empty() && digits.size() < 4 &&
+               std::all_of(digits.begin(), digits.end(),
+                           [](char c) { return c >= '0' && c <= '9'; })) {
+      label = std::stoll(digits);
+    } else {
+      fail_at(w, "field 'label' is {}, not an ending's index", it->dump());
+    }
+    if (label < 0 || size_t(label) >= choices.size())
+      fail_at(w, "label {} is not one of the {} endings", label, choices.size());
+    Example ex{int(i + 1), {}, int(label), {}};
+    const std::string q = utf8_of(query);
+    for (const std::string& c : choices) {
+      ex.requests.push_back({q, " " + c});
+      ex.choice_chars.push_back(code_points(c));
+    }
+    if (blank(q)) fail_at(w, "empty context");
+    out.push_back(std::move(ex));
+  }
+  return out;
+}
+
 std::vector<Example> load_arc(const std::string& path) {
   const std::vector<std::string> lines = read_lines(path, "--data");
   std::vector<Example> out;
@@ -217,43 +375,72 @@ int argmax(size_t n, F&& value) {
 
 }  // namespace
 
+namespace {
+
+struct BenchmarkInfo {
+  Benchmark benchmark;
+  const char* name;
+  const char* unit;  // what an example is
+  bool last_word;    // LAMBADA's greedy last word and perplexity; else multiple choice
+  bool acc_norm;     // lm-eval reports acc_norm
+  std::vector<Example> (*load)(const std::string& data, const std::string& labels);
+};
+
+const BenchmarkInfo kBenchmarks[] = {
+    {Benchmark::lambada, "lambada", "passages", true, false,
+     [](const std::string& d, const std::string&) { return load_lambada(d); }},
+    {Benchmark::lambada_openai, "lambada-openai", "passages", true, false,
+     [](const std::string& d, const std::string&) { return load_lambada_openai(d); }},
+    {Benchmark::arc_easy, "arc-easy", "questions", false, true,
+     [](const std::string& d, const std::string&) { return load_arc(d); }},
+    {Benchmark::piqa, "piqa", "questions", false, true,
+     [](const std::string& d, const std::string& l) { return load_piqa(d, l); }},
+    {Benchmark::winogrande, "winogrande", "sentences", false, false,
+     [](const std::string& d, const std::string&) { return load_winogrande(d); }},
+    {Benchmark::hellaswag, "hellaswag", "contexts", false, true,
+     [](const std::string& d, const std::string&) { return load_hellaswag(d); }},
+};
+
+const BenchmarkInfo& info(Benchmark b) {
+  for (const BenchmarkInfo& i : kBenchmarks)
+    if (i.benchmark == b) return i;
+  fail("unknown benchmark {}", int(b));
+}
+
+// lm-eval's mean_stderr: the sample standard deviation over √n (0 for one example).
+double mean_stderr(const std::vector<double>& v) {
+  const double n = double(v.size());
+  if (v.size() < 2) return 0;
+  double mean = 0, ss = 0;
+  for (const double x : v) mean += x / n;
+  for (const double x : v) ss += (x - mean) * (x - mean);
+  return std::sqrt(ss / (n - 1)) / std::sqrt(n);
+}
+
+}  // namespace
+
 Benchmark parse_benchmark(std::string_view name) {
-  if (name == "lambada") return Benchmark::lambada;
-  if (name == "arc-easy") return Benchmark::arc_easy;
-  if (name == "piqa") return Benchmark::piqa;
-  if (name == "winogrande") return Benchmark::winogrande;
-  usage_fail("--benchmark '{}' is not one of {}", name, kBenchmarkNames);
+  for (const BenchmarkInfo& i : kBenchmarks)
+    if (name == i.name) return i.benchmark;
+  usage_fail("--benchmark '{}' is not one of {}", name, benchmark_names());
 }
 
 const char* benchmark_name(Benchmark b) {
-  switch (b) {
-    case Benchmark::lambada:
-      return "lambada";
-    case Benchmark::arc_easy:
-      return "arc-easy";
-    case Benchmark::piqa:
-      return "piqa";
-    case Benchmark::winogrande:
-      return "winogrande";
-  }
-  return "?";
+  return info(b).name;
+}
+
+std::string benchmark_names() {
+  std::string names;
+  for (const BenchmarkInfo& i : kBenchmarks)
+    names += (names.empty() ? "" : ", ") + std::string(i.name);
+  return names;
 }
 
 std::vector<Example> load_benchmark(Benchmark b, const std::string& data,
                                     const std::string& labels) {
   if (!labels.empty() && b != Benchmark::piqa)
     usage_fail("--labels applies to piqa only ({} files carry their answers)", benchmark_name(b));
-  switch (b) {
-    case Benchmark::lambada:
-      return load_lambada(data);
-    case Benchmark::arc_easy:
-      return load_arc(data);
-    case Benchmark::piqa:
-      return load_piqa(data, labels);
-    case Benchmark::winogrande:
-      return load_winogrande(data);
-  }
-  return {};
+  return info(b).load(data, labels);
 }
 
 EncodedRequest encode_request(const Tokenizer& tok, const Request& r) {
@@ -268,17 +455,25 @@ EncodedRequest encode_request(const Tokenizer& tok, const Request& r) {
 }
 
 BenchmarkResult evaluate_benchmark(Benchmark b, const std::vector<Example>& examples,
-                                   const Tokenizer& tok, Scorer& scorer) {
+                                   const Tokenizer& tok, Scorer& scorer,
+                                   const BenchmarkProtocol& protocol) {
   MTP_CHECK(!examples.empty(), "no examples to evaluate");
+  if (protocol.prefix_token)
+    MTP_CHECK(*protocol.prefix_token >= 0 && *protocol.prefix_token < tok.vocab_size(),
+              "--prefix-token {} is not in the tokenizer's vocabulary (0..{})",
+              *protocol.prefix_token, tok.vocab_size() - 1);
+  const BenchmarkInfo& about = info(b);
   BenchmarkResult r;
   r.benchmark = b;
-  double ll_sum = 0;
-  index_t hits = 0, hits_norm = 0;
+  r.protocol = protocol;
+  std::vector<double> hit, hit_norm, nll;  // per example
   for (const Example& ex : examples) {
     const size_t n = ex.requests.size();
     std::vector<EncodedRequest> enc;
     for (const Request& q : ex.requests) {
       enc.push_back(encode_request(tok, q));
+      if (protocol.prefix_token)
+        enc.back().context.insert(enc.back().context.begin(), *protocol.prefix_token);
       MTP_CHECK(!enc.back().context.empty() && !enc.back().continuation.empty(),
                 "line {}: the context or a continuation has no tokens", ex.line);
     }
@@ -300,39 +495,68 @@ BenchmarkResult evaluate_benchmark(Benchmark b, const std::vector<Example>& exam
     o.predicted_norm = ex.choice_chars.empty() ? -1 : argmax(n, [&](size_t i) {
       return o.scores[i].loglikelihood / ex.choice_chars[i];
     });
-    if (b == Benchmark::lambada) {
-      hits += o.scores[0].greedy;
-      ll_sum += o.scores[0].loglikelihood;
+    if (about.last_word) {
+      hit.push_back(o.scores[0].greedy);
+      nll.push_back(-o.scores[0].loglikelihood);
     } else {
-      hits += o.predicted == ex.gold;
-      hits_norm += o.predicted_norm == ex.gold;
+      hit.push_back(o.predicted == ex.gold);
+      hit_norm.push_back(o.predicted_norm == ex.gold);
     }
     r.outcomes.push_back(std::move(o));
   }
-  const double n = double(examples.size());
-  r.acc = double(hits) / n;
-  if (b == Benchmark::lambada) r.perplexity = std::exp(-ll_sum / n);
-  if (b == Benchmark::arc_easy || b == Benchmark::piqa) r.acc_norm = double(hits_norm) / n;
+  const auto mean = [](const std::vector<double>& v) {
+    double m = 0;
+    for (const double x : v) m += x / double(v.size());
+    return m;
+  };
+  r.acc = mean(hit);
+  r.acc_stderr = mean_stderr(hit);
+  if (about.last_word) {
+    r.perplexity = std::exp(mean(nll));
+    r.perplexity_stderr = *r.perplexity * mean_stderr(nll);
+  }
+  if (about.acc_norm) {
+    r.acc_norm = mean(hit_norm);
+    r.acc_norm_stderr = mean_stderr(hit_norm);
+  }
   return r;
 }
 
 nlohmann::json BenchmarkResult::to_json() const {
-  json j = {{"benchmark", benchmark_name(benchmark)}, {"examples", examples()}, {"acc", acc}};
-  if (acc_norm) j["acc_norm"] = *acc_norm;
-  if (perplexity) j["perplexity"] = *perplexity;
+  json j = {{"benchmark", benchmark_name(benchmark)},
+            {"examples", examples()},
+            {"acc", acc},
+            {"acc_stderr", acc_stderr}};
+  if (acc_norm) j["acc_norm"] = *acc_norm, j["acc_norm_stderr"] = *acc_norm_stderr;
+  if (perplexity) j["perplexity"] = *perplexity, j["perplexity_stderr"] = *perplexity_stderr;
+  const bool last_word = info(benchmark).last_word;
+  j["protocol"] = {
+      {"prefix_token", protocol.prefix_token ? json(*protocol.prefix_token) : json(nullptr)},
+      {"requests",
+       "lm-eval: context's trailing spaces move to the continuation; the continuation is the "
+       "whole text's tokens after the context's"},
+      {"acc", last_word ? "every target token is the greedy choice"
+                        : "argmax of the choices' summed log-likelihoods"},
+      {"stderr", "sample standard deviation over sqrt(n)"}};
+  if (acc_norm) j["protocol"]["acc_norm"] = "argmax of log-likelihood / characters of the choice";
+  if (perplexity)
+    j["protocol"]["perplexity"] =
+        "exp of the mean per-example negative log-likelihood; stderr by the delta method";
   return j;
 }
 
 std::string benchmark_summary(const nlohmann::json& r) {
   const std::string name = r.at("benchmark").get<std::string>();
-  std::string s = fmt::format("{}: acc {:.4f}", name, r.at("acc").get<double>());
-  if (r.contains("acc_norm")) s += fmt::format("  acc_norm {:.4f}", r["acc_norm"].get<double>());
+  std::string s = fmt::format("{}: acc {:.4f} ± {:.4f}", name, r.at("acc").get<double>(),
+                              r.at("acc_stderr").get<double>());
+  if (r.contains("acc_norm"))
+    s += fmt::format("  acc_norm {:.4f} ± {:.4f}", r["acc_norm"].get<double>(),
+                     r["acc_norm_stderr"].get<double>());
   if (r.contains("perplexity"))
-    s += fmt::format("  perplexity {:.2f}", r["perplexity"].get<double>());
-  const char* unit = name == "lambada"      ? "passages"
-                     : name == "winogrande" ? "sentences"
-                                            : "questions";
-  return s + fmt::format("  ({} {})", r.at("examples").get<long long>(), unit);
+    s += fmt::format("  perplexity {:.2f} ± {:.2f}", r["perplexity"].get<double>(),
+                     r["perplexity_stderr"].get<double>());
+  return s + fmt::format("  ({} {})", r.at("examples").get<long long>(),
+                         info(parse_benchmark(name)).unit);
 }
 
 nlohmann::json run_benchmark(const BenchmarkArgs& a) {
@@ -349,9 +573,12 @@ nlohmann::json run_benchmark(const BenchmarkArgs& a) {
   std::vector<Example> examples = load_benchmark(b, a.data, a.labels);
   if (a.limit > 0 && size_t(a.limit) < examples.size()) examples.resize(size_t(a.limit));
   const auto t0 = std::chrono::steady_clock::now();
+  BenchmarkProtocol protocol;
+  if (a.prefix_token >= 0)
+    protocol.prefix_token = std::int32_t(std::min<long long>(a.prefix_token, INT32_MAX));
   const BenchmarkResult r = with_checkpoint_model(ck, [&](auto& model) {
     ModelScorer scorer(model);
-    return evaluate_benchmark(b, examples, *tok, scorer);
+    return evaluate_benchmark(b, examples, *tok, scorer, protocol);
   });
   json j = r.to_json();
   j["checkpoint"] = a.checkpoint;

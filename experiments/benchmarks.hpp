@@ -1,6 +1,7 @@
-// Zero-shot evaluation on the paper's benchmarks (LAMBADA, ARC-Easy, PIQA, WinoGrande)
-// in the conventions of EleutherAI's lm-evaluation-harness, so that numbers are
-// comparable with published ones.
+// Zero-shot evaluation on the paper's benchmarks (LAMBADA plain and OpenAI's, ARC-Easy,
+// PIQA, WinoGrande, HellaSwag) in the conventions of EleutherAI's lm-evaluation-harness
+// (prompts, preprocessing, metrics, standard errors), so that numbers are comparable with
+// published ones.
 //
 // Every benchmark reduces to log-likelihood requests: a context text and a continuation
 // text whose summed log-probability given the context is wanted (plus whether greedy
@@ -144,12 +145,14 @@ class ModelScorer final : public Scorer {
 
 // ---- Benchmarks --------------------------------------------------------------------
 
-enum class Benchmark { lambada, arc_easy, piqa, winogrande };
+// lambada: LAMBADA's plain text (one passage per line); lambada-openai: OpenAI's
+// detokenized, cased JSON lines ({"text"}), behind the published RWKV and GPT numbers.
+enum class Benchmark { lambada, lambada_openai, arc_easy, piqa, winogrande, hellaswag };
 
-inline constexpr const char* kBenchmarkNames = "lambada, arc-easy, piqa, winogrande";
-// "arc-easy" → Benchmark::arc_easy; anything else is a usage error.
+// "arc-easy" → Benchmark::arc_easy; anything else is a usage error naming the known ones.
 Benchmark parse_benchmark(std::string_view name);
 const char* benchmark_name(Benchmark b);
+std::string benchmark_names();  // "lambada, lambada-openai, ..."
 
 // One log-likelihood request: score `continuation` after `context`.
 struct Request {
@@ -178,14 +181,28 @@ struct ExampleOutcome {
   int predicted_norm = 0;                 // argmax of log-likelihood / choice_chars
 };
 
+// How requests become token ids, beyond the tokenizer: recorded with every result.
+struct BenchmarkProtocol {
+  // A token put before every context (RWKV's run_lm_eval.py puts "\n"; none: lm-eval's
+  // default for models without a BOS token).
+  std::optional<std::int32_t> prefix_token;
+};
+
+// Each metric with its standard error over examples, as lm-eval reports them: the sample
+// standard deviation of the per-example values over √n; perplexity's by the delta method
+// (perplexity × the standard error of the mean negative log-likelihood; lm-eval
+// bootstraps it).
 struct BenchmarkResult {
   Benchmark benchmark = Benchmark::lambada;
+  BenchmarkProtocol protocol;
   std::vector<ExampleOutcome> outcomes;  // per example
-  double acc = 0;                    // lambada: greedy last-word accuracy; others: argmax accuracy
-  std::optional<double> acc_norm;    // arc-easy, piqa
-  std::optional<double> perplexity;  // lambada: exp(−mean over examples of Σ log p)
+  double acc = 0;  // lambada: greedy last-word accuracy; others: argmax accuracy
+  double acc_stderr = 0;
+  std::optional<double> acc_norm, acc_norm_stderr;      // arc-easy, piqa, hellaswag
+  std::optional<double> perplexity, perplexity_stderr;  // lambada: exp(−mean of Σ log p)
   index_t examples() const { return index_t(outcomes.size()); }
-  // {"benchmark", "examples", "acc"[, "acc_norm"][, "perplexity"]}
+  // {"benchmark", "examples", "acc", "acc_stderr"[, "acc_norm", "acc_norm_stderr"]
+  //  [, "perplexity", "perplexity_stderr"], "protocol": {...}}
   nlohmann::json to_json() const;
 };
 
@@ -201,12 +218,14 @@ EncodedRequest encode_request(const Tokenizer& tok, const Request& r);
 // Scores every example (requests sharing a context in one Scorer call) and computes
 // the benchmark's metrics. Ties go to the first choice, as numpy's argmax.
 BenchmarkResult evaluate_benchmark(Benchmark b, const std::vector<Example>& examples,
-                                   const Tokenizer& tok, Scorer& scorer);
+                                   const Tokenizer& tok, Scorer& scorer,
+                                   const BenchmarkProtocol& protocol = {});
 
 struct BenchmarkArgs {
   std::string checkpoint, benchmark, data, labels;
-  std::string tokenizer;  // in place of the checkpoint's (override_tokenizer)
-  long long limit = 0;    // 0: all examples
+  std::string tokenizer;        // in place of the checkpoint's (override_tokenizer)
+  long long prefix_token = -1;  // BenchmarkProtocol::prefix_token (−1: none)
+  long long limit = 0;          // 0: all examples
   int threads = 0;
 };
 

@@ -111,9 +111,15 @@ TEST(BenchmarkScoring, LambadaGreedyAccuracyAndPerplexity) {
   ASSERT_TRUE(r.perplexity.has_value());
   EXPECT_NEAR(*r.perplexity, std::exp(-(ll1 + ll2) / 2), 1e-12 * *r.perplexity);
   EXPECT_FALSE(r.acc_norm.has_value());
+  // Standard errors: of hits (1, 0), sd √½ over √2; perplexity's by the delta method.
+  EXPECT_NEAR(r.acc_stderr, 0.5, 1e-15);
+  const double nll_se = std::abs(ll1 - ll2) / std::sqrt(2.0) / std::sqrt(2.0);
+  EXPECT_NEAR(*r.perplexity_stderr, *r.perplexity * nll_se, 1e-9 * *r.perplexity_stderr);
   const nlohmann::json j = r.to_json();
+  EXPECT_EQ(j["protocol"]["prefix_token"], nullptr);
   EXPECT_EQ(benchmark_summary(j),
-            fmt::format("lambada: acc 0.5000  perplexity {:.2f}  (2 passages)", *r.perplexity));
+            fmt::format("lambada: acc 0.5000 ± 0.5000  perplexity {:.2f} ± {:.2f}  (2 passages)",
+                        *r.perplexity, *r.perplexity_stderr));
 }
 
 TEST(BenchmarkScoring, ArcEasyAccAndLengthNormalisedAcc) {
@@ -153,7 +159,8 @@ TEST(BenchmarkScoring, ArcEasyAccAndLengthNormalisedAcc) {
   EXPECT_EQ(r.acc, 0.5);
   ASSERT_TRUE(r.acc_norm.has_value());
   EXPECT_EQ(*r.acc_norm, 1.0);
-  EXPECT_EQ(benchmark_summary(r.to_json()), "arc-easy: acc 0.5000  acc_norm 1.0000  (2 questions)");
+  EXPECT_EQ(benchmark_summary(r.to_json()),
+            "arc-easy: acc 0.5000 ± 0.5000  acc_norm 1.0000 ± 0.0000  (2 questions)");
 }
 
 TEST(BenchmarkScoring, PiqaWithItsLabelsFile) {
@@ -213,7 +220,7 @@ TEST(BenchmarkScoring, WinograndePartialScoring) {
   EXPECT_EQ(r.acc, 0.5);
   EXPECT_FALSE(r.acc_norm.has_value());
   EXPECT_FALSE(r.perplexity.has_value());
-  EXPECT_EQ(benchmark_summary(r.to_json()), "winogrande: acc 0.5000  (2 sentences)");
+  EXPECT_EQ(benchmark_summary(r.to_json()), "winogrande: acc 0.5000 ± 0.5000  (2 sentences)");
 }
 
 // ---- The model scorer against plain full forwards ---------------------------------
@@ -425,11 +432,110 @@ TEST(BenchmarkParsing, AccNormCountsCharactersOfTheChoiceAsLmEval) {
   EXPECT_EQ(ex[0].choice_chars, (std::vector<double>{4, 2}));
 }
 
+// LAMBADA-OpenAI: JSON lines whose text may hold newlines; split at the last space.
+TEST(BenchmarkParsing, LambadaOpenaiSplitsAtTheLastSpace) {
+  test::TempDir dir;
+  const auto ex =
+      load_benchmark(Benchmark::lambada_openai,
+                     dir.file("l.jsonl", R"({"text": "He said:\n\"go home\" and left Anna"})"
+                                         "\n")
+                         .string());
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0].requests[0].context, "He said:\n\"go home\" and left");
+  EXPECT_EQ(ex[0].requests[0].continuation, " Anna");
+  for (const auto& [bad, why] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"text": "word"})", "no space"},
+           {R"({"text": "a b "})", "the passage ends with a space"},
+           {R"({"text": " b"})", "no context"},
+           {R"({"txt": "a b"})", "missing field 'text'"},
+           {"a b", "malformed JSON"}}) {
+    try {
+      load_benchmark(Benchmark::lambada_openai, dir.file("bad.jsonl", bad).string());
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.jsonl:1: " + why), std::string::npos) << e.what();
+    }
+  }
+}
+
+// HellaSwag, lm-eval's format and preprocessing. The expected strings are Python's, from
+// lm-eval's hellaswag preprocess (strip, " [title]" → ". ", drop "[...]", "  " → " "),
+// ctx_b.capitalize() and len(choice).
+TEST(BenchmarkParsing, HellaswagAsLmEvalPreprocessesIt) {
+  test::TempDir dir;
+  const std::string line =
+      R"({"activity_label": "Home and Garden", "ctx_a": "[header] How to  clean a [title] grill", )"
+      R"("ctx_b": "sCRUB the GRATES.  [step] Use a brush", "endings": ["[substeps] Rinse   well.", )"
+      R"(" scrape it", "Ümlaut ÉTÉ [x]y", "a]b[c"], "label": 2})";
+  const auto ex = load_benchmark(Benchmark::hellaswag, dir.file("h.jsonl", line + "\n").string());
+  ASSERT_EQ(ex.size(), 1u);
+  ASSERT_EQ(ex[0].requests.size(), 4u);
+  EXPECT_EQ(ex[0].gold, 2);
+  const std::string query = "Home and Garden: How to clean a. grill Scrub the grates.  use a brush";
+  const std::vector<std::string> choices = {" Rinse  well.", "scrape it",
+                                            "\u00dcmlaut \u00c9T\u00c9 y", "a]b[c"};
+  const std::vector<double> chars = {13, 9, 12, 5};
+  for (size_t c = 0; c < 4; ++c) {
+    EXPECT_EQ(ex[0].requests[c].context, query);
+    EXPECT_EQ(ex[0].requests[c].continuation, " " + choices[c]);
+    EXPECT_EQ(ex[0].choice_chars[c], chars[c]);
+  }
+  // A label given as text; malformed lines name the problem.
+  const std::string as_text =
+      R"({"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["d", "e"], "label": "1"})";
+  EXPECT_EQ(load_benchmark(Benchmark::hellaswag, dir.file("t.jsonl", as_text).string())[0].gold, 1);
+  for (
+      const auto& [bad, why] : std::vector<std::pair<std::string, std::string>>{
+          {R"({"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["d", "e"], "label": 2})",
+           "label 2 is not one of the 2 endings"},
+          {R"({"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["d"], "label": 0})",
+           "1 endings"},
+          {R"({"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["d", 3], "label": 0})",
+           "'endings[1]' is not a string"},
+          {R"({"activity_label": "A", "ctx_a": "b", "endings": ["d", "e"], "label": 0})", "ctx_b"},
+          {R"({"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["d", "e"], "label": "x"})",
+           "not an ending's index"}}) {
+    try {
+      load_benchmark(Benchmark::hellaswag, dir.file("bad.jsonl", bad).string());
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.jsonl:1: "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Known answers under the bigram model, after the query "x: xy": the short ending ("zz",
+// "q") has the larger summed log-likelihood (−12.7, −8.8 against −27.6 for " abcdefgh"),
+// but "abcdefgh" continues the alphabet and wins per character (−3.4 against −6.4, −8.8).
+// So acc picks ending 0 and acc_norm ending 1 in both, each right once.
+TEST(BenchmarkScoring, HellaswagAccAndAccNormWithStandardErrors) {
+  test::TempDir dir;
+  const std::string line1 =
+      R"({"activity_label": "x", "ctx_a": "xy", "ctx_b": "", "endings": ["zz", "abcdefgh"], "label": 1})";
+  const std::string line2 =
+      R"({"activity_label": "x", "ctx_a": "xy", "ctx_b": "", "endings": ["q", "abcdefgh"], "label": 0})";
+  const auto path = dir.file("h.jsonl", line1 + "\n" + line2 + "\n").string();
+  const BenchmarkResult r = score_file(Benchmark::hellaswag, path);
+  ASSERT_EQ(r.examples(), 2);
+  for (const ExampleOutcome& o : r.outcomes) EXPECT_EQ(o.predicted, 0);
+  EXPECT_EQ(r.acc, 0.5);
+  EXPECT_NEAR(r.acc_stderr, 0.5, 1e-15);
+  ASSERT_TRUE(r.acc_norm.has_value());
+  EXPECT_NEAR(*r.acc_norm_stderr, 0.5, 1e-15);
+  EXPECT_EQ(r.outcomes[0].predicted_norm, 1);
+  EXPECT_EQ(r.outcomes[1].predicted_norm, 1);
+  EXPECT_EQ(*r.acc_norm, 0.5);
+  EXPECT_FALSE(r.perplexity.has_value());
+}
+
 TEST(BenchmarkParsing, LabelsApplyToPiqaOnly) {
   test::TempDir dir;
   const std::string data = dir.file("w.jsonl", kWino1 + "\n").string();
   EXPECT_THROW(load_benchmark(Benchmark::winogrande, data, data), UsageError);
-  EXPECT_THROW(parse_benchmark("hellaswag"), UsageError);
+  EXPECT_THROW(parse_benchmark("hellaswag-v2"), UsageError);
+  EXPECT_EQ(parse_benchmark("hellaswag"), Benchmark::hellaswag);
+  EXPECT_EQ(parse_benchmark("lambada-openai"), Benchmark::lambada_openai);
   EXPECT_EQ(parse_benchmark("arc-easy"), Benchmark::arc_easy);
 }
 

@@ -85,6 +85,16 @@ const std::vector<Bench>& benches() {
        R"({"sentence":"the _ sat on the mat.","option1":"cat","option2":"dog","answer":"1"})"
        "\n",
        2, false, false},
+      {"lambada-openai", "lambada_openai.jsonl",
+       R"({"text":"the cat sat\non the mat"})"
+       "\n"
+       R"({"text":"\"the cat,\" she said. the mat"})"
+       "\n",
+       2, false, true},
+      {"hellaswag", "hellaswag.jsonl",
+       R"({"activity_label":"Cats","ctx_a":"the cat","ctx_b":"SAT on","endings":["the mat.","the [title] sea."],"label":0})"
+       "\n",
+       1, true, false},
   };
   return b;
 }
@@ -118,8 +128,9 @@ TEST_F(EvalCli, ScoresEachBenchmarkAsJson) {
     ASSERT_EQ(one.status, 0) << one.describe();
     EXPECT_TRUE(std::regex_match(
         one.out,
-        std::regex(std::string(b.name) + ": acc [01]\\.0000(  acc_norm [01]\\.0000)?(  perplexity "
-                                         "[0-9.]+)?  \\(1 (passages|questions|sentences)\\)\n")))
+        std::regex(std::string(b.name) +
+                   ": acc [01]\\.0000 ± 0\\.0000(  acc_norm [01]\\.0000 ± 0\\.0000)?(  "
+                   "perplexity [0-9.]+ ± 0\\.00)?  \\(1 (passages|questions|sentences|contexts)\\)\n")))
         << one.out;
   }
 }
@@ -146,7 +157,9 @@ TEST_F(EvalCli, MalformedFileAndMisusedFlags) {
 
   const std::string ok = dir_->file("ok.txt", "a b\n").string();
   const std::vector<std::pair<std::vector<std::string>, std::string>> usage = {
-      {{"--benchmark", "hellaswag", "--data", ok}, "hellaswag"},
+      {{"--benchmark", "storycloze", "--data", ok}, "storycloze"},
+      {{"--benchmark", "lambada", "--data", ok, "--prefix-token", "-1"}, "--prefix-token"},
+      {{"--prefix-token", "0"}, "--benchmark"},
       {{"--benchmark", "lambada"}, "--data"},
       {{"--benchmark", "lambada", "--data", ok, "--limit", "0"}, "--limit"},
       {{"--benchmark", "lambada", "--data", ok, "--labels", ok}, "piqa only"},

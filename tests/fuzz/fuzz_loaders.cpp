@@ -1,6 +1,6 @@
 // Fuzz target: every loader of user data files on arbitrary bytes, through the same
 // functions mtp-exp uses: the text corpus of --task text (plain and with carried state)
-// and the four benchmark files of `eval --benchmark` (PIQA with its labels file). The
+// and the six benchmark files of `eval --benchmark` (PIQA with its labels file). The
 // first byte picks the loader and its sizes; the rest is the file (for PIQA, data and
 // labels split at the first NUL). Bad input must end in an mtp::Error or UsageError,
 // never a crash, a sanitizer report or another exception; what loads must be usable.
@@ -64,9 +64,10 @@ void text_task(std::uint8_t selector, const std::uint8_t* data, std::size_t size
 
 void benchmark(std::uint8_t selector, const std::uint8_t* data, std::size_t size) {
   using mtp::exp::Benchmark;
-  const Benchmark kinds[] = {Benchmark::lambada, Benchmark::arc_easy, Benchmark::piqa,
-                             Benchmark::winogrande};
-  const Benchmark kind = kinds[selector % 4];
+  const Benchmark kinds[] = {Benchmark::lambada,   Benchmark::arc_easy,
+                             Benchmark::piqa,      Benchmark::winogrande,
+                             Benchmark::hellaswag, Benchmark::lambada_openai};
+  const Benchmark kind = kinds[selector % 6];
   std::size_t split = size;
   if (kind == Benchmark::piqa)
     for (std::size_t i = 0; i < size; ++i)
