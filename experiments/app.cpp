@@ -103,6 +103,9 @@ int cmd_eval(int argc, const char* const* argv) {
        "text checkpoints: this tokenizer.json in place of the one the model was trained with")  //
       ("benchmark", po::value(&bench.benchmark),
        ("zero-shot benchmark (text checkpoints): " + mtp::exp::benchmark_names()).c_str())  //
+      ("examples", po::value(&bench.examples_out),
+       "--benchmark: also write each example's log-likelihoods and predictions to this file "
+       "(JSON lines)")  //
       ("prefix-token", po::value(&bench.prefix_token),
        "--benchmark: put this token id before every context (RWKV's run_lm_eval.py: 187, "
        "GPT-NeoX's \"\\n\"; default: none, as lm-eval)")  //
@@ -131,8 +134,8 @@ int cmd_eval(int argc, const char* const* argv) {
     fmt::print("{}\n", json ? r.dump(2) : mtp::exp::benchmark_summary(r));
     return 0;
   }
-  if (vm.count("labels") || vm.count("limit") || vm.count("prefix-token"))
-    mtp::usage_fail("--labels, --limit and --prefix-token apply to --benchmark only");
+  if (vm.count("labels") || vm.count("limit") || vm.count("prefix-token") || vm.count("examples"))
+    mtp::usage_fail("--labels, --limit, --prefix-token and --examples apply to --benchmark only");
   const nlohmann::json r = mtp::exp::run_evaluation(checkpoint, data, tokenizer, threads, logits);
   if (json) {
     fmt::print("{}\n", r.dump(2));
@@ -297,7 +300,7 @@ int cmd_check(int argc, const char* const* argv) {
 // Text → ids as one JSON array, or (--decode) a JSON array of ids → the text's bytes.
 int cmd_tokenize(int argc, const char* const* argv) {
   std::string tokenizer, input;
-  bool decode = false;
+  bool decode = false, strings = false;
   int threads = 0;
   po::options_description d("tokenize flags");
   d.add_options()("help,h", "show this help")  //
@@ -306,6 +309,8 @@ int cmd_tokenize(int argc, const char* const* argv) {
       ("input", po::value(&input)->required(),
        "the text file (with --decode: a file holding a JSON array of ids); - reads stdin")  //
       ("decode", po::bool_switch(&decode), "ids to text: print the bytes of the tokens")    //
+      ("strings", po::bool_switch(&strings),
+       "the input is a JSON array of strings: print a JSON array of their id arrays")  //
       ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)");
   po::variables_map vm;
   if (!cli::parse(argc, argv, d, vm,
@@ -318,6 +323,21 @@ int cmd_tokenize(int argc, const char* const* argv) {
   const std::vector<std::uint8_t> bytes =
       mtp::read_file_bytes(input == "-" ? "/dev/stdin" : input, "--input");
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  if (decode && strings) mtp::usage_fail("--strings encodes; it does not go with --decode");
+  if (strings) {
+    const nlohmann::json j = mtp::exp::parse_json(text, input);
+    const auto texts = mtp::exp::json_to<std::vector<std::string>>(j, input);
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < texts.size(); ++i) {
+      try {
+        out.push_back(tok->encode(texts[i]));
+      } catch (const mtp::Error& e) {
+        mtp::fail("{}: string {}: {}", input, i, e.what());
+      }
+    }
+    fmt::print("{}\n", out.dump());
+    return 0;
+  }
   if (decode) {
     const nlohmann::json j = mtp::exp::parse_json(text, input);
     const auto ids = mtp::exp::json_to<std::vector<std::int32_t>>(j, input);

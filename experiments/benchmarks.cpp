@@ -580,6 +580,23 @@ nlohmann::json run_benchmark(const BenchmarkArgs& a) {
     ModelScorer scorer(model);
     return evaluate_benchmark(b, examples, *tok, scorer, protocol);
   });
+  if (!a.examples_out.empty()) {
+    std::string lines;
+    for (size_t i = 0; i < examples.size(); ++i) {
+      const ExampleOutcome& o = r.outcomes[i];
+      json e = {{"line", examples[i].line}, {"gold", examples[i].gold}, {"predicted", o.predicted}};
+      if (r.acc_norm) e["predicted_norm"] = o.predicted_norm;
+      json ll = json::array(), greedy = json::array();
+      for (const ContinuationScore& s : o.scores) {
+        ll.push_back(s.loglikelihood);
+        greedy.push_back(s.greedy);
+      }
+      e["loglikelihoods"] = std::move(ll);
+      e["greedy"] = std::move(greedy);
+      lines += e.dump() + "\n";
+    }
+    write_file_atomic(a.examples_out, lines, WriteOptions::user_named());
+  }
   json j = r.to_json();
   j["checkpoint"] = a.checkpoint;
   j["data"] = a.data;

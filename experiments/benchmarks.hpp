@@ -225,7 +225,10 @@ struct BenchmarkArgs {
   std::string checkpoint, benchmark, data, labels;
   std::string tokenizer;        // in place of the checkpoint's (override_tokenizer)
   long long prefix_token = -1;  // BenchmarkProtocol::prefix_token (−1: none)
-  long long limit = 0;          // 0: all examples
+  // Also write one JSON line per example here: {"line", "gold", "predicted",
+  // ["predicted_norm",] "loglikelihoods", "greedy"}.
+  std::string examples_out;
+  long long limit = 0;  // 0: all examples
   int threads = 0;
 };
 

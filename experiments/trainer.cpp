@@ -323,8 +323,12 @@ nlohmann::json run_training(const TrainConfig& cfg, bool overwrite) {
 }
 
 void validate_stored(const TrainConfig& c, const std::string& where) {
+  // A converted checkpoint (scripts/convert_rwkv4.py) is a text model that records no
+  // corpus: eval --data or --benchmark gives it text.
+  TrainConfig check = c;
+  if (check.task == "text" && check.data.empty()) check.data = "(none)";
   try {
-    validate(c);
+    validate(check);
   } catch (const UsageError& e) {
     fail("{}: its stored configuration is invalid: {}", where, e.what());
   }
@@ -406,6 +410,9 @@ nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& 
       usage_fail("--data applies to text checkpoints; this one was trained on {}", ck.config.task);
     ck.config.data = data;
   }
+  if (ck.config.task == "text" && ck.config.data.empty())
+    usage_fail("{} records no corpus (a converted model): give --data FILE, or --benchmark",
+               checkpoint);
   const std::unique_ptr<Task> task = make_task(ck.config);
   const EvalResult r = with_checkpoint_model(ck, [&](auto& model) {
     EvalResult result = evaluate(model, *task);

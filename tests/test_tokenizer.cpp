@@ -368,6 +368,13 @@ TEST(TokenizeCli, PrintsTheIdsAndDecodesThemBack) {
       {"tokenize", "--tokenizer", kNeox, "--input", ids, "--decode"}, dir.path());
   ASSERT_EQ(back.status, 0) << back.err;
   EXPECT_EQ(back.out, text);
+  // Many strings in one call.
+  const auto many = dir.file("many.json", R"(["a b", "", "caf\u00e9"])").string();
+  const auto arrays = mtp::test::run_mtp_exp_captured(
+      {"tokenize", "--tokenizer", kNeox, "--input", many, "--strings"}, dir.path());
+  ASSERT_EQ(arrays.status, 0) << arrays.err;
+  EXPECT_EQ(nlohmann::json::parse(arrays.out),
+            nlohmann::json({tok->encode("a b"), Ids{}, tok->encode("caf\xc3\xa9")}));
   // Bytes without --tokenizer.
   const auto bytes = mtp::test::run_mtp_exp_captured({"tokenize", "--input", in}, dir.path());
   EXPECT_EQ(nlohmann::json::parse(bytes.out).size(), text.size());
@@ -386,6 +393,8 @@ TEST(TokenizeCli, RefusalsAreNamedErrors) {
       {{"tokenize", "--tokenizer", bad, "--input", bad}, bad},
       {{"tokenize", "--input", (dir.path() / "none").string()}, "--input"},
       {{"tokenize", "--tokenizer", kNeox}, "--input"},
+      {{"tokenize", "--tokenizer", kNeox, "--input", ids, "--strings"}, ids},
+      {{"tokenize", "--input", ids, "--strings", "--decode"}, "--strings"},
   };
   for (const auto& [args, message] : cases) {
     const auto r = mtp::test::run_mtp_exp_captured(args, dir.path());
