@@ -19,6 +19,12 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 using md = dnnl::memory::desc;
 
+}  // namespace
+
+// (Named, not anonymous: FusedRnn::Impl holds Plans, and a class with external linkage
+// must not hold a type of an anonymous namespace when units are compiled together.)
+namespace fused_rnn_detail {
+
 // One shape's primitives and every buffer they touch. Memory objects wrap either owned
 // storage or caller pointers swapped in per call, so a step allocates nothing.
 struct Plan {
@@ -37,9 +43,10 @@ struct Plan {
   std::unordered_map<int, dnnl::memory> fwd_args, bwd_args;
 };
 
-}  // namespace
+}  // namespace fused_rnn_detail
 
 struct FusedRnn::Impl {
+  using Plan = fused_rnn_detail::Plan;
   FusedRnnKind kind;
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
@@ -213,7 +220,7 @@ void FusedRnn::forward(const float* x, const float* w_ih, const float* w_hh, con
                        index_t B, index_t I, index_t H) {
   Impl& m = *impl_;
   MTP_CHECK(T > 0 && B > 0 && I > 0 && H > 0, "fused RNN needs positive shapes");
-  Plan& p = m.plan(T, B, I, H);
+  Impl::Plan& p = m.plan(T, B, I, H);
   m.last = &p;
   m.T = T, m.B = B, m.I = I, m.H = H;
 
@@ -244,7 +251,7 @@ void FusedRnn::backward(const float* dy, const float* dhT, const float* dcT, flo
                         float* dw_ih, float* dw_hh, float* dbias, float* dh0, float* dc0) {
   Impl& m = *impl_;
   MTP_CHECK(m.last != nullptr, "fused RNN backward before any forward");
-  Plan& p = *m.last;
+  Impl::Plan& p = *m.last;
   // The caller's weights as forward put them in oneDNN's gate order (unchanged since).
   m.reorder(p.to_bwd_ih, p.user_w_ih, p.bwd_w_ih);
   m.reorder(p.to_bwd_hh, p.user_w_hh, p.bwd_w_hh);

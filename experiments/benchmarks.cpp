@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "mtp/core/file_io.hpp"
+#include "mtp/experiments/stats.hpp"
 #include "mtp/experiments/trainer.hpp"
 
 namespace mtp::exp {
@@ -409,12 +410,7 @@ const BenchmarkInfo& info(Benchmark b) {
 
 // lm-eval's mean_stderr: the sample standard deviation over √n (0 for one example).
 double mean_stderr(const std::vector<double>& v) {
-  const double n = double(v.size());
-  if (v.size() < 2) return 0;
-  double mean = 0, ss = 0;
-  for (const double x : v) mean += x / n;
-  for (const double x : v) ss += (x - mean) * (x - mean);
-  return std::sqrt(ss / (n - 1)) / std::sqrt(n);
+  return sample_sd(v) / std::sqrt(double(v.size()));
 }
 
 }  // namespace
@@ -504,11 +500,6 @@ BenchmarkResult evaluate_benchmark(Benchmark b, const std::vector<Example>& exam
     }
     r.outcomes.push_back(std::move(o));
   }
-  const auto mean = [](const std::vector<double>& v) {
-    double m = 0;
-    for (const double x : v) m += x / double(v.size());
-    return m;
-  };
   r.acc = mean(hit);
   r.acc_stderr = mean_stderr(hit);
   if (about.last_word) {

@@ -27,8 +27,6 @@ namespace mtp::exp {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
 // Settings that never define a configuration: bookkeeping, and the replicate axis.
 const std::set<std::string> kNotSettings = {"out", "threads", "log_every", "eval_every", "seed"};
 // Settings that only perspectives have: a K = 1 baseline may differ in them.

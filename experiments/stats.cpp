@@ -8,8 +8,6 @@
 namespace mtp::exp {
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
 // Continued fraction of I_x(a, b) by the modified Lentz method; converges for
 // x < (a + 1) / (a + b + 2).
 double beta_continued_fraction(double x, double a, double b) {

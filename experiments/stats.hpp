@@ -3,9 +3,13 @@
 // baseline of the same seed), as in the paper's significance tests.
 #pragma once
 
+#include <limits>
 #include <vector>
 
 namespace mtp::exp {
+
+// What a statistic is when it does not exist (no interval from one seed).
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 double mean(const std::vector<double>& v);
 // Sample standard deviation (n − 1 in the denominator); 0 for fewer than 2 values.

@@ -24,7 +24,8 @@ for stage in $stages; do
     release)
       # MTP_CUDA back to its default (on where nvcc is found), whatever the main job's
       # command (README) left in the cache.
-      cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMTP_NATIVE=ON -UMTP_CUDA
+      cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMTP_NATIVE=ON -UMTP_CUDA \
+        -DMTP_UNITY_BUILD=ON
       cmake --build build -j"$jobs"
       ctest --test-dir build --output-on-failure -j"$jobs"
       ;;
@@ -42,7 +43,9 @@ for stage in $stages; do
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
       mkdir -p build-sanitize/crashes
-      # Every target tests/fuzz builds (MTP_FUZZ_TARGETS there): one per source.
+      # Every target tests/fuzz builds (MTP_FUZZ_TARGETS there): one per source, $jobs at
+      # a time (a fuzzer uses one core), each log printed when its target ends.
+      pids=() failed=0
       for source in tests/fuzz/fuzz_*.cpp; do
         target="$(basename "$source" .cpp)"
         # A scratch copy of the corpus grows; the committed one stays as it is.
@@ -50,8 +53,20 @@ for stage in $stages; do
         cp -r "tests/fuzz/corpus/$target" "build-sanitize/corpus-$target"
         "build-sanitize/bin/$target" -max_total_time="${MTP_FUZZ_SECONDS:-20}" -max_len=16384 \
           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-          -artifact_prefix="build-sanitize/crashes/$target-" "build-sanitize/corpus-$target"
+          -artifact_prefix="build-sanitize/crashes/$target-" "build-sanitize/corpus-$target" \
+          > "build-sanitize/$target.log" 2>&1 &
+        pids+=("$!:$target")
+        if (( ${#pids[@]} >= jobs )); then
+          entry=${pids[0]}; pids=("${pids[@]:1}")
+          wait "${entry%%:*}" || { failed=1; echo "test-all.sh: ${entry#*:} failed"; }
+          cat "build-sanitize/${entry#*:}.log"
+        fi
       done
+      for entry in "${pids[@]}"; do
+        wait "${entry%%:*}" || { failed=1; echo "test-all.sh: ${entry#*:} failed"; }
+        cat "build-sanitize/${entry#*:}.log"
+      done
+      (( failed == 0 ))
       ;;
     *) echo "test-all.sh: unknown stage '$stage'" >&2; exit 2 ;;
   esac
