@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,8 +59,15 @@ class Model {
   using S = typename Mixer::Scalar;
   using MixerConfig = typename Mixer::Config;
 
-  // mixer_config is used for every block, with its layer position filled in.
-  Model(const ModelConfig& cfg, MixerConfig mixer_config) : cfg_(cfg) {
+  // Where a parameter lives when the model's parameters are another store's (finalize_placed):
+  // its value and gradient memory, given its declaration.
+  using Placement = std::function<std::pair<S*, S*>(const ParamInfo&)>;
+
+  // mixer_config is used for every block, with its layer position filled in. With a
+  // placement the parameters live where it says (one stream of HeadModel), not in memory
+  // of the model's own.
+  Model(const ModelConfig& cfg, MixerConfig mixer_config, const Placement& placement = nullptr)
+      : cfg_(cfg) {
     MTP_CHECK(cfg.vocab > 0 && cfg.width > 0 && cfg.layers > 0,
               "model needs vocab, width and layers > 0");
     const index_t V = cfg.vocab, W = cfg.width;
@@ -90,7 +98,13 @@ class Model {
     lnf_w_ = store_.add("ln_out.weight", {W});
     lnf_b_ = store_.add("ln_out.bias", {W});
     head_ = store_.add("head.weight", {V, W}, ParamRole::base, true);
-    store_.finalize();
+    if (placement) {
+      std::vector<std::pair<S*, S*>> places;
+      for (const ParamInfo& info : store_.infos()) places.push_back(placement(info));
+      store_.finalize_placed(std::move(places));
+    } else {
+      store_.finalize();
+    }
     store_.bind(emb_, lnf_w_, lnf_b_, head_);
     if (cfg.ln0) store_.bind(ln0_w_, ln0_b_);
     for (auto& b : blocks_) {
@@ -220,12 +234,27 @@ class Model {
   // gradients accumulate into the store.
   void backward() {
     MTP_CHECK(has_targets_, "backward needs a forward with targets");
+    cross_entropy_backward<S>(probs_, targets_.data(), stats_.labelled, probs_);  // dlogits
+    backward_from(probs_.view(), {});
+  }
+
+  // The final normalised hidden state of the last forward, LN_out x (T,B,W): what a head
+  // outside the model (HeadModel's selector) reads.
+  CView<S> final_hidden() const { return lnf_.view(); }
+
+  // Backward of the last forward from a gradient of its logits (T,B,V) and, unless
+  // empty, of its final hidden state (T,B,W); parameter gradients accumulate.
+  void backward_from(CView<S> dlogits, CView<S> dhidden) {
     const Shape act{T_, B_, cfg_.width};
+    MTP_CHECK(dlogits.numel() == T_ * B_ * cfg_.vocab, "dlogits does not fit the last forward");
+    MTP_CHECK(dhidden.empty() || dhidden.numel() == T_ * B_ * cfg_.width,
+              "dhidden does not fit the last forward");
     dx_.resize(act);
     dtmp_.resize(act);
     dln_.resize(act);
-    cross_entropy_backward<S>(probs_, targets_.data(), stats_.labelled, probs_);  // dlogits
-    linear_backward<S>(probs_, lnf_, head_.value, dln_, head_.grad, nullptr);
+    linear_backward<S>(dlogits, lnf_, head_.value, dln_, head_.grad, nullptr);
+    if (!dhidden.empty())
+      for (index_t i = 0; i < dln_.numel(); ++i) dln_[i] += dhidden.data[i];
     layernorm_backward<S>(dln_, *x_last_, lnf_w_.value, lnf_mean_, lnf_rstd_, dx_, lnf_w_.grad,
                           lnf_b_.grad);
     for (int l = cfg_.layers - 1; l >= 0; --l) {

@@ -68,6 +68,25 @@ class ParamStore {
   }
   bool finalized() const { return finalized_; }
 
+  // In place of finalize() for a store whose parameters live in another store (one of
+  // the K streams of a model combined at the head, which share most weights and each
+  // hold a row of the rest): `places` gives, in infos()' order, the value and gradient
+  // memory of every parameter (numel() elements each). The store then owns no memory:
+  // bind() and value()/grad() point there, and the flat buffer (values(), grads(),
+  // zero_grad) belongs to the other store.
+  void finalize_placed(std::vector<std::pair<S*, S*>> places) {
+    MTP_CHECK(!finalized_, "finalize_placed on a finalized store");
+    MTP_CHECK(places.size() == infos_.size(), "{} places for {} parameters", places.size(),
+              infos_.size());
+    for (size_t i = 0; i < places.size(); ++i)
+      MTP_CHECK(places[i].first != nullptr && places[i].second != nullptr,
+                "parameter '{}' has no place", infos_[i].name);
+    places_ = std::move(places);
+    set_.assign(infos_.size(), true);
+    finalized_ = true;
+  }
+  bool placed() const { return !places_.empty(); }
+
   // Uses `values` and `grads` (size() elements each, in infos()' layout, owned by the
   // caller) instead of buffers of its own: parameters that live in another framework's
   // tensors (the PyTorch bridge) are used where they are, without a copy. Call it again
@@ -89,9 +108,8 @@ class ParamStore {
     MTP_CHECK(p.store == id_ && p.ref.index >= 0,
               "a parameter is bound to a store it was not declared in (declare and bind "
               "each layer with the same ParamStore)");
-    const ParamInfo& info = infos_.at(p.ref.index);
-    p.value = View<S>(values() + info.offset, info.shape);
-    p.grad = View<S>(grads() + info.offset, info.shape);
+    p.value = value(p.ref);
+    p.grad = grad(p.ref);
     if constexpr (sizeof...(rest) > 0) bind(rest...);
   }
 
@@ -102,14 +120,20 @@ class ParamStore {
   }
   const ParamInfo& info(ParamRef r) const { return infos_.at(r.index); }
   const std::vector<ParamInfo>& infos() const { return infos_; }
-  View<S> value(ParamRef r) { return {values() + info(r).offset, info(r).shape}; }
-  CView<S> value(ParamRef r) const { return {values() + info(r).offset, info(r).shape}; }
-  View<S> grad(ParamRef r) { return {grads() + info(r).offset, info(r).shape}; }
+  View<S> value(ParamRef r) {
+    return {placed() ? places_.at(r.index).first : values() + info(r).offset, info(r).shape};
+  }
+  CView<S> value(ParamRef r) const {
+    return {placed() ? places_.at(r.index).first : values() + info(r).offset, info(r).shape};
+  }
+  View<S> grad(ParamRef r) {
+    return {placed() ? places_.at(r.index).second : grads() + info(r).offset, info(r).shape};
+  }
 
-  S* values() { return external_values_ ? external_values_ : values_.data(); }
-  const S* values() const { return external_values_ ? external_values_ : values_.data(); }
-  S* grads() { return external_grads_ ? external_grads_ : grads_.data(); }
-  const S* grads() const { return external_grads_ ? external_grads_ : grads_.data(); }
+  S* values() { return external_values_ ? external_values_ : flat(values_); }
+  const S* values() const { return external_values_ ? external_values_ : flat(values_); }
+  S* grads() { return external_grads_ ? external_grads_ : flat(grads_); }
+  const S* grads() const { return external_grads_ ? external_grads_ : flat(grads_); }
   index_t size() const { return total_; }
   index_t count(ParamRole role) const {
     index_t n = 0;
@@ -131,6 +155,12 @@ class ParamStore {
   }
 
  private:
+  // The flat buffer; a placed store has none (its parameters are another store's).
+  template <class V>
+  auto flat(V& buffer) const {
+    MTP_CHECK(!placed(), "a placed parameter store has no flat buffer (its owner has)");
+    return buffer.data();
+  }
   static std::uint64_t next_id() {
     static std::atomic<std::uint64_t> counter{0};
     return ++counter;
@@ -140,6 +170,7 @@ class ParamStore {
   std::vector<S> values_, grads_;
   S* external_values_ = nullptr;  // use_external: the caller's memory in place of values_
   S* external_grads_ = nullptr;
+  std::vector<std::pair<S*, S*>> places_;  // finalize_placed: each parameter's memory
   std::vector<bool> set_;
   index_t total_ = 0;
   bool finalized_ = false;

@@ -82,7 +82,9 @@ constexpr std::uint64_t kInit = 1;
 constexpr std::uint64_t kTrainData = 2;
 constexpr std::uint64_t kValidData = 3;
 constexpr std::uint64_t kSampling = 4;
-constexpr std::uint64_t kSelectorNoise = 1ull << 32;  // + layer index
+constexpr std::uint64_t kHeadInit = 5;                    // HeadModel's aggregator
+constexpr std::uint64_t kSelectorNoise = 1ull << 32;      // + layer index
+constexpr std::uint64_t kHeadSelectorNoise = 1ull << 33;  // HeadModel's aggregator
 }  // namespace rng_stream
 
 }  // namespace mtp

@@ -38,7 +38,8 @@ for stage in $stages; do
       # cannot be loaded into a Python that was not started with it; the layers it drives
       # are the ones the sanitized suite runs.
       cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-        -DMTP_FUZZ=ON -DMTP_NATIVE=ON -DMTP_BUILD_BENCH=OFF -DMTP_CUDA=OFF -DMTP_TORCH=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only"
+        -DMTP_FUZZ=ON -DMTP_NATIVE=ON -DMTP_BUILD_BENCH=OFF -DMTP_CUDA=OFF -DMTP_TORCH=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
+        -DMTP_UNITY_BUILD=ON
       cmake --build build-sanitize -j"$jobs"
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
