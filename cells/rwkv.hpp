@@ -163,6 +163,9 @@ class RwkvTimeMix {
   // FFN, ln0 on the embeddings, the time mix named "att" and RWKV-4's init, so that
   // RWKV-4 state dicts load by name.
   using ModelFfn = RwkvChannelMix<S>;
+  // It has token-shift mixes (time_mix_k/v/r; its channel mix time_mix_k/r), which
+  // --per-perspective shift gives a row per perspective (core/head_model.hpp).
+  static constexpr bool kTokenShift = true;
   static void configure_model(ModelConfig& c) {
     c.mixer_name = "att";
     c.ln0 = true;

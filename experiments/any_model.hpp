@@ -29,6 +29,10 @@ class AnyModel {
                                     ModelState<S>* state = nullptr) = 0;
   virtual void backward() = 0;
   virtual CView<S> logits() const = 0;
+  // A model combined at the head (HeadModel): the size of one stream, the K = 1 model, of
+  // which the rest is what the perspectives add; 0 for the others (whose perspective
+  // tensors are what they add).
+  virtual index_t stream_size() const { return 0; }
 };
 
 template <class M>
@@ -50,6 +54,12 @@ class ModelHolder final : public AnyModel<typename M::S> {
   }
   void backward() override { model_.backward(); }
   CView<S> logits() const override { return model_.logits(); }
+  index_t stream_size() const override {
+    if constexpr (requires { model_.stream_size(); })
+      return model_.stream_size();
+    else
+      return 0;
+  }
 
   M& model() { return model_; }
 

@@ -86,8 +86,11 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
   std::set<std::string> used;
   for (const ParamInfo& p : params.infos()) {
     View<float> dst(params.values() + p.offset, p.shape);
-    const bool is_decay =
-        ends_with(p.name, "decay") && p.shape.rank() == 2 && p.role == ParamRole::perspective;
+    // A decay (K,D) (or, shared by a head model's streams, (1,D) of the base).
+    const bool is_decay = ends_with(p.name, "decay") && p.shape.rank() == 2;
+    // A row per perspective of what the file holds once (a head model's token shift).
+    std::vector<index_t> row = p.shape.dims();
+    if (!row.empty()) row.erase(row.begin());  // empty for a vector
     const index_t D = is_decay ? p.shape[1] : 0;
     if (file.has(p.name)) {
       const StoredTensor& t = file.at(p.name);
@@ -99,6 +102,12 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
         report.loaded.push_back(p.name);
       } else if (is_decay && t.shape.size() == 2 && t.shape[1] == D && t.shape[0] > 0) {
         expand_decay(t.to<float>(what), t.shape[0], dst, decay_spread);  // another K
+        params.mark_set(params.find(p.name));
+        report.expanded.push_back(p.name);
+      } else if (!is_decay && p.role == ParamRole::perspective && !row.empty() &&
+                 squeezed(t.shape) == squeezed(row)) {
+        const std::vector<float> v = t.to<float>(what);  // every row a copy
+        for (index_t i = 0; i < dst.numel(); ++i) dst.data[i] = v[size_t(i) % v.size()];
         params.mark_set(params.find(p.name));
         report.expanded.push_back(p.name);
       } else if (fresh_perspectives && p.role == ParamRole::perspective) {

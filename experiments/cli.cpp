@@ -77,7 +77,13 @@ TrainFlags::TrainFlags() {
       ("decay-spread",
        po::value(&c_.decay_spread)
            ->default_value(c_.decay_spread, fmt::format("{:g}", c_.decay_spread)),
-       "decay of perspective k = base + s·(k − (K−1)/2)")                                //
+       "decay of perspective k = base + s·(k − (K−1)/2)")  //
+      ("combine", po::value(&c_.combine)->default_value(c_.combine),
+       "where the K views combine: layer (in every layer) | head (K streams through the "
+       "whole model, combined after the head: the paper's released code)")  //
+      ("per-perspective", po::value(&c_.per_perspective)->default_value(c_.per_perspective),
+       "what each perspective has its own of: decay | shift (the token-shift mixes, one "
+       "decay shared: the paper's released code; RWKV) | both")                          //
       ("layers", po::value(&c_.layers)->default_value(c_.layers), "number of blocks L")  //
       ("width", po::value(&c_.width)->default_value(c_.width),
        "model width W (cell hidden H = W)")  //

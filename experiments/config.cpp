@@ -20,7 +20,7 @@ namespace mtp::exp {
 // clang-format off
 #define MTP_CONFIG_FIELDS(X)                                                                \
   X(cell) X(perspectives) X(aggregator) X(noise) X(noise_mode) X(top_k) X(fixed_weights)  \
-  X(decay_spread)                                                                           \
+  X(decay_spread) X(combine) X(per_perspective)                                             \
   X(layers) X(width) X(ffn) X(init_from) X(freeze)                                         \
   X(steps) X(batch) X(seq_len) X(lr) X(warmup) X(weight_decay) X(clip) X(seed)              \
   X(task) X(data) X(tokenizer) X(carry_state) X(vocab) X(pairs) X(lags) X(copy_tokens)      \
@@ -121,8 +121,29 @@ void validate(const TrainConfig& c) {
   auto need = [](bool ok, const char* flag, const std::string& why) {
     if (!ok) usage_fail("--{} {}", flag, why);
   };
-  check_layer_flags(c.cell, c.aggregator, c.perspectives, c.noise, c.noise_mode, c.top_k,
-                    c.fixed_weights);
+  const MixerEntry& entry = check_layer_flags(c.cell, c.aggregator, c.perspectives, c.noise,
+                                              c.noise_mode, c.top_k, c.fixed_weights);
+  need(c.combine == "layer" || c.combine == "head", "combine",
+       fmt::format("'{}' is not one of layer, head", c.combine));
+  need(c.per_perspective == "decay" || c.per_perspective == "shift" || c.per_perspective == "both",
+       "per-perspective", fmt::format("'{}' is not one of decay, shift, both", c.per_perspective));
+  if (c.per_perspective != "decay") {
+    std::string shifting;
+    for (const MixerEntry& e : registry().mixers())
+      if (e.token_shift && shifting.find(e.cell) == std::string::npos)
+        shifting += (shifting.empty() ? "" : ", ") + e.cell;
+    need(entry.token_shift, "per-perspective",
+         fmt::format("{} needs a cell with a token shift; {} has none (cells that have one: {})",
+                     c.per_perspective, c.cell, shifting.empty() ? "none" : shifting));
+    need(c.combine == "head", "per-perspective",
+         fmt::format("{} is available with --combine head; in every layer it is not built yet",
+                     c.per_perspective));
+  }
+  if (c.combine == "head")
+    need(entry.head_model, "combine",
+         fmt::format("head combines the streams' logits by weights; --aggregator {} does not "
+                     "weight the perspectives (mean, fixed and learned do)",
+                     c.aggregator));
   need(c.freeze.empty() || c.freeze == "base", "freeze",
        fmt::format("'{}' is not a parameter group (known: base)", c.freeze));
   need(c.freeze.empty() || !c.init_from.empty(), "freeze",

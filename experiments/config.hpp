@@ -20,6 +20,12 @@ struct TrainConfig {
   int top_k = 0;                      // sparse selector: keep the k largest logits (0: all)
   std::vector<double> fixed_weights;  // empty: the λ = 0.5 default
   double decay_spread = 1.0;
+  // The authors' variant (docs/contract.md §7.1): where the K views combine, "layer" (in
+  // every layer) or "head" (K streams through the model, combined after the head); which
+  // parameters each perspective has its own of, "decay", "shift" (the token-shift mixes
+  // of a cell that has them, one decay shared) or "both".
+  std::string combine = "layer";
+  std::string per_perspective = "decay";
   // Model
   int layers = 2;
   int width = 64;

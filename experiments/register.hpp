@@ -90,10 +90,26 @@ MixerEntry make_mixer_entry() {
   e.cell = std::string(C<float>::kName);
   e.aggregator = std::string(A<float>::kName);
   e.ffn = description_of<typename ModelFamily<C<float>>::Ffn>();
+  e.token_shift = requires {
+    C<float>::kTokenShift;
+  };
+  e.head_model = WeightingAggregator<A<float>>;
   e.model = [](const TrainConfig& c, index_t vocab) -> std::unique_ptr<AnyModel<float>> {
+    if constexpr (WeightingAggregator<A<float>>)
+      if (c.combine == "head")
+        return hold_model([&] { return build_head_model<C<float>, A<float>>(c, vocab); });
     return hold_model([&] { return build_model<MixerF>(c, vocab); });
   };
   e.memory = [](const TrainConfig& c, index_t vocab, double corpus, bool training) {
+    if (c.combine == "head") {  // K streams of a K = 1 model
+      using StreamMixer = Perspectives<C<float>, MeanAggregator<float>>;
+      TrainConfig one = c;
+      one.perspectives = 1;
+      MemoryEstimate m = estimate_memory<StreamMixer>(one, mixer_config<StreamMixer>(one), vocab,
+                                                      corpus, training);
+      m.activations *= double(c.perspectives);
+      return m;
+    }
     return estimate_memory<MixerF>(c, mixer_config<MixerF>(c), vocab, corpus, training);
   };
   // kCuda: the program was built with the CUDA backend and can ask whether this pair has a

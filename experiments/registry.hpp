@@ -40,7 +40,9 @@ struct MixerEntry {
                            bool training) = nullptr;
   // `mtp-exp layer` on this pair: params and input read, output written.
   void (*layer)(const LayerArgs&, const SafeTensors& params, const SafeTensors& input) = nullptr;
-  bool cuda_layer = false;  // whether `layer --backend cuda` has a device program for it
+  bool cuda_layer = false;   // whether `layer --backend cuda` has a device program for it
+  bool token_shift = false;  // the cell has token-shift mixes (--per-perspective shift)
+  bool head_model = false;   // the aggregator weights the views (--combine head)
   // The pair's layer on its own, its parameters in the caller's memory (the PyTorch
   // bridge; make_layer checks the spec first).
   std::unique_ptr<AnyLayer<float>> (*make_layer_f32)(const LayerSpec&) = nullptr;

@@ -30,11 +30,13 @@ namespace {
 // Settings that never define a configuration: bookkeeping, and the replicate axis.
 const std::set<std::string> kNotSettings = {"out", "threads", "log_every", "eval_every", "seed"};
 // Settings that only perspectives have: a K = 1 baseline may differ in them.
-const std::set<std::string> kPerspectiveOnly = {"aggregator", "noise",        "noise_mode",
-                                                "top_k",      "decay_spread", "fixed_weights"};
+const std::set<std::string> kPerspectiveOnly = {"aggregator", "noise",          "noise_mode",
+                                                "top_k",      "decay_spread",   "fixed_weights",
+                                                "combine",    "per_perspective"};
 // The order in which settings are shown; the rest follow alphabetically.
 const std::vector<std::string> kSettingOrder = {
-    "task", "cell", "perspectives", "aggregator", "noise", "noise_mode", "top_k", "decay_spread"};
+    "task",       "cell",  "perspectives", "combine", "per_perspective",
+    "aggregator", "noise", "noise_mode",   "top_k",   "decay_spread"};
 
 struct Run {
   std::string id;

@@ -82,6 +82,8 @@ void print_header(const TrainConfig& c, const MixerEntry& mixer, const ParamCoun
     layer += c.top_k > 0 && takes_flag("top-k") ? fmt::format(", top-{})", c.top_k) : ")";
   }
   if (c.perspectives > 1) layer += fmt::format(", decay spread {:g}", c.decay_spread);
+  if (c.combine == "head") layer += ", combined at the head";
+  if (c.per_perspective != "decay") layer += fmt::format(", per-perspective {}", c.per_perspective);
   fmt::print("mtp-exp      {}\n", layer);
   fmt::print("model        {} blocks, width {}{}; {} parameters\n", c.layers, c.width,
              c.ffn ? ", " + mixer.ffn : std::string(", no FFN"), counts.total);
@@ -116,7 +118,11 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
   std::string init_summary;
   if (!cfg.init_from.empty() && !start.resume) init_summary = init_from_state_dict(cfg, params);
   const std::vector<bool> trainable = trainable_mask(params, cfg.freeze);
-  const ParamCounts counts = count_params(params, trainable);
+  ParamCounts counts = count_params(params, trainable);
+  if (const index_t stream = model.stream_size(); stream > 0) {  // combined at the head
+    counts.base = stream;
+    counts.perspective = counts.total - stream;
+  }
   AdamW<float> opt(params, AdamWConfig{.weight_decay = cfg.weight_decay});
   const auto warmup = static_cast<long long>(cfg.warmup * double(cfg.steps));
 

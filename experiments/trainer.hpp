@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "mtp/core/head_model.hpp"
 #include "mtp/core/model.hpp"
 #include "mtp/core/optim.hpp"
 #include "mtp/core/safetensors.hpp"
@@ -67,6 +68,33 @@ ModelFor<Mixer> build_model(const TrainConfig& c, index_t vocab) {
   ModelConfig mc{.vocab = vocab, .width = c.width, .layers = c.layers, .ffn = c.ffn};
   ModelFamily<typename Mixer::CellType>::configure(mc);
   return ModelFor<Mixer>(mc, mixer_config<Mixer>(c));
+}
+
+// "decay" | "shift" | "both" → PerPerspective; anything else is a usage error.
+inline PerPerspective parse_per_perspective(std::string_view s) {
+  if (s == "decay") return PerPerspective::decay;
+  if (s == "shift") return PerPerspective::shift;
+  if (s == "both") return PerPerspective::both;
+  usage_fail("--per-perspective '{}' is not one of decay, shift, both", s);
+}
+
+// The model of --combine head (docs/contract.md §7.1).
+template <class Cell, class Agg>
+HeadModel<Cell, Agg, typename ModelFamily<Cell>::Ffn> build_head_model(const TrainConfig& c,
+                                                                       index_t vocab) {
+  using M = HeadModel<Cell, Agg, typename ModelFamily<Cell>::Ffn>;
+  typename M::Config hc;
+  hc.model = ModelConfig{.vocab = vocab, .width = c.width, .layers = c.layers, .ffn = c.ffn};
+  ModelFamily<Cell>::configure(hc.model);
+  TrainConfig one = c;  // a stream's layers: K = 1, nothing to select
+  one.perspectives = 1;
+  hc.mixer = mixer_config<typename M::StreamMixer>(one);
+  hc.perspectives = c.perspectives;
+  hc.per_perspective = parse_per_perspective(c.per_perspective);
+  hc.decay_spread = c.decay_spread;
+  hc.aggregator =
+      aggregator_options<Agg>({c.noise, c.fixed_weights, parse_noise_mode(c.noise_mode), c.top_k});
+  return M(hc);
 }
 
 // Noise-free evaluation over the task's validation set.

@@ -14,7 +14,10 @@
    definitions: its requests and preprocessing, its context/continuation split, full
    forwards from the zero state (mtp reuses the context's state), acc, acc_norm,
    perplexity and their standard errors. PIQA runs with RWKV's prefix token "\\n".
-5. The converter's refusals.
+5. The authors' variant: their model (per-perspective token shift, K streams combined
+   after the head) in float64 against `mtp-exp eval --logits` with --combine head
+   --per-perspective shift.
+6. The converter's refusals.
 
 Token ids come from `mtp-exp tokenize --strings`: the tokenizer itself is checked against
 tokenizers.js (tests/tokenizer). Everything else here is written from the definitions.
@@ -127,6 +130,60 @@ class GPT(nn.Module):
 
     def forward(self, idx):  # (B,T) → logits (B,T,V)
         return self.head(self.ln_out(self.blocks(self.emb(idx))))
+
+
+class AuthorsGPT(nn.Module):
+    """The paper's released RWKV-4 with K perspectives (RazvanDu/TemporalRNNs,
+    MultiplePerspectives/src/model_ours.py), in float64: the token-shift mixes of the time
+    and channel mix stacked over K, one time_decay and time_first shared; K streams through
+    every block; the logits of stream k weighted by softmax(convert3(mean_k ln_out(x_k))).
+    Built here from a K = 1 GPT's modules: stream k swaps in its own mixes."""
+
+    def __init__(self, base, K, seed):
+        super().__init__()
+        self.base, self.K = base, K
+        g = torch.Generator().manual_seed(seed)
+        self.mix = {}  # (block, "att"|"ffn", name) → (K,C)
+        for l, blk in enumerate(base.blocks):
+            for part, names in (("att", ("time_mix_k", "time_mix_v", "time_mix_r")),
+                                ("ffn", ("time_mix_k", "time_mix_r"))):
+                for name in names:
+                    p = getattr(getattr(blk, part), name).detach().reshape(C)
+                    rows = p + 0.2 * (torch.rand(K, C, generator=g, dtype=torch.float64) - 0.5)
+                    self.mix[(l, part, name)] = rows.clamp(0.0, 1.0)
+        self.convert3 = torch.randn(K, C, generator=g, dtype=torch.float64)
+
+    def stream(self, idx, k):
+        saved = {}
+        for (l, part, name), rows in self.mix.items():
+            module = getattr(self.base.blocks[l], part)
+            saved[(l, part, name)] = getattr(module, name).data.clone()
+            getattr(module, name).data.copy_(rows[k].reshape(1, 1, C))
+        try:
+            return self.base.ln_out(self.base.blocks(self.base.emb(idx)))
+        finally:
+            for (l, part, name), old in saved.items():
+                getattr(getattr(self.base.blocks[l], part), name).data.copy_(old)
+
+    def forward(self, idx):
+        h = [self.stream(idx, k) for k in range(self.K)]
+        w = torch.softmax(torch.stack(h).mean(0) @ self.convert3.t(), dim=-1)  # (B,T,K)
+        return sum(self.base.head(h[k]) * w[..., k:k + 1] for k in range(self.K))
+
+    def mtp_tensors(self):
+        """Its parameters under mtp's names (contract §7.1), for --combine head
+        --per-perspective shift --aggregator learned (a zero bias: convert3 has none)."""
+        out = {}
+        for name, t in self.base.state_dict().items():
+            if name.endswith("time_decay"):
+                out[name[:-len("time_decay")] + "decay"] = t.reshape(1, C).float()
+            elif "time_mix" not in name:
+                out[name] = t.float()
+        for (l, part, name), rows in self.mix.items():
+            out[f"blocks.{l}.{part}.{name}"] = rows.float()
+        out["head.selector.weight"] = self.convert3.float()
+        out["head.selector.bias"] = torch.zeros(self.K)
+        return out
 
 
 def random_rwkv4(seed=16):
@@ -409,6 +466,34 @@ def main():
                   f"log-likelihoods within {worst:.1e}): "
                   + (", ".join(f"{k} {v:.4f}" for k, v in want.items()) if not bad
                      else "; ".join(bad)))
+
+        # The authors' variant: their model against --combine head --per-perspective shift,
+        # weights rounded to f32 first (the checkpoint's precision).
+        authors = AuthorsGPT(random_rwkv4(seed=23), K=3, seed=5)
+        with torch.no_grad():
+            for t in list(authors.base.parameters()) + list(authors.mix.values()) + [
+                    authors.convert3]:
+                t.copy_(t.float().double())
+        head_ckpt = os.path.join(tmp, "authors.safetensors")
+        config = {"cell": "rwkv", "perspectives": 3, "aggregator": "learned", "layers": L,
+                  "width": C, "ffn": True, "task": "text", "seq_len": 24, "batch": 3,
+                  "combine": "head", "per_perspective": "shift", "tokenizer": tokenizer}
+        st.save(head_ckpt, authors.mtp_tensors(),
+                {"format": "mtp-checkpoint-1", "config": json.dumps(config), "step": "0"})
+        head_logits = os.path.join(tmp, "authors-logits.safetensors")
+        r = subprocess.run([mtp_exp, "eval", "--checkpoint", head_ckpt, "--data", corpus,
+                            "--logits", head_logits], capture_output=True, text=True, env=env)
+        check(r.returncode == 0, "mtp-exp eval --logits of the authors' variant " + r.stderr.strip())
+        if r.returncode == 0:
+            out, _ = st.load(head_logits)
+            tokens, logits = out["tokens"].long(), out["logits"].double()
+            with torch.no_grad():
+                ref = authors(tokens.t().contiguous()).transpose(0, 1)
+            scale = float(ref.abs().max())
+            err = float((logits - ref).abs().max()) / scale
+            check(err < LOGIT_TOL, f"the authors' variant (K = 3 streams, per-perspective token "
+                  f"shift, combined at the head): max logit error {err:.2e} of the scale "
+                  f"{scale:.1f} (bound {LOGIT_TOL:g})")
 
         # Refusals.
         def refused(sd_, why):

@@ -77,6 +77,93 @@ TEST(Protocol, BaseOfAnotherShapeIsRefused) {
   EXPECT_THROW(run_training(ft), Error);
 }
 
+// The authors' variant through the same protocol: an RWKV K = 1 base, then K = 3 streams
+// combined at the head with a row of token-shift mixes each (and one shared decay), base
+// frozen. The mixes start as copies of the base's, the head's selector is new, and only
+// the rows and the selector train; what the perspectives add is reported against one
+// stream.
+TEST(Protocol, AuthorsVariantFromAK1Base) {
+  test::TempDir dir;
+  TrainConfig base_cfg = small((dir.path() / "base").string(), 1);
+  base_cfg.cell = "rwkv";
+  base_cfg.aggregator = "mean";
+  run_training(base_cfg);
+  TrainConfig ft = base_cfg;
+  ft.out = (dir.path() / "ft").string();
+  ft.perspectives = 3;
+  ft.aggregator = "learned";
+  ft.combine = "head";
+  ft.per_perspective = "shift";
+  ft.init_from = base_cfg.out + "/model.safetensors";
+  ft.freeze = "base";
+  const nlohmann::json result = run_training(ft);
+
+  const SafeTensors base = SafeTensors::load(base_cfg.out + "/model.safetensors");
+  const SafeTensors tuned = SafeTensors::load(ft.out + "/model.safetensors");
+  index_t trained = 0, added = 0;
+  for (const auto& [name, t] : tuned.tensors) {
+    if (name.rfind("head.selector.", 0) == 0) {
+      trained += t.numel();
+      added += t.numel();
+      continue;
+    }
+    ASSERT_TRUE(base.has(name)) << name;
+    const StoredTensor& b = base.at(name);
+    if (name.find(".time_mix_") == std::string::npos) {
+      EXPECT_EQ(t.bytes, b.bytes) << name << " is frozen";  // the shared decay included
+      continue;
+    }
+    ASSERT_EQ(t.shape, (std::vector<index_t>{3, 12})) << name;
+    trained += t.numel();
+    added += t.numel() - b.numel();
+    const auto rows = t.to<double>(name), row = b.to<double>(name);
+    double moved = 0;
+    for (size_t i = 0; i < rows.size(); ++i)
+      moved = std::max(moved, std::abs(rows[i] - row[i % 12]));
+    EXPECT_GT(moved, 0.0) << name << " trains";
+    EXPECT_LT(moved, 0.1) << name << " from the base's row";
+  }
+  EXPECT_EQ(result["parameters"]["trained"].get<index_t>(), trained);
+  EXPECT_EQ(result["parameters"]["perspective"].get<index_t>(), added);
+  // 2 layers × 5 mixes × 2 more rows × W, and the selector (K,W) + (K).
+  EXPECT_EQ(added, 2 * 5 * 2 * 12 + 3 * 12 + 3);
+}
+
+// Every combination the two axes allow trains; the others are refused naming the flag.
+TEST(Protocol, CombineAndPerPerspectiveAxes) {
+  test::TempDir dir;
+  int runs = 0;
+  for (const char* cell : {"rwkv", "gru"})
+    for (const char* combine : {"layer", "head"})
+      for (const char* pp : {"decay", "shift", "both"}) {
+        TrainConfig c =
+            small((dir.path() / fmt::format("{}-{}-{}", cell, combine, pp)).string(), 3);
+        c.cell = cell;
+        c.combine = combine;
+        c.per_perspective = pp;
+        c.steps = 3;
+        const bool allowed = std::string(pp) == "decay" ||
+                             (std::string(cell) == "rwkv" && std::string(combine) == "head");
+        if (allowed) {
+          const nlohmann::json r = run_training(c);
+          EXPECT_TRUE(std::isfinite(r["validation"]["loss"].get<double>())) << c.out;
+          ++runs;
+        } else {
+          try {
+            run_training(c);
+            ADD_FAILURE() << "ran " << c.out;
+          } catch (const UsageError& e) {
+            EXPECT_NE(std::string(e.what()).find("--per-perspective"), std::string::npos)
+                << e.what();
+          }
+        }
+      }
+  EXPECT_EQ(runs, 6);
+  TrainConfig bad = small((dir.path() / "bad").string(), 3);
+  bad.combine = "tail";
+  EXPECT_THROW(run_training(bad), UsageError);
+}
+
 // A task with groups reports them per run, in task order (the report reads them).
 TEST(TrainingResult, LagRecallReportsAccuracyPerLag) {
   test::TempDir dir;

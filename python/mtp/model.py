@@ -154,6 +154,12 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None) -> MtpModel:
         raise ValueError(f"{path}: no 'config' in its metadata: not an mtp model.safetensors "
                          "(a layer file loads with Perspectives.load_state_dict)")
     config = json.loads(metadata["config"])
+    if config.get("combine", "layer") != "layer" or config.get("per_perspective",
+                                                               "decay") != "decay":
+        raise ValueError(f"{path}: a model with --combine {config.get('combine')} and "
+                         f"--per-perspective {config.get('per_perspective')}: load_model "
+                         "builds models whose perspectives combine in every layer with their "
+                         "own decay only")
     names = set(tensors)
     if "emb.weight" not in tensors:
         raise ValueError(f"{path}: no 'emb.weight'")
