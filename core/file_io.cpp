@@ -197,14 +197,32 @@ std::string describe_file_type(unsigned mode) {
 // How much a read may grow between looks at the memory available.
 constexpr std::uint64_t kMemoryCheckStep = std::uint64_t(64) << 20;
 
-MappedFile::MappedFile(const std::string& path, const std::string& what) {
-  if (path.empty()) fail("{}: the path is empty", what.empty() ? "a file to read" : what);
-  const std::string name = what.empty() ? path : what + " " + path;
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (fd.fd < 0) fail("{}: cannot open ({})", name, std::strerror(errno));
+namespace {
+
+// A file opened for reading, looked at but not yet read: `name` is how errors call it
+// ("--data corpus.txt"). Non-blocking, so that a FIFO with no writer (or a device) is
+// looked at before anything waits on it. Missing, unreadable and folders are errors.
+struct OpenedForReading {
+  std::string name;
+  Fd fd{-1};
   struct stat st {};
-  if (::fstat(fd.fd, &st) != 0) fail("{}: cannot read ({})", name, std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) fail("{}: is a folder, not a file", name);
+  OpenedForReading(const std::string& path, const std::string& what)
+      : name(what.empty() ? path : what + " " + path) {
+    if (path.empty()) fail("{}: the path is empty", what.empty() ? "a file to read" : what);
+    fd.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd.fd < 0) fail("{}: cannot open ({})", name, std::strerror(errno));
+    if (::fstat(fd.fd, &st) != 0) fail("{}: cannot read ({})", name, std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) fail("{}: is a folder, not a file", name);
+  }
+};
+
+}  // namespace
+
+MappedFile::MappedFile(const std::string& path, const std::string& what) {
+  const OpenedForReading file(path, what);
+  const std::string& name = file.name;
+  const struct stat& st = file.st;
+  const Fd& fd = file.fd;
   if (!S_ISREG(st.st_mode))
     fail("{}: is {}, not a file (mtp-exp reads regular files here)", name,
          describe_file_type(st.st_mode));
@@ -221,15 +239,10 @@ MappedFile::~MappedFile() {
 
 std::vector<std::uint8_t> read_file_bytes(const std::string& path, const std::string& what,
                                           std::uint64_t limit, bool pipes) {
-  if (path.empty()) fail("{}: the path is empty", what.empty() ? "a file to read" : what);
-  const std::string name = what.empty() ? path : what + " " + path;
-  // Non-blocking, so that a FIFO with no writer (or a device) is looked at before
-  // anything waits on it.
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (fd.fd < 0) fail("{}: cannot open ({})", name, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd.fd, &st) != 0) fail("{}: cannot read ({})", name, std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) fail("{}: is a folder, not a file", name);
+  OpenedForReading file(path, what);
+  const std::string& name = file.name;
+  const struct stat& st = file.st;
+  Fd& fd = file.fd;
   const bool regular = S_ISREG(st.st_mode);
   if (!regular && !(pipes && S_ISFIFO(st.st_mode)))
     fail("{}: is {}, not a file (mtp-exp reads {})", name, describe_file_type(st.st_mode),
