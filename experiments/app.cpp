@@ -63,7 +63,7 @@ constexpr const char* kUsage =
     "       mtp-exp report DIR                      tables, statistics and plots of a sweep\n"
     "       mtp-exp check [--cell C] [--aggregator A]\n"
     "                                               the generated gradient and path checks\n"
-    "       mtp-exp tokenize --tokenizer FILE --input TEXT [--decode]\n"
+    "       mtp-exp tokenize [--tokenizer FILE] --input FILE [--decode | --strings]\n"
     "                                               text to token ids (JSON) and back\n"
     "       mtp-exp COMMAND --help                  the flags of a command\n"
     "       mtp-exp --version                       the version\n";
@@ -319,11 +319,11 @@ int cmd_tokenize(int argc, const char* const* argv) {
                   "such an array and prints the text (no newline added)."))
     return 0;
   if (threads < 0) mtp::usage_fail("--threads must be >= 0, got {}", threads);
+  if (decode && strings) mtp::usage_fail("--strings encodes; it does not go with --decode");
   const std::unique_ptr<mtp::exp::Tokenizer> tok = mtp::exp::load_tokenizer(tokenizer);
   const std::vector<std::uint8_t> bytes =
       mtp::read_file_bytes(input == "-" ? "/dev/stdin" : input, "--input");
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  if (decode && strings) mtp::usage_fail("--strings encodes; it does not go with --decode");
   if (strings) {
     const nlohmann::json j = mtp::exp::parse_json(text, input);
     const auto texts = mtp::exp::json_to<std::vector<std::string>>(j, input);
@@ -346,7 +346,12 @@ int cmd_tokenize(int argc, const char* const* argv) {
       throw std::system_error(errno, std::generic_category());
     return 0;
   }
-  const std::vector<std::int32_t> ids = tok->encode_large(text, threads);
+  std::vector<std::int32_t> ids;
+  try {
+    ids = tok->encode_large(text, threads);
+  } catch (const mtp::Error& e) {
+    mtp::fail("--input {}: {}", input, e.what());
+  }
   fmt::memory_buffer out;
   out.push_back('[');
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <set>
 
+#include "mtp/core/head_model.hpp"
 #include "mtp/experiments/json_file.hpp"
 #include "mtp/experiments/run_folder.hpp"
 
@@ -104,7 +105,7 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
         expand_decay(t.to<float>(what), t.shape[0], dst, decay_spread);  // another K
         params.mark_set(params.find(p.name));
         report.expanded.push_back(p.name);
-      } else if (!is_decay && p.role == ParamRole::perspective && !row.empty() &&
+      } else if (is_shift_param(p.name) && p.role == ParamRole::perspective && !row.empty() &&
                  squeezed(t.shape) == squeezed(row)) {
         const std::vector<float> v = t.to<float>(what);  // every row a copy
         for (index_t i = 0; i < dst.numel(); ++i) dst.data[i] = v[size_t(i) % v.size()];

@@ -90,9 +90,12 @@ MixerEntry make_mixer_entry() {
   e.cell = std::string(C<float>::kName);
   e.aggregator = std::string(A<float>::kName);
   e.ffn = description_of<typename ModelFamily<C<float>>::Ffn>();
-  e.token_shift = requires {
-    C<float>::kTokenShift;
-  };
+  e.token_shift = [] {
+    if constexpr (requires { C<float>::kTokenShift; })
+      return bool(C<float>::kTokenShift);
+    else
+      return false;
+  }();
   e.head_model = WeightingAggregator<A<float>>;
   e.model = [](const TrainConfig& c, index_t vocab) -> std::unique_ptr<AnyModel<float>> {
     if constexpr (WeightingAggregator<A<float>>)

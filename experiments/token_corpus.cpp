@@ -143,6 +143,7 @@ bool TokenCorpus::map_cache(std::string& why) {
     const auto shape = json_field<std::vector<std::uint64_t>>(t, "shape", cache_path_);
     const auto offsets = json_field<std::vector<std::uint64_t>>(t, "data_offsets", cache_path_);
     if (shape.size() != 1 || offsets.size() != 2 || offsets[0] != 0 ||
+        shape[0] > (size - 8 - hlen) / std::uint64_t(width) ||
         offsets[1] != shape[0] * std::uint64_t(width) || 8 + hlen + offsets[1] != size)
       throw Error("has sizes that do not fit the file");
     map_ = std::move(map);

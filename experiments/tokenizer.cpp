@@ -312,6 +312,14 @@ std::pair<std::int32_t, size_t> BpeTokenizer::Trie::longest(std::string_view tex
 }
 
 BpeTokenizer::BpeTokenizer(const std::string& path) : path_(path) {
+  try {
+    load(path);
+  } catch (const nlohmann::json::exception& e) {  // a field of the wrong JSON type
+    fail("{}: not a tokenizer.json this tokenizer reads ({})", path, json_error_text(e));
+  }
+}
+
+void BpeTokenizer::load(const std::string& path) {
   const std::vector<std::uint8_t> raw = read_file_bytes(path, "--tokenizer", 1u << 30, false);
   sha256_ = sha256_hex(raw.data(), raw.size());
   file_bytes_ = raw.size();
@@ -379,8 +387,17 @@ BpeTokenizer::BpeTokenizer(const std::string& path) : path_(path) {
     }
     return out;
   };
+  // Ids index a table: one far past the entries would size it at will.
+  const std::int64_t max_id =
+      std::int64_t(json_member(j, "model", path).value("vocab", nlohmann::json::object()).size() +
+                   (j.contains("added_tokens") && j.at("added_tokens").is_array()
+                        ? j.at("added_tokens").size()
+                        : 0)) *
+          2 +
+      1024;
   auto set_token = [&](std::int64_t id, std::string_view token) {
-    MTP_CHECK(id >= 0 && id < INT32_MAX, "{}: token id {} is out of range", path, id);
+    MTP_CHECK(id >= 0 && id < max_id, "{}: token id {} is out of range (the file has {} tokens)",
+              path, id, (max_id - 1024) / 2);
     if (size_t(id) >= token_bytes_.size()) {
       token_bytes_.resize(size_t(id) + 1);
       in_use_.resize(size_t(id) + 1);
@@ -429,7 +446,9 @@ BpeTokenizer::BpeTokenizer(const std::string& path) : path_(path) {
     MTP_CHECK(ia != id_of.end() && ib != id_of.end() && iab != id_of.end(),
               "{}: merge {} ({}) names a token that is not in the vocabulary", path, r,
               json_excerpt(m));
-    merges_.emplace(pair_key(ia->second, ib->second), Merge{std::int32_t(r), iab->second});
+    MTP_CHECK(merges_.emplace(pair_key(ia->second, ib->second), Merge{std::int32_t(r), iab->second})
+                  .second,
+              "{}: merge {} ({}) repeats an earlier one", path, r, json_excerpt(m));
   }
 
   // Added tokens.
@@ -552,6 +571,7 @@ class BpeTokenizer::Encoder {
   // BPE on one word: its byte symbols, merged lowest rank first (leftmost among equal
   // ranks), as Hugging Face's Word::merge_all, in O(n log n).
   void merge(std::string_view w) {
+    MTP_CHECK(w.size() < size_t(1) << 30, "a word of {} bytes is too long to tokenize", w.size());
     if (tok_.ignore_merges_) {
       if (const auto it = tok_.id_of_bytes_.find(std::string(w)); it != tok_.id_of_bytes_.end()) {
         out_.push_back(it->second);
@@ -634,7 +654,8 @@ std::vector<size_t> BpeTokenizer::cut_points(std::string_view text, size_t block
   // runs end before a space or newline; the space starts the next word; a lone newline
   // between two non-spaces is a match of its own). A prefix space would be added to the
   // second piece, so that tokenizer is never cut.
-  if (add_prefix_space_) return cuts;
+  // Without the pattern a piece is one word, whose merges may span any cut.
+  if (add_prefix_space_ || !use_regex_) return cuts;
   for (size_t p = block; p + 2 < text.size();) {
     const bool space_cut =
         text[p] == ' ' && ascii_non_space(text[p - 1]) && ascii_non_space(text[p + 1]);

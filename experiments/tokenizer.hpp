@@ -118,6 +118,7 @@ class BpeTokenizer final : public Tokenizer {
   static std::uint64_t pair_key(std::int32_t a, std::int32_t b) {
     return std::uint64_t(std::uint32_t(a)) << 32 | std::uint32_t(b);
   }
+  void load(const std::string& path);  // the constructor's work
   bool crosses_added_token(std::string_view text, size_t pos) const;
 
   std::string path_, sha256_;

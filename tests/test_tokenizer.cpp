@@ -207,8 +207,12 @@ TEST(BpeTokenizer, PrefixSpaceAndNoRegex) {
   EXPECT_TRUE(BpeTokenizer(write(dir, j)).cut_points("ab ab ab ab", 1).empty());
   j["pre_tokenizer"]["add_prefix_space"] = false;
   j["pre_tokenizer"]["use_regex"] = false;
-  // One word: the space merges with the a after it across what GPT-2 would split.
-  EXPECT_EQ(BpeTokenizer(write(dir, j)).encode("b a"), (Ids{'b', 259}));
+  // One word: the space merges with the a after it across what GPT-2 would split, so
+  // such a tokenizer is never cut into pieces.
+  const BpeTokenizer whole(write(dir, j));
+  EXPECT_EQ(whole.encode("b a"), (Ids{'b', 259}));
+  EXPECT_TRUE(whole.cut_points("ab ab ab ab", 1).empty());
+  EXPECT_EQ(whole.encode_pieces("ab ab ab ab", 2, 1), whole.encode("ab ab ab ab"));
 }
 
 TEST(BpeTokenizer, RefusesWhatItCannotReproduce) {
@@ -241,6 +245,10 @@ TEST(BpeTokenizer, RefusesWhatItCannotReproduce) {
       {[](auto& j) { j["added_tokens"][0]["lstrip"] = true; }, "lstrip is true"},
       {[](auto& j) { j["added_tokens"][0]["id"] = -3; }, "out of range"},
       {[](auto& j) { j = nlohmann::json::array(); }, "not a tokenizer.json"},
+      {[](auto& j) { j["model"]["merges"].push_back("a b"); }, "repeats an earlier one"},
+      {[](auto& j) { j["added_tokens"][0]["id"] = 2000000000; }, "out of range"},
+      {[](auto& j) { j["pre_tokenizer"] = "ByteLevel"; }, "not a tokenizer.json"},
+      {[](auto& j) { j["added_tokens"][0]["content"] = 5; }, "added_tokens[0]"},
   };
   for (const auto& [edit, message] : cases) {
     nlohmann::json j = tiny_tokenizer();
