@@ -110,6 +110,16 @@ Example question_example(int line, const std::string& question,
   return ex;
 }
 
+// A LAMBADA passage as lm-eval splits it: context = the passage up to the space before
+// its last word (text.split(' ')[:-1] joined), continuation = " " + the last word.
+Example last_word_example(const std::string& s, const Where& w) {
+  const size_t sp = s.rfind(' ');
+  if (sp == std::string::npos) fail_at(w, "no space before the last word");
+  if (sp + 1 == s.size()) fail_at(w, "the passage ends with a space, not a word");
+  if (blank(s.substr(0, sp))) fail_at(w, "no context before the last word");
+  return {w.line, {{s.substr(0, sp), s.substr(sp)}}, 0, {}};
+}
+
 // LAMBADA: context = the passage up to the space before its last word, continuation =
 // " " + the last word (lm-eval's lambada_openai).
 std::vector<Example> load_lambada(const std::string& path) {
@@ -119,11 +129,7 @@ std::vector<Example> load_lambada(const std::string& path) {
     const Where w{path, int(i + 1)};
     const std::string& s = lines[i];
     if (s.empty()) fail_at(w, "empty line (expected a passage)");
-    const size_t sp = s.rfind(' ');
-    if (sp == std::string::npos) fail_at(w, "no space before the last word");
-    if (sp + 1 == s.size()) fail_at(w, "the passage ends with a space, not a word");
-    if (blank(s.substr(0, sp))) fail_at(w, "no context before the last word");
-    out.push_back({int(i + 1), {{s.substr(0, sp), s.substr(sp)}}, 0, {}});
+    out.push_back(last_word_example(s, w));
   }
   return out;
 }
@@ -136,12 +142,7 @@ std::vector<Example> load_lambada_openai(const std::string& path) {
   for (size_t i = 0; i < lines.size(); ++i) {
     const Where w{path, int(i + 1)};
     const json j = parse_object(lines[i], w);
-    const std::string& s = nonempty_text(j, "text", "text", w);
-    const size_t sp = s.rfind(' ');
-    if (sp == std::string::npos) fail_at(w, "no space before the last word");
-    if (sp + 1 == s.size()) fail_at(w, "the passage ends with a space, not a word");
-    if (sp == 0) fail_at(w, "no context before the last word");
-    out.push_back({int(i + 1), {{s.substr(0, sp), s.substr(sp)}}, 0, {}});
+    out.push_back(last_word_example(nonempty_text(j, "text", "text", w), w));
   }
   return out;
 }
