@@ -26,26 +26,15 @@
 
 #include <memory>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "mtp/aggregators/mean.hpp"
 #include "mtp/core/model.hpp"
+#include "mtp/core/per_perspective.hpp"
 #include "mtp/core/perspectives.hpp"
 
 namespace mtp {
-
-// Which parameters are per perspective (rows per stream); the rest is shared.
-enum class PerPerspective { decay, shift, both };
-
-// The token-shift mixes: the parameters PerPerspective::shift gives a row per stream. A
-// cell or FFN without them has nothing to shift.
-inline bool is_shift_param(std::string_view name) {
-  for (std::string_view mix : {".time_mix_k", ".time_mix_v", ".time_mix_r"})
-    if (name.size() >= mix.size() && name.substr(name.size() - mix.size()) == mix) return true;
-  return false;
-}
 
 template <class Cell, class Agg, class Ffn>
 class HeadModel {
@@ -81,13 +70,15 @@ class HeadModel {
     }
     bool any_shift = false;
     for (const ParamInfo& p : stream_params) {
-      const bool per_stream = is_per_stream(p);
+      const bool per_stream = is_per_perspective(cfg.per_perspective, p);
       any_shift = any_shift || is_shift_param(p.name);
       // Rows per stream are the perspectives'; whatever the streams share is the base
       // (a decay shared by all streams is RWKV-4's own time_decay).
       const ParamRole role = per_stream ? ParamRole::perspective : ParamRole::base;
       params_.push_back(
-          {store_.add(p.name, per_stream ? stacked(p.shape) : p.shape, role, p.weight_decay).ref,
+          {store_
+               .add(p.name, per_stream ? stacked_shape(p.shape, K_) : p.shape, role, p.weight_decay)
+               .ref,
            per_stream});
     }
     MTP_CHECK(any_shift || cfg.per_perspective == PerPerspective::decay,
@@ -114,15 +105,10 @@ class HeadModel {
   // (the token-shift mixes start equal, as the authors'), and the decay rows are spread.
   void init(std::uint64_t seed) {
     streams_[0]->init(seed);
-    for (const Entry& e : params_) {
-      if (!e.per_stream) continue;
-      View<S> v = store_.value(e.ref);
-      const index_t row = v.numel() / K_;
-      const bool decay = !is_shift_param(store_.info(e.ref).name);
-      for (int k = K_ - 1; k >= 0; --k)
-        for (index_t c = 0; c < row; ++c)
-          v[k * row + c] = v[c] + (decay ? S(cfg_.decay_spread * (k - (K_ - 1) / 2.0)) : S(0));
-    }
+    for (const Entry& e : params_)
+      if (e.per_stream)
+        spread_rows(store_.value(e.ref), K_, !is_shift_param(store_.info(e.ref).name),
+                    cfg_.decay_spread);
     RngSequence rng(seed, rng_stream::kHeadInit);
     head_agg_.init(rng);
     store_.mark_all_set();
@@ -223,28 +209,6 @@ class HeadModel {
     bool per_stream;
   };
 
-  bool is_per_stream(const ParamInfo& p) const {
-    const bool decay = p.role == ParamRole::perspective;  // a K = 1 layer's only: its decay
-    const bool shift = is_shift_param(p.name);
-    switch (cfg_.per_perspective) {
-      case PerPerspective::decay:
-        return decay;
-      case PerPerspective::shift:
-        return shift;
-      case PerPerspective::both:
-        return decay || shift;
-    }
-    return false;
-  }
-  // A stream's (1,D) or (C) → (K,D) or (K,C).
-  Shape stacked(const Shape& s) const {
-    std::vector<index_t> dims = s.dims();
-    if (dims.size() >= 2 && dims[0] == 1)
-      dims[0] = K_;
-    else
-      dims.insert(dims.begin(), K_);
-    return Shape::from(dims);
-  }
   // Runs f on stream k's share of a combined state (its tensors moved out and back).
   template <class F>
   void with_stream_state(int k, ModelState<S>* state, F&& f) {

@@ -289,6 +289,15 @@ class Model {
     return W * (c.ln0 ? 2 : 1) + c.layers * block + W + 2 + 2 * c.vocab + 3 * W;
   }
 
+  // For mixers that are K streams of a K = 1 layer (LayerStreams): the size of the K = 1
+  // model, of which the rest is what the perspectives add (as HeadModel::stream_size).
+  index_t stream_size() const requires requires(const Mixer& m) { m.added_params(); }
+  {
+    index_t added = 0;
+    for (const auto& b : blocks_) added += b->mixer.added_params();
+    return store_.size() - added;
+  }
+
   ParamStore<S>& params() { return store_; }
   const ParamStore<S>& params() const { return store_; }
   const ModelConfig& config() const { return cfg_; }

@@ -30,6 +30,14 @@ concept FusedCell = requires(C c, const RecurIn<typename C::Scalar>& in,
   c.fused_backward(grad);  // dYk, dsT → dx+, ddecay+, ds0+ (dP unused: no P)
 };
 
+// The selector noise's stream of a layer declared under `prefix` that was given none:
+// FNV-1a of the prefix, above the index-keyed streams that Model uses.
+inline std::uint64_t prefix_noise_stream(const std::string& prefix) {
+  std::uint64_t h = 0xCBF29CE484222325ull;
+  for (unsigned char c : prefix) h = (h ^ c) * 0x100000001B3ull;
+  return rng_stream::kSelectorNoise + (1ull << 31) + (h >> 33);
+}
+
 template <Cell C, Aggregator Agg>
 class Perspectives {
  public:
@@ -279,12 +287,6 @@ class Perspectives {
       return {h};
     }
   };
-  // FNV-1a of the prefix, above the index-keyed streams that Model uses.
-  static std::uint64_t prefix_noise_stream(const std::string& prefix) {
-    std::uint64_t h = 0xCBF29CE484222325ull;
-    for (unsigned char c : prefix) h = (h ^ c) * 0x100000001B3ull;
-    return rng_stream::kSelectorNoise + (1ull << 31) + (h >> 33);
-  }
 
   Config cfg_;
   C cell_;

@@ -135,9 +135,6 @@ void validate(const TrainConfig& c) {
     need(entry.token_shift, "per-perspective",
          fmt::format("{} needs a cell with a token shift; {} has none (cells that have one: {})",
                      c.per_perspective, c.cell, shifting.empty() ? "none" : shifting));
-    need(c.combine == "head", "per-perspective",
-         fmt::format("{} is available with --combine head; in every layer it is not built yet",
-                     c.per_perspective));
   }
   if (c.combine == "head")
     need(entry.head_model, "combine",

@@ -81,6 +81,16 @@ std::string description_of() {
     return "";
 }
 
+// Whether a cell has token-shift mixes (RWKV's kTokenShift), which --per-perspective
+// shift gives a row per perspective.
+template <class C>
+constexpr bool has_token_shift() {
+  if constexpr (requires { C::kTokenShift; })
+    return bool(C::kTokenShift);
+  else
+    return false;
+}
+
 // The registry entry of one pair.
 template <template <class> class C, template <class> class A, bool kCuda>
 MixerEntry make_mixer_entry() {
@@ -90,20 +100,25 @@ MixerEntry make_mixer_entry() {
   e.cell = std::string(C<float>::kName);
   e.aggregator = std::string(A<float>::kName);
   e.ffn = description_of<typename ModelFamily<C<float>>::Ffn>();
-  e.token_shift = [] {
-    if constexpr (requires { C<float>::kTokenShift; })
-      return bool(C<float>::kTokenShift);
-    else
-      return false;
-  }();
+  e.token_shift = has_token_shift<C<float>>();
   e.head_model = WeightingAggregator<A<float>>;
+  // --combine layer with token-shift mixes per perspective: K streams through every
+  // layer (core/layer_streams.hpp), built only for cells that have the mixes.
+  using StreamsF = LayerStreams<C<float>, A<float>>;
+  constexpr bool streams = has_token_shift<C<float>>();
   e.model = [](const TrainConfig& c, index_t vocab) -> std::unique_ptr<AnyModel<float>> {
     if constexpr (WeightingAggregator<A<float>>)
       if (c.combine == "head")
         return hold_model([&] { return build_head_model<C<float>, A<float>>(c, vocab); });
+    if constexpr (streams)
+      if (c.per_perspective != "decay")
+        return hold_model([&] { return build_model<StreamsF>(c, vocab); });
     return hold_model([&] { return build_model<MixerF>(c, vocab); });
   };
   e.memory = [](const TrainConfig& c, index_t vocab, double corpus, bool training) {
+    if constexpr (streams)
+      if (c.combine == "layer" && c.per_perspective != "decay")
+        return estimate_memory<StreamsF>(c, mixer_config<StreamsF>(c), vocab, corpus, training);
     if (c.combine == "head") {  // K streams of a K = 1 model
       using StreamMixer = Perspectives<C<float>, MeanAggregator<float>>;
       TrainConfig one = c;

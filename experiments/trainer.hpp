@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mtp/core/head_model.hpp"
+#include "mtp/core/layer_streams.hpp"
 #include "mtp/core/model.hpp"
 #include "mtp/core/optim.hpp"
 #include "mtp/core/safetensors.hpp"
@@ -52,6 +53,14 @@ void count_group_hits(CView<S> logits, const Batch& b, std::vector<GroupAccuracy
   }
 }
 
+// "decay" | "shift" | "both" → PerPerspective; anything else is a usage error.
+inline PerPerspective parse_per_perspective(std::string_view s) {
+  if (s == "decay") return PerPerspective::decay;
+  if (s == "shift") return PerPerspective::shift;
+  if (s == "both") return PerPerspective::both;
+  usage_fail("--per-perspective '{}' is not one of decay, shift, both", s);
+}
+
 template <class Mixer>
 typename Mixer::Config mixer_config(const TrainConfig& c) {
   typename Mixer::Config m;
@@ -60,6 +69,8 @@ typename Mixer::Config mixer_config(const TrainConfig& c) {
   m.decay_spread = c.decay_spread;
   m.aggregator = aggregator_options<typename Mixer::AggregatorType>(
       {c.noise, c.fixed_weights, parse_noise_mode(c.noise_mode), c.top_k});
+  if constexpr (requires { m.per_perspective; })  // LayerStreams
+    m.per_perspective = parse_per_perspective(c.per_perspective);
   return m;
 }
 
@@ -68,14 +79,6 @@ ModelFor<Mixer> build_model(const TrainConfig& c, index_t vocab) {
   ModelConfig mc{.vocab = vocab, .width = c.width, .layers = c.layers, .ffn = c.ffn};
   ModelFamily<typename Mixer::CellType>::configure(mc);
   return ModelFor<Mixer>(mc, mixer_config<Mixer>(c));
-}
-
-// "decay" | "shift" | "both" → PerPerspective; anything else is a usage error.
-inline PerPerspective parse_per_perspective(std::string_view s) {
-  if (s == "decay") return PerPerspective::decay;
-  if (s == "shift") return PerPerspective::shift;
-  if (s == "both") return PerPerspective::both;
-  usage_fail("--per-perspective '{}' is not one of decay, shift, both", s);
 }
 
 // The model of --combine head (docs/contract.md §7.1).

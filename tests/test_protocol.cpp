@@ -77,12 +77,13 @@ TEST(Protocol, BaseOfAnotherShapeIsRefused) {
   EXPECT_THROW(run_training(ft), Error);
 }
 
-// The authors' variant through the same protocol: an RWKV K = 1 base, then K = 3 streams
-// combined at the head with a row of token-shift mixes each (and one shared decay), base
-// frozen. The mixes start as copies of the base's, the head's selector is new, and only
-// the rows and the selector train; what the perspectives add is reported against one
-// stream.
-TEST(Protocol, AuthorsVariantFromAK1Base) {
+// The authors' variant through the same protocol: an RWKV K = 1 base, then K = 3 views
+// with a row of token-shift mixes each (and one shared decay), combined at the head (K
+// streams through the model) or in every layer (K streams through each time mix), base
+// frozen. The mixes start as copies of the base's, the selectors are new, and only the
+// rows and the selectors train; what the perspectives add is reported against the K = 1
+// model.
+void expect_authors_variant_from_k1_base(const std::string& combine) {
   test::TempDir dir;
   TrainConfig base_cfg = small((dir.path() / "base").string(), 1);
   base_cfg.cell = "rwkv";
@@ -92,7 +93,7 @@ TEST(Protocol, AuthorsVariantFromAK1Base) {
   ft.out = (dir.path() / "ft").string();
   ft.perspectives = 3;
   ft.aggregator = "learned";
-  ft.combine = "head";
+  ft.combine = combine;
   ft.per_perspective = "shift";
   ft.init_from = base_cfg.out + "/model.safetensors";
   ft.freeze = "base";
@@ -100,16 +101,19 @@ TEST(Protocol, AuthorsVariantFromAK1Base) {
 
   const SafeTensors base = SafeTensors::load(base_cfg.out + "/model.safetensors");
   const SafeTensors tuned = SafeTensors::load(ft.out + "/model.safetensors");
+  // At the head every mix has rows (time mix and channel mix); in every layer the time
+  // mix's, as the channel mix sees the combined stream.
+  const std::string rows_of = combine == "head" ? ".time_mix_" : ".att.time_mix_";
   index_t trained = 0, added = 0;
   for (const auto& [name, t] : tuned.tensors) {
-    if (name.rfind("head.selector.", 0) == 0) {
+    if (name.find("selector.") != std::string::npos) {
       trained += t.numel();
       added += t.numel();
       continue;
     }
     ASSERT_TRUE(base.has(name)) << name;
     const StoredTensor& b = base.at(name);
-    if (name.find(".time_mix_") == std::string::npos) {
+    if (name.find(rows_of) == std::string::npos) {
       EXPECT_EQ(t.bytes, b.bytes) << name << " is frozen";  // the shared decay included
       continue;
     }
@@ -125,8 +129,21 @@ TEST(Protocol, AuthorsVariantFromAK1Base) {
   }
   EXPECT_EQ(result["parameters"]["trained"].get<index_t>(), trained);
   EXPECT_EQ(result["parameters"]["perspective"].get<index_t>(), added);
-  // 2 layers × 5 mixes × 2 more rows × W, and the selector (K,W) + (K).
-  EXPECT_EQ(added, 2 * 5 * 2 * 12 + 3 * 12 + 3);
+  // 2 layers × 5 mixes (head) or 3 (layer) × 2 more rows × W, and the selectors (K,W) +
+  // (K): one at the head, one per layer.
+  const index_t selector = 3 * 12 + 3;
+  if (combine == "head")
+    EXPECT_EQ(added, 2 * 5 * 2 * 12 + selector);
+  else
+    EXPECT_EQ(added, 2 * 3 * 2 * 12 + 2 * selector);
+}
+
+TEST(Protocol, AuthorsVariantFromAK1Base) {
+  expect_authors_variant_from_k1_base("head");
+}
+
+TEST(Protocol, TokenShiftPerPerspectiveInEveryLayerFromAK1Base) {
+  expect_authors_variant_from_k1_base("layer");
 }
 
 // Every combination the two axes allow trains; the others are refused naming the flag.
@@ -142,8 +159,7 @@ TEST(Protocol, CombineAndPerPerspectiveAxes) {
         c.combine = combine;
         c.per_perspective = pp;
         c.steps = 3;
-        const bool allowed = std::string(pp) == "decay" ||
-                             (std::string(cell) == "rwkv" && std::string(combine) == "head");
+        const bool allowed = std::string(pp) == "decay" || std::string(cell) == "rwkv";
         if (allowed) {
           const nlohmann::json r = run_training(c);
           EXPECT_TRUE(std::isfinite(r["validation"]["loss"].get<double>())) << c.out;
@@ -158,7 +174,7 @@ TEST(Protocol, CombineAndPerPerspectiveAxes) {
           }
         }
       }
-  EXPECT_EQ(runs, 6);
+  EXPECT_EQ(runs, 8);
   TrainConfig bad = small((dir.path() / "bad").string(), 3);
   bad.combine = "tail";
   EXPECT_THROW(run_training(bad), UsageError);

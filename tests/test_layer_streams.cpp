@@ -1,0 +1,192 @@
+// LayerStreams: K perspectives in every layer, each a stream through a K = 1 layer with
+// its own row of the token-shift mixes (and of the decay with `both`), combined by the
+// aggregator (docs/contract.md §7.1). Gradient checks in double through a whole RWKV-4
+// model with a noisy selector; the invariants that pin the function down (K identical
+// streams are the K = 1 model whatever the weights; with equal mixes, `both` is mtp's
+// Perspectives; a state carried over chunks equals one call); names, shapes, roles and
+// the parameters added.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gradcheck.hpp"
+#include "mtp/aggregators/learned.hpp"
+#include "mtp/aggregators/mean.hpp"
+#include "mtp/cells/gru.hpp"
+#include "mtp/cells/rwkv.hpp"
+#include "mtp/core/layer_streams.hpp"
+#include "mtp/core/model.hpp"
+#include "mtp/experiments/dispatch.hpp"
+
+namespace mtp {
+namespace {
+
+constexpr index_t kV = 7, kW = 4, kT = 5, kB = 2;
+
+using Streams = LayerStreams<RwkvTimeMix<double>, LearnedAggregator<double>>;
+using StreamsModel = Model<Streams, RwkvChannelMix<double>>;
+
+ModelConfig model_config() {
+  ModelConfig c{.vocab = kV, .width = kW, .layers = 2};
+  exp::ModelFamily<RwkvTimeMix<double>>::configure(c);
+  return c;
+}
+
+Streams::Config streams_config(int K, PerPerspective pp, double noise = 0) {
+  Streams::Config c;
+  c.cell = RwkvTimeMix<double>::model_config(kW);
+  c.perspectives = K;
+  c.per_perspective = pp;
+  c.decay_spread = 0.7;
+  c.aggregator.noise = noise;
+  return c;
+}
+
+std::vector<std::int32_t> tokens(std::uint64_t seed) {
+  RngSequence rng(seed, 5);
+  std::vector<std::int32_t> t(kT * kB);
+  for (auto& x : t) x = std::int32_t(rng.below(kV));
+  return t;
+}
+
+// Every parameter perturbed away from its init, so that no gradient vanishes by symmetry
+// (RWKV's zero-initialised matrices, equal token-shift rows).
+template <class M>
+void randomise(M& m, std::uint64_t seed) {
+  m.init(seed);
+  auto& p = m.params();
+  RngSequence rng(seed, 9);
+  for (index_t i = 0; i < p.size(); ++i) p.values()[i] += 0.3 * rng.normal();
+}
+
+double worst_difference(CView<double> a, CView<double> b) {
+  double worst = 0;
+  for (index_t i = 0; i < a.numel(); ++i) worst = std::max(worst, std::abs(a.data[i] - b.data[i]));
+  return worst;
+}
+
+TEST(LayerStreams, GradientsWithANoisySelector) {
+  for (PerPerspective pp : {PerPerspective::shift, PerPerspective::both}) {
+    StreamsModel m(model_config(), streams_config(3, pp, 0.3));
+    randomise(m, 3);
+    const auto tok = tokens(1), tgt = tokens(2);
+    const StepContext ctx{.training = true, .seed = 11, .step = 4};
+    auto loss = [&] { return m.forward(tok.data(), tgt.data(), kT, kB, ctx).mean_loss(); };
+    m.params().zero_grad();
+    loss();
+    m.backward();
+    const std::vector<double> analytic(m.params().grads(), m.params().grads() + m.params().size());
+    for (const ParamInfo& info : m.params().infos()) {
+      // A step of 3e-5: the slowest decays' gradients (w = −e^3) are so small that the
+      // default step's rounding error exceeds its truncation error there.
+      const double err =
+          test::gradcheck(m.params().values() + info.offset, analytic.data() + info.offset,
+                          info.shape.numel(), loss, 3e-5);
+      EXPECT_LT(err, 1e-6) << info.name << " per-perspective " << int(pp);
+    }
+  }
+}
+
+TEST(LayerStreams, NamesShapesRolesAndParametersAdded) {
+  const StreamsModel shift(model_config(), streams_config(3, PerPerspective::shift));
+  const auto& p = shift.params();
+  auto shape_of = [&](const char* name) { return p.info(p.find(name)).shape.dims(); };
+  auto role_of = [&](const char* name) { return p.info(p.find(name)).role; };
+  EXPECT_EQ(shape_of("blocks.1.att.time_mix_r"), (std::vector<index_t>{3, kW}));
+  EXPECT_EQ(role_of("blocks.1.att.time_mix_r"), ParamRole::perspective);
+  EXPECT_EQ(shape_of("blocks.1.att.decay"), (std::vector<index_t>{1, kW}));  // shared
+  EXPECT_EQ(role_of("blocks.1.att.decay"), ParamRole::base);
+  EXPECT_EQ(shape_of("blocks.1.att.key.weight"), (std::vector<index_t>{kW, kW}));
+  EXPECT_EQ(shape_of("blocks.1.ffn.time_mix_k"), (std::vector<index_t>{kW}));  // one FFN
+  EXPECT_EQ(shape_of("blocks.1.att.selector.weight"), (std::vector<index_t>{3, kW}));
+  // The K = 1 model is the stream; added: two more rows of three mixes and a selector
+  // (K,W) + (K) per block.
+  using Plain =
+      Model<Perspectives<RwkvTimeMix<double>, MeanAggregator<double>>, RwkvChannelMix<double>>;
+  typename Plain::MixerConfig one;
+  one.cell = RwkvTimeMix<double>::model_config(kW);
+  const Plain plain(model_config(), one);
+  EXPECT_EQ(shift.stream_size(), plain.params().size());
+  EXPECT_EQ(p.size() - shift.stream_size(), 2 * (2 * 3 * kW + 3 * kW + 3));
+  const StreamsModel both(model_config(), streams_config(3, PerPerspective::both));
+  EXPECT_EQ(both.params().info(both.params().find("blocks.0.att.decay")).shape.dims(),
+            (std::vector<index_t>{3, kW}));
+  EXPECT_EQ(both.params().size() - both.stream_size(), 2 * (2 * 4 * kW + 3 * kW + 3));
+  // A cell without token-shift mixes has nothing to give rows of.
+  using GruStreams = LayerStreams<Gru<double>, LearnedAggregator<double>>;
+  GruStreams::Config gc;
+  gc.cell = Gru<double>::model_config(kW);
+  gc.perspectives = 3;
+  GruStreams gru(gc);
+  ParamStore<double> store;
+  EXPECT_THROW(gru.declare(store, "att."), Error);
+}
+
+// K streams whose rows all equal the K = 1 model's compute K copies of it, and the
+// selector's weights (not uniform) sum to 1: the K = 1 model's logits.
+TEST(LayerStreams, IdenticalStreamsAreTheK1Model) {
+  using Plain =
+      Model<Perspectives<RwkvTimeMix<double>, MeanAggregator<double>>, RwkvChannelMix<double>>;
+  typename Plain::MixerConfig one;
+  one.cell = RwkvTimeMix<double>::model_config(kW);
+  Plain plain(model_config(), one);
+  randomise(plain, 5);
+  StreamsModel streams(model_config(), streams_config(3, PerPerspective::both));
+  randomise(streams, 1);  // the selectors stay random
+  for (const ParamInfo& info : plain.params().infos()) {
+    View<double> v = streams.params().value(streams.params().find(info.name));
+    for (index_t i = 0; i < v.numel(); ++i)
+      v[i] = plain.params().values()[info.offset + i % info.shape.numel()];
+  }
+  const auto tok = tokens(7);
+  plain.forward(tok.data(), nullptr, kT, kB, StepContext{});
+  streams.forward(tok.data(), nullptr, kT, kB, StepContext{});
+  EXPECT_LT(worst_difference(plain.logits(), streams.logits()), 1e-12);
+}
+
+// With every stream's mixes equal, `both` differs from mtp's Perspectives only in where
+// the views are combined (after RWKV's output projection instead of before), which a
+// weighting aggregator cannot tell apart: the same logits for the same tensors.
+TEST(LayerStreams, BothWithEqualMixesIsPerspectives) {
+  using Mixer = Perspectives<RwkvTimeMix<double>, LearnedAggregator<double>>;
+  using Plain = Model<Mixer, RwkvChannelMix<double>>;
+  typename Mixer::Config pc;
+  pc.cell = RwkvTimeMix<double>::model_config(kW);
+  pc.perspectives = 3;
+  Plain plain(model_config(), pc);
+  randomise(plain, 6);
+  StreamsModel streams(model_config(), streams_config(3, PerPerspective::both));
+  streams.init(2);
+  for (const ParamInfo& info : streams.params().infos()) {
+    const ParamRef from = plain.params().find(info.name);
+    ASSERT_GE(from.index, 0) << info.name;
+    const CView<double> src = std::as_const(plain.params()).value(from);
+    View<double> v = streams.params().value(streams.params().find(info.name));
+    for (index_t i = 0; i < v.numel(); ++i) v[i] = src.data[i % src.numel()];
+  }
+  const auto tok = tokens(8);
+  plain.forward(tok.data(), nullptr, kT, kB, StepContext{});
+  streams.forward(tok.data(), nullptr, kT, kB, StepContext{});
+  EXPECT_LT(worst_difference(plain.logits(), streams.logits()), 1e-12);
+}
+
+TEST(LayerStreams, CarriedStateOverChunksEqualsOneCall) {
+  StreamsModel m(model_config(), streams_config(2, PerPerspective::shift));
+  randomise(m, 8);
+  const auto tok = tokens(9);  // (T,B) = (5,2)
+  m.forward(tok.data(), nullptr, kT, kB, StepContext{});
+  const std::vector<double> whole(m.logits().data, m.logits().data + m.logits().numel());
+  auto state = m.initial_state(kB);
+  ASSERT_EQ(state.mixer[0].shape().dims(), (std::vector<index_t>{kB, 2, 4 * kW}));
+  m.forward(tok.data(), nullptr, 2, kB, StepContext{}, &state);
+  std::vector<double> chunks(m.logits().data, m.logits().data + m.logits().numel());
+  m.forward(tok.data() + 2 * kB, nullptr, kT - 2, kB, StepContext{}, &state);
+  chunks.insert(chunks.end(), m.logits().data, m.logits().data + m.logits().numel());
+  EXPECT_LT(test::rel_error(chunks, whole), 1e-12);
+}
+
+}  // namespace
+}  // namespace mtp
