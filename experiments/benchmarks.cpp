@@ -560,8 +560,7 @@ nlohmann::json run_benchmark(const BenchmarkArgs& a) {
   if (ck.config.task != "text")
     fail("{}: benchmarks score text models; this checkpoint was trained on {}", a.checkpoint,
          ck.config.task);
-  override_tokenizer(ck, a.tokenizer);
-  const std::unique_ptr<Tokenizer> tok = load_tokenizer(ck.config.tokenizer);
+  const std::unique_ptr<Tokenizer> tok = checkpoint_tokenizer(ck, a.tokenizer);
   std::vector<Example> examples = load_benchmark(b, a.data, a.labels);
   if (a.limit > 0 && size_t(a.limit) < examples.size()) examples.resize(size_t(a.limit));
   const auto t0 = std::chrono::steady_clock::now();

@@ -13,14 +13,27 @@
 
 namespace mtp::exp {
 
+namespace {
+
+nlohmann::json data_files_json(const std::vector<DataFile>& files) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const DataFile& f : files)
+    j.push_back({{"flag", f.flag}, {"path", f.path}, {"bytes", f.bytes}, {"sha256", f.sha256}});
+  return j;
+}
+
+}  // namespace
+
 std::vector<std::uint8_t> checkpoint_bytes(const ParamStore<float>& params,
-                                           const nlohmann::json& config, long long step) {
+                                           const nlohmann::json& config, long long step,
+                                           const std::vector<DataFile>& data) {
   SafeTensors out;
   for (const ParamInfo& p : params.infos())
     out.put(p.name, p.shape.dims(), params.values() + p.offset);
   out.metadata["format"] = kCheckpointFormat;
   out.metadata["config"] = config.dump();
   out.metadata["step"] = std::to_string(step);
+  out.metadata["data_files"] = data_files_json(data).dump();
   return out.serialize();
 }
 
@@ -35,6 +48,23 @@ nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& pat
   } catch (const nlohmann::json::exception& e) {
     fail("{}: checkpoint configuration is not valid JSON ({})", path, json_error_text(e));
   }
+}
+
+std::vector<DataFile> checkpoint_data_files(const SafeTensors& file, const std::string& path) {
+  std::vector<DataFile> files;
+  const auto it = file.metadata.find("data_files");
+  if (it == file.metadata.end()) return files;
+  const std::string where = path + ": data_files";
+  const nlohmann::json j = parse_json(it->second, where);
+  MTP_CHECK(j.is_array(), "{} is not a JSON array", where);
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    files.push_back({json_field<std::string>(j[i], "flag", at),
+                     json_field<std::string>(j[i], "path", at),
+                     json_field<std::uint64_t>(j[i], "bytes", at),
+                     json_field<std::string>(j[i], "sha256", at)});
+  }
+  return files;
 }
 
 void load_parameters(const SafeTensors& file, const std::string& path, ParamStore<float>& params) {
@@ -73,6 +103,18 @@ void expand_decay(const std::vector<float>& stored, index_t rows, View<float> de
   }
 }
 
+// How many rows of `row`'s shape a stored tensor holds: 1 for `row` itself (RWKV-4's
+// (1,1,C) included), K' for (K',row...), 0 for anything else.
+index_t stored_rows(const std::vector<index_t>& stored, const std::vector<index_t>& row) {
+  std::vector<index_t> s = stored;
+  while (s.size() > row.size() + 1 && s.front() == 1) s.erase(s.begin());
+  if (s.size() == row.size()) return s == row ? 1 : 0;
+  if (s.size() == row.size() + 1 && s.front() > 0 &&
+      std::equal(row.begin(), row.end(), s.begin() + 1))
+    return s.front();
+  return 0;
+}
+
 }  // namespace
 
 StateDictReport load_state_dict(const SafeTensors& file, const std::string& path,
@@ -106,16 +148,26 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
         params.mark_set(params.find(p.name));
         report.expanded.push_back(p.name);
       } else if (is_shift_param(p.name) && p.role == ParamRole::perspective && !row.empty() &&
-                 squeezed(t.shape) == squeezed(row)) {
-        const std::vector<float> v = t.to<float>(what);  // every row a copy
-        for (index_t i = 0; i < dst.numel(); ++i) dst.data[i] = v[size_t(i) % v.size()];
+                 stored_rows(t.shape, row) > 0) {
+        // A K = 1 model's mix in every row, or another K's rows: their mean in every row
+        // (as decays grow from their mean).
+        const std::vector<float> v = t.to<float>(what);
+        const index_t width = dst.numel() / p.shape[0], rows = stored_rows(t.shape, row);
+        for (index_t c = 0; c < width; ++c) {
+          double mean = 0;
+          for (index_t r = 0; r < rows; ++r) mean += v[size_t(r * width + c)];
+          mean /= double(rows);
+          for (index_t k = 0; k < p.shape[0]; ++k) dst.data[k * width + c] = float(mean);
+        }
         params.mark_set(params.find(p.name));
         report.expanded.push_back(p.name);
       } else if (fresh_perspectives && p.role == ParamRole::perspective) {
         report.fresh.push_back(p.name);
       } else {
-        fail("{}: tensor '{}' has shape {}, the model needs {}", path, p.name, shape_str(t.shape),
-             p.shape.str());
+        fail(
+            "{}: tensor '{}' has shape {}, the model needs {} (a model of another cell, width "
+            "or vocabulary? --width and --layers must be the stored model's)",
+            path, p.name, shape_str(t.shape), p.shape.str());
       }
       used.insert(p.name);
       continue;
@@ -180,13 +232,6 @@ TrainTally TrainTally::from_json(const nlohmann::json& j) {
 }
 
 namespace {
-
-nlohmann::json data_files_json(const std::vector<DataFile>& files) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const DataFile& f : files)
-    j.push_back({{"flag", f.flag}, {"path", f.path}, {"bytes", f.bytes}, {"sha256", f.sha256}});
-  return j;
-}
 
 // A resumed run must see the data the run started on: same size, same hash, file by
 // file (a corpus edited or replaced in between would silently change the run).

@@ -18,13 +18,16 @@ namespace mtp::exp {
 
 inline constexpr const char* kCheckpointFormat = "mtp-checkpoint-1";
 
-// The bytes of a model file: every parameter, with the run configuration and step in
-// its metadata.
+// The bytes of a model file: every parameter, with the run configuration, the step and
+// the data files it was trained on (their sizes and SHA-256) in its metadata.
 std::vector<std::uint8_t> checkpoint_bytes(const ParamStore<float>& params,
-                                           const nlohmann::json& config, long long step);
+                                           const nlohmann::json& config, long long step,
+                                           const std::vector<DataFile>& data);
 
 // Reads the run configuration stored in a checkpoint written from checkpoint_bytes.
 nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& path);
+// The data files a checkpoint records; none for one that records none.
+std::vector<DataFile> checkpoint_data_files(const SafeTensors& file, const std::string& path);
 
 // Copies every parameter of `params` from the file; each must be present with the
 // same shape, and the file may hold nothing else.

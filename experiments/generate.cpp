@@ -48,8 +48,7 @@ GenerateStats run_generation(const GenerateArgs& a, std::FILE* out) {
   if (ck.config.task != "text")
     fail("{}: generate needs a text checkpoint; this one was trained on {}", a.checkpoint,
          ck.config.task);
-  override_tokenizer(ck, a.tokenizer);
-  const std::unique_ptr<Tokenizer> tok = load_tokenizer(ck.config.tokenizer);
+  const std::unique_ptr<Tokenizer> tok = checkpoint_tokenizer(ck, a.tokenizer);
   return with_checkpoint_model(ck, [&](auto& model) {
     using clock = std::chrono::steady_clock;
     GenerateStats st;

@@ -39,8 +39,19 @@ void zero_frozen_grads(ParamStore<float>& p, const std::vector<bool>& trainable)
     }
 }
 
+// "a, b, c and 5 more": the first names of a list.
+std::string name_list(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 3;
+  std::string out;
+  for (size_t i = 0; i < std::min(names.size(), kShown); ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > kShown) out += fmt::format(" and {} more", names.size() - kShown);
+  return out;
+}
+
 // --init-from: every base tensor must come from the file; perspective decays grow from
-// its decays (or RWKV's time_decay), other perspective tensors of a new shape start fresh.
+// its decays (or RWKV's time_decay) and token-shift rows from its mixes, other
+// perspective tensors of a new shape start fresh. The summary names what grew, what is new
+// and what the file had that the model does not use.
 std::string init_from_state_dict(const TrainConfig& cfg, ParamStore<float>& params) {
   StateDictReport r;
   try {
@@ -56,9 +67,15 @@ std::string init_from_state_dict(const TrainConfig& cfg, ParamStore<float>& para
               "--init-from {}: no tensor '{}' (is it a model of the same cell, width and layers?)",
               cfg.init_from, name);
   }
-  return fmt::format("{}: {} tensors loaded, {} decays grown from it, {} new", cfg.init_from,
-                     r.loaded.size(), r.expanded.size(), r.missing.size() + r.fresh.size()) +
-         (r.unused.empty() ? "" : fmt::format(", {} unused", r.unused.size()));
+  std::vector<std::string> fresh = r.missing;
+  fresh.insert(fresh.end(), r.fresh.begin(), r.fresh.end());
+  std::string summary = fmt::format("{}: {} tensors loaded", cfg.init_from, r.loaded.size());
+  if (!r.expanded.empty())
+    summary += fmt::format(", {} grown to this K ({})", r.expanded.size(), name_list(r.expanded));
+  if (!fresh.empty()) summary += fmt::format(", {} new ({})", fresh.size(), name_list(fresh));
+  if (!r.unused.empty())
+    summary += fmt::format(", {} unused ({})", r.unused.size(), name_list(r.unused));
+  return summary;
 }
 
 std::string default_out_dir(const TrainConfig& c) {
@@ -249,7 +266,8 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
     // The outputs land together, result.json last: a folder with a result has the
     // model and metrics that go with it, and a failure part way changes none of them.
     StagedFiles outputs;
-    const std::vector<std::uint8_t> model_bytes = checkpoint_bytes(params, config, cfg.steps);
+    const std::vector<std::uint8_t> model_bytes =
+        checkpoint_bytes(params, config, cfg.steps, task->data_files());
     outputs.stage((out / kModelFile).string(), model_bytes.data(), model_bytes.size());
     outputs.stage((out / kMetricsFile).string(), metrics_csv(rows));
     outputs.stage((out / kResultFile).string(), result.dump(2) + "\n");
@@ -365,9 +383,25 @@ nlohmann::json resume_training(const std::string& dir, int threads) {
 
 std::unique_ptr<AnyModel<float>> load_checkpoint_model(const Checkpoint& ck) {
   const MixerEntry& mixer = registry().mixer(ck.config.cell, ck.config.aggregator);
-  check_memory(mixer.memory(ck.config, task_vocab(ck.config), corpus_bytes(ck.config), false),
+  // The vocabulary comes from the task (bytes, or the tokenizer): name a mismatch as one.
+  const index_t vocab = task_vocab(ck.config);
+  if (ck.config.task == "text" && ck.file.has("emb.weight") &&
+      !ck.file.at("emb.weight").shape.empty() && ck.file.at("emb.weight").shape[0] != vocab) {
+    const index_t stored = ck.file.at("emb.weight").shape[0];
+    if (ck.config.tokenizer.empty())
+      fail(
+          "{}: its embedding has {} rows but no tokenizer is recorded, so its vocabulary "
+          "would be the 256 bytes: pass --tokenizer FILE (the one it was trained or converted "
+          "with)",
+          ck.path, stored);
+    fail(
+        "{}: its embedding has {} rows, the tokenizer {} has {} tokens: pass --tokenizer FILE "
+        "with the model's own",
+        ck.path, stored, ck.config.tokenizer, vocab);
+  }
+  check_memory(mixer.memory(ck.config, vocab, corpus_bytes(ck.config), false),
                "rebuilding the model of " + ck.path);
-  std::unique_ptr<AnyModel<float>> model = mixer.model(ck.config, task_vocab(ck.config));
+  std::unique_ptr<AnyModel<float>> model = mixer.model(ck.config, vocab);
   load_parameters(ck.file, ck.path, model->params());
   return model;
 }
@@ -391,18 +425,56 @@ void write_first_batch_logits(AnyModel<float>& model, const Task& task, const st
 }  // namespace
 
 Checkpoint read_checkpoint(const std::string& path) {
-  Checkpoint ck{path, SafeTensors::load(path), {}};
+  Checkpoint ck{path, SafeTensors::load(path), {}, {}};
   ck.config = train_config_from_json(checkpoint_config(ck.file, path), path);
   validate_stored(ck.config, path);
+  ck.trained_on = checkpoint_data_files(ck.file, path);
   return ck;
 }
 
+namespace {
+
+// A path the checkpoint names must be there from here.
+void check_recorded_path(const Checkpoint& ck, const char* flag, const std::string& path) {
+  std::error_code ec;
+  if (!path.empty() && !std::filesystem::exists(path, ec))
+    usage_fail(
+        "{} was trained with {} {}, which is not there from here (a path relative to the "
+        "folder training ran in?); pass {} FILE",
+        ck.path, flag, path, flag);
+}
+
+}  // namespace
+
 void override_tokenizer(Checkpoint& ck, const std::string& tokenizer) {
-  if (tokenizer.empty()) return;
+  if (tokenizer.empty()) return check_recorded_path(ck, "--tokenizer", ck.config.tokenizer);
   if (ck.config.task != "text")
     usage_fail("--tokenizer applies to text checkpoints; this one was trained on {}",
                ck.config.task);
   ck.config.tokenizer = tokenizer;
+}
+
+void check_trained_on(const Checkpoint& ck, const std::vector<DataFile>& now) {
+  for (const DataFile& f : now)
+    for (const DataFile& then : ck.trained_on)
+      if (then.flag == f.flag && then.path == f.path && then.sha256 != f.sha256)
+        fail(
+            "{} was trained with {} {} of {} bytes, sha256 {}...; that file is now {} bytes, "
+            "sha256 {}...: it changed since training, so the numbers would not be the "
+            "model's (pass {} FILE to use another file deliberately)",
+            ck.path, f.flag, f.path, then.bytes, then.sha256.substr(0, 12), f.bytes,
+            f.sha256.substr(0, 12), f.flag);
+}
+
+std::unique_ptr<Tokenizer> checkpoint_tokenizer(Checkpoint& ck, const std::string& tokenizer) {
+  override_tokenizer(ck, tokenizer);
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(ck.config.tokenizer);
+  if (!ck.config.tokenizer.empty()) {
+    const nlohmann::json d = tok->describe();
+    check_trained_on(ck, {{"--tokenizer", ck.config.tokenizer, d.at("bytes").get<std::uint64_t>(),
+                           d.at("sha256").get<std::string>()}});
+  }
+  return tok;
 }
 
 nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& data,
@@ -419,7 +491,9 @@ nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& 
   if (ck.config.task == "text" && ck.config.data.empty())
     usage_fail("{} records no corpus (a converted model): give --data FILE, or --benchmark",
                checkpoint);
+  if (data.empty()) check_recorded_path(ck, "--data", ck.config.data);
   const std::unique_ptr<Task> task = make_task(ck.config);
+  check_trained_on(ck, task->data_files());
   const EvalResult r = with_checkpoint_model(ck, [&](auto& model) {
     EvalResult result = evaluate(model, *task);
     if (!logits_path.empty()) write_first_batch_logits(model, *task, logits_path);

@@ -156,12 +156,25 @@ struct Checkpoint {
   std::string path;
   SafeTensors file;
   TrainConfig config;
+  // The data files it was trained on ({flag, path, bytes, sha256}); empty for a checkpoint
+  // that records none (a converted one, or one written before they were recorded).
+  std::vector<DataFile> trained_on;
 };
 Checkpoint read_checkpoint(const std::string& path);
 // --tokenizer of eval and generate: a text checkpoint's tokenizer file, in place of the
-// path it was trained with (moved, or for a converted checkpoint that names none).
-// Nothing when `tokenizer` is empty; a usage error for a checkpoint of another task.
+// path it was trained with (moved, or for a converted checkpoint that names none); a
+// usage error for a checkpoint of another task. With `tokenizer` empty the recorded path
+// stays, and a usage error says so when nothing is there (a path relative to the folder
+// training ran in).
 void override_tokenizer(Checkpoint& ck, const std::string& tokenizer);
+// A file the model now reads under the path it was trained with must be the file it was
+// trained on (same SHA-256): an error otherwise, since its numbers would not be the
+// model's. Files under other paths (given with --data or --tokenizer) are the user's
+// choice and are not compared.
+void check_trained_on(const Checkpoint& ck, const std::vector<DataFile>& now);
+// The tokenizer of a text checkpoint for eval's benchmarks and generate: --tokenizer's, or
+// the one it was trained with (unchanged, check_trained_on).
+std::unique_ptr<Tokenizer> checkpoint_tokenizer(Checkpoint& ck, const std::string& tokenizer);
 
 // The size of a run's --data file (0 for none, or a pipe: unknown until read).
 double corpus_bytes(const TrainConfig& c);

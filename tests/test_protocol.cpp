@@ -3,6 +3,10 @@
 // train, and a base of another shape is refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <utility>
+
+#include "mtp/experiments/registry.hpp"
 #include "mtp/experiments/trainer.hpp"
 #include "temp_dir.hpp"
 
@@ -144,6 +148,53 @@ TEST(Protocol, AuthorsVariantFromAK1Base) {
 
 TEST(Protocol, TokenShiftPerPerspectiveInEveryLayerFromAK1Base) {
   expect_authors_variant_from_k1_base("layer");
+}
+
+// Growing K again: token-shift rows of a K = 3 model fill a K = 5 model with their mean,
+// as its decays do; the summary names what grew and what is new.
+TEST(Protocol, TokenShiftRowsGrowFromAnotherK) {
+  test::TempDir dir;
+  TrainConfig k3 = small((dir.path() / "k3").string(), 3);
+  k3.cell = "rwkv";
+  k3.per_perspective = "both";
+  k3.steps = 4;
+  k3.lr = 0.05;  // rows that differ after a few steps
+  run_training(k3);
+  TrainConfig k5 = k3;
+  k5.perspectives = 5;
+  const std::string path = k3.out + "/model.safetensors";
+  const SafeTensors file = SafeTensors::load(path);
+  const auto model = registry().mixer("rwkv", "learned").model(k5, 32);  // mqar: 32 tokens
+  model->init(0);
+  const StateDictReport r = load_state_dict(file, path, model->params(), 0.0, true);
+  const std::string mix = "blocks.1.att.time_mix_v";
+  EXPECT_NE(std::find(r.expanded.begin(), r.expanded.end(), mix), r.expanded.end());
+  EXPECT_NE(std::find(r.expanded.begin(), r.expanded.end(), "blocks.1.att.decay"),
+            r.expanded.end());
+  EXPECT_NE(std::find(r.fresh.begin(), r.fresh.end(), "blocks.1.att.selector.weight"),
+            r.fresh.end());
+  const std::vector<double> stored = file.at(mix).to<double>(mix);  // (3,12)
+  const CView<float> rows = std::as_const(model->params()).value(model->params().find(mix));
+  ASSERT_EQ(rows.numel(), 5 * 12);
+  double spread = 0;
+  for (index_t c = 0; c < 12; ++c) {
+    const double mean = (stored[c] + stored[12 + c] + stored[24 + c]) / 3;
+    spread = std::max(spread, std::abs(stored[c] - stored[24 + c]));
+    for (index_t k = 0; k < 5; ++k) EXPECT_NEAR(rows[k * 12 + c], mean, 1e-6) << k << "," << c;
+  }
+  EXPECT_GT(spread, 1e-4) << "the K = 3 rows were trained apart";
+  k5.out = (dir.path() / "k5").string();
+  k5.init_from = path;
+  k5.freeze = "base";
+  k5.steps = 1;
+  testing::internal::CaptureStdout();
+  run_training(k5);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("grown to this K (blocks.0.att.time_mix_k, blocks.0.att.time_mix_v, "
+                     "blocks.0.att.time_mix_r and 5 more)"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("new (blocks.0.att.selector.weight"), std::string::npos) << out;
 }
 
 // Every combination the two axes allow trains; the others are refused naming the flag.

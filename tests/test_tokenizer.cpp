@@ -412,6 +412,79 @@ TEST(TokenizeCli, RefusalsAreNamedErrors) {
   }
 }
 
+// A token-level checkpoint names its tokenizer and corpus by the paths it was trained
+// with, and records their hashes: eval and generate from another folder say the path is
+// not there; a file changed since training is refused (its numbers would not be the
+// model's) unless given deliberately; a checkpoint whose embedding does not fit the
+// vocabulary says so.
+TEST(TokenCheckpointCli, RecordedFilesMustBeThereAndUnchanged) {
+  mtp::test::TempDir dir;
+  const auto run = [&](const std::vector<std::string>& args, const std::filesystem::path& cwd) {
+    return mtp::test::run_mtp_exp_captured(args, dir.path(), cwd);
+  };
+  const std::filesystem::path work = dir.path() / "work", elsewhere = dir.path() / "elsewhere";
+  std::filesystem::create_directories(work);
+  std::filesystem::create_directories(elsewhere);
+  std::ofstream(work / "tok.json") << tiny_tokenizer().dump();
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "abc aaaa bc ";
+  std::ofstream(work / "corpus.txt") << text;
+  const auto trained =
+      run({"--task",        "text",  "--data",    "corpus.txt", "--tokenizer", "tok.json",
+           "--token-cache", "cache", "--steps",   "2",          "--width",     "8",
+           "--layers",      "1",     "--batch",   "2",          "--seq-len",   "8",
+           "--val-batches", "1",     "--threads", "1",          "--out",       "run"},
+          work);
+  ASSERT_EQ(trained.status, 0) << trained.err;
+  const std::string ck = (work / "run" / "model.safetensors").string();
+  // From where it was trained: fine.
+  EXPECT_EQ(run({"eval", "--checkpoint", ck, "--threads", "1"}, work).status, 0);
+  // From elsewhere the relative paths are not there, and the error says what to pass.
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"eval", "--checkpoint", ck},
+           {"generate", "--checkpoint", ck, "--prompt", "ab", "--tokens", "2"}}) {
+    const auto r = run(args, elsewhere);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_NE(r.err.find("trained with --tokenizer tok.json, which is not there from here"),
+              std::string::npos)
+        << r.err;
+  }
+  // A changed tokenizer (same vocabulary, merges reordered) is refused; given on purpose,
+  // it is used.
+  nlohmann::json changed = tiny_tokenizer();
+  std::swap(changed["model"]["merges"][0], changed["model"]["merges"][1]);
+  std::ofstream(work / "tok.json", std::ios::trunc) << changed.dump();
+  std::ofstream(work / "bench.jsonl") << R"({"text": "abc aaaa bc abc"})"
+                                      << "\n";
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"eval", "--checkpoint", ck},
+           {"eval", "--checkpoint", ck, "--benchmark", "lambada-openai", "--data", "bench.jsonl"},
+           {"generate", "--checkpoint", ck, "--prompt", "ab", "--tokens", "2"}}) {
+    const auto r = run(args, work);
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_NE(r.err.find("--tokenizer tok.json of"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("changed since training"), std::string::npos) << r.err;
+  }
+  std::filesystem::copy_file(work / "tok.json", work / "mine.json");
+  EXPECT_EQ(run({"eval", "--checkpoint", ck, "--tokenizer", "mine.json"}, work).status, 0);
+  // A changed corpus, likewise.
+  std::ofstream(work / "tok.json", std::ios::trunc) << tiny_tokenizer().dump();
+  std::ofstream(work / "corpus.txt", std::ios::app) << "more";
+  const auto corpus = run({"eval", "--checkpoint", ck}, work);
+  EXPECT_NE(corpus.err.find("--data corpus.txt of"), std::string::npos) << corpus.err;
+  // A tokenizer of another vocabulary does not fit the model's 264 rows: said as such.
+  nlohmann::json bigger = tiny_tokenizer();
+  bigger["model"]["vocab"]["bb"] = 264;
+  std::ofstream(work / "bigger.json") << bigger.dump();
+  const auto misfit = run({"eval", "--checkpoint", ck, "--tokenizer", "bigger.json", "--benchmark",
+                           "lambada-openai", "--data", "bench.jsonl"},
+                          work);
+  EXPECT_EQ(misfit.status, 1);
+  EXPECT_NE(misfit.err.find("its embedding has 264 rows, the tokenizer bigger.json has 265"),
+            std::string::npos)
+      << misfit.err;
+}
+
 TEST(ByteTokenizerTest, IsTheBytes) {
   const ByteTokenizer tok;
   EXPECT_EQ(tok.encode("a\xff "), (Ids{'a', 255, ' '}));
