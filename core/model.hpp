@@ -289,8 +289,9 @@ class Model {
     return W * (c.ln0 ? 2 : 1) + c.layers * block + W + 2 + 2 * c.vocab + 3 * W;
   }
 
-  // For mixers that are K streams of a K = 1 layer (LayerStreams): the size of the K = 1
-  // model, of which the rest is what the perspectives add (as HeadModel::stream_size).
+  // The size of the K = 1 model (one decay row, the mean: the plain cell), of which the
+  // rest is what the perspectives add, from each mixer's added_params (Perspectives,
+  // LayerStreams; HeadModel::stream_size is the same for a model combined at the head).
   index_t stream_size() const requires requires(const Mixer& m) { m.added_params(); }
   {
     index_t added = 0;

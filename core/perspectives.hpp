@@ -82,7 +82,9 @@ class Perspectives {
   void declare(ParamStore<S>& store, const std::string& prefix) {
     cell_.declare(store, prefix);
     decay_ = store.add(prefix + "decay", {K_, cell_.decay_width()}, ParamRole::perspective);
+    const index_t before_aggregator = store.size();
     agg_.declare(store, prefix);
+    aggregator_params_ = store.size() - before_aggregator;
     prefix_ = prefix;
     noise_stream_ = cfg_.noise_stream ? *cfg_.noise_stream : prefix_noise_stream(prefix);
   }
@@ -258,6 +260,12 @@ class Perspectives {
     return n;
   }
 
+  // The parameters this layer has beyond the K = 1 layer with the mean (the plain cell
+  // with its one decay row): K − 1 more decay rows and the aggregator's (after declare).
+  index_t added_params() const {
+    return index_t(K_ - 1) * cell_.decay_width() + aggregator_params_;
+  }
+
   // Whether the last forward ran the cell's fast path (FusedCell) instead of pre + recur.
   bool used_fast_path() const { return fused_; }
 
@@ -296,6 +304,7 @@ class Perspectives {
   ParamStore<S>* store_ = nullptr;  // set by bind
   std::string prefix_;
   std::uint64_t noise_stream_ = 0;
+  index_t aggregator_params_ = 0;  // set by declare
   Fingerprint forward_x_;
   Tensor<S> P_, Yk_, A_;     // forward activations
   bool fused_ = false;       // the last forward ran the cell's fast path

@@ -29,9 +29,9 @@ class AnyModel {
                                     ModelState<S>* state = nullptr) = 0;
   virtual void backward() = 0;
   virtual CView<S> logits() const = 0;
-  // A model combined at the head (HeadModel): the size of one stream, the K = 1 model, of
-  // which the rest is what the perspectives add; 0 for the others (whose perspective
-  // tensors are what they add).
+  // The size of the K = 1 model (one stream of a model combined at the head; the model with
+  // one decay row and the mean for the others), of which the rest is what the perspectives
+  // add; 0 for a model that cannot say (then its perspective tensors count as added).
   virtual index_t stream_size() const { return 0; }
 };
 

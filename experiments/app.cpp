@@ -107,8 +107,8 @@ int cmd_eval(int argc, const char* const* argv) {
        "--benchmark: also write each example's log-likelihoods and predictions to this file "
        "(JSON lines)")  //
       ("prefix-token", po::value(&bench.prefix_token),
-       "--benchmark: put this token id before every context (RWKV's run_lm_eval.py: 187, "
-       "GPT-NeoX's \"\\n\"; default: none, as lm-eval)")  //
+       "--benchmark: put this token id before every context (RWKV-LM's eval scripts: 0, "
+       "<|endoftext|>, in RWKV-4's time; 187, \"\\n\", later; default: none, as lm-eval)")  //
       ("labels", po::value(&bench.labels),
        "piqa: the labels file (default: --data with .jsonl replaced by _labels.lst)")   //
       ("limit", po::value(&bench.limit), "--benchmark: evaluate the first N examples")  //
@@ -314,9 +314,11 @@ int cmd_tokenize(int argc, const char* const* argv) {
       ("threads", po::value(&threads)->default_value(0), "threads (0: all cores)");
   po::variables_map vm;
   if (!cli::parse(argc, argv, d, vm,
-                  "usage: mtp-exp tokenize [--tokenizer FILE] --input TEXT [--decode]\n"
+                  "usage: mtp-exp tokenize [--tokenizer FILE] --input FILE [--decode | "
+                  "--strings] [--threads N]\n"
                   "Prints the ids of the whole file as one JSON array; with --decode, reads "
-                  "such an array and prints the text (no newline added)."))
+                  "such an array and prints the text (no newline added); with --strings, reads "
+                  "a JSON array of strings and prints an array of their id arrays."))
     return 0;
   if (threads < 0) mtp::usage_fail("--threads must be >= 0, got {}", threads);
   if (decode && strings) mtp::usage_fail("--strings encodes; it does not go with --decode");

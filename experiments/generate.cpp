@@ -54,7 +54,12 @@ GenerateStats run_generation(const GenerateArgs& a, std::FILE* out) {
     GenerateStats st;
     const CounterRng rng(a.seed, rng_stream::kSampling);
     auto state = model.initial_state(1);
-    const std::vector<std::int32_t> prompt = tok->encode(a.prompt);
+    std::vector<std::int32_t> prompt;
+    try {
+      prompt = tok->encode(a.prompt);
+    } catch (const Error& e) {
+      fail("--prompt: {}", e.what());
+    }
     MTP_CHECK(!prompt.empty(), "--prompt: no tokens");
     emit(a.prompt.data(), a.prompt.size(), out);
     auto t0 = clock::now();

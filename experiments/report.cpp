@@ -472,7 +472,7 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     table += fmt::format("| {} | {} | {} | {} |", c.label, ci.n, num(ci.mean),
                          ci.n > 1 ? fmt::format("[{}, {}]", num(ci.lo), num(ci.hi)) : "–");
     for (double m : group_means) table += fmt::format(" {} |", num(m));
-    table += fmt::format(" {} ({:.2f}%) | {:.0f} |\n", first.params_perspective,
+    table += fmt::format(" {} ({:.3f}%) | {:.0f} |\n", first.params_perspective,
                          100.0 * double(first.params_perspective) /
                              double(first.params_total - first.params_perspective),
                          tps);

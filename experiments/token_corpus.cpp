@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <bit>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -52,10 +53,15 @@ TokenCorpus::TokenCorpus(const std::string& path, const Tokenizer& tok,
   if (map_cache(why)) return;
   if (why != "absent")
     fmt::print(stderr, "mtp-exp: token cache {} {}: rebuilding it\n", cache_path_, why);
+  const auto t0 = std::chrono::steady_clock::now();
   open_cache(path, what, threads);
   MTP_CHECK(map_cache(why), "{}: the token cache just written does not read back ({})", cache_path_,
             why);
   built_ = true;
+  // Once per corpus and tokenizer: say where the tokens went (later runs map them).
+  fmt::print(stderr, "mtp-exp: tokenized {} ({} tokens, {:.1f} s) into {}\n", path, size_,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+             cache_path_);
 }
 
 TokenCorpus::TokenCorpus(TokenCorpus&&) noexcept = default;

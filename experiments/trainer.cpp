@@ -105,8 +105,10 @@ void print_header(const TrainConfig& c, const MixerEntry& mixer, const ParamCoun
   fmt::print("model        {} blocks, width {}{}; {} parameters\n", c.layers, c.width,
              c.ffn ? ", " + mixer.ffn : std::string(", no FFN"), counts.total);
   fmt::print("task         {}\n", describe_task(c));
-  fmt::print("training     {} steps of {} sequences, AdamW lr {:g}, {} threads, ~{} of memory\n",
-             c.steps, c.batch, c.lr, omp_get_max_threads(), format_bytes(memory.total()));
+  const int threads = omp_get_max_threads();
+  fmt::print("training     {} steps of {} sequences, AdamW lr {:g}, {} thread{}, ~{} of memory\n",
+             c.steps, c.batch, c.lr, threads, threads == 1 ? "" : "s",
+             format_bytes(memory.total()));
   std::fflush(stdout);
 }
 
@@ -136,9 +138,11 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
   if (!cfg.init_from.empty() && !start.resume) init_summary = init_from_state_dict(cfg, params);
   const std::vector<bool> trainable = trainable_mask(params, cfg.freeze);
   ParamCounts counts = count_params(params, trainable);
-  if (const index_t stream = model.stream_size(); stream > 0) {  // combined at the head
-    counts.base = stream;
-    counts.perspective = counts.total - stream;
+  // Base: the K = 1 model's size; perspective: what the perspectives add to it (the
+  // roles say what --freeze base trains, reported as trained).
+  if (const index_t one = model.stream_size(); one > 0) {
+    counts.base = one;
+    counts.perspective = counts.total - one;
   }
   AdamW<float> opt(params, AdamWConfig{.weight_decay = cfg.weight_decay});
   const auto warmup = static_cast<long long>(cfg.warmup * double(cfg.steps));

@@ -141,7 +141,8 @@ def to_mtp(sd):
                       + ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else ""))
     missing = sorted(set(expected) - set(sd))
     if missing:
-        raise Refused(f"{len(missing)} RWKV-4 tensors are missing: " + ", ".join(missing[:5])
+        raise Refused(f"{len(missing)} RWKV-4 tensor{'s are' if len(missing) > 1 else ' is'} "
+                      "missing: " + ", ".join(missing[:5])
                       + (", ..." if len(missing) > 5 else ""))
     out = {}
     for name, shape in expected.items():
@@ -215,6 +216,9 @@ def main(argv=None) -> int:
     print(f"converted {args.input} ({r['source_names']} names): RWKV-4 with {r['layers']} "
           f"layers, width {r['width']}, vocabulary {r['vocab']}, {r['parameters']} parameters "
           f"→ {args.output}")
+    if not args.tokenizer and r["vocab"] != 256:
+        print(f"note: no --tokenizer recorded: mtp-exp eval and generate need --tokenizer FILE "
+              f"(a tokenizer of {r['vocab']} tokens) with this checkpoint", file=sys.stderr)
     return 0
 
 
