@@ -120,6 +120,20 @@ Example last_word_example(const std::string& s, const Where& w) {
   return {w.line, {{s.substr(0, sp), s.substr(sp)}}, 0, {}};
 }
 
+// One example per line of a JSON-lines file: make(object, where) builds it.
+template <class Make>
+std::vector<Example> load_json_lines(const std::string& path, Make&& make) {
+  const std::vector<std::string> lines = read_lines(path, "--data");
+  std::vector<Example> out;
+  out.reserve(lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const Where w{path, int(i + 1)};
+    const json j = parse_object(lines[i], w);
+    out.push_back(make(j, w));
+  }
+  return out;
+}
+
 // LAMBADA: context = the passage up to the space before its last word, continuation =
 // " " + the last word (lm-eval's lambada_openai).
 std::vector<Example> load_lambada(const std::string& path) {
@@ -137,14 +151,9 @@ std::vector<Example> load_lambada(const std::string& path) {
 // LAMBADA as OpenAI released it: {"text": passage} per line, split as lm-eval's
 // lambada_openai: context = text.split(' ')[:-1] joined, target = " " + the last word.
 std::vector<Example> load_lambada_openai(const std::string& path) {
-  const std::vector<std::string> lines = read_lines(path, "--data");
-  std::vector<Example> out;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const Where w{path, int(i + 1)};
-    const json j = parse_object(lines[i], w);
-    out.push_back(last_word_example(nonempty_text(j, "text", "text", w), w));
-  }
-  return out;
+  return load_json_lines(path, [](const json& j, const Where& w) {
+    return last_word_example(nonempty_text(j, "text", "text", w), w);
+  });
 }
 
 // Python's str.isspace, for strip().
@@ -235,11 +244,7 @@ std::u32string hellaswag_preprocess(std::u32string_view text) {
 // ctx_a + " " + ctx_b.capitalize()), choices = preprocess(ending) for the 4 endings, each
 // scored as " " + choice; label the correct ending (a number or its text).
 std::vector<Example> load_hellaswag(const std::string& path) {
-  const std::vector<std::string> lines = read_lines(path, "--data");
-  std::vector<Example> out;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const Where w{path, int(i + 1)};
-    const json j = parse_object(lines[i], w);
+  return load_json_lines(path, [](const json& j, const Where& w) {
     const auto text = [&](const char* key) {
       return code_points_of(text_field(j, key, key, w), w);
     };
@@ -269,24 +274,19 @@ std::vector<Example> load_hellaswag(const std::string& path) {
     }
     if (label < 0 || size_t(label) >= choices.size())
       fail_at(w, "label {} is not one of the {} endings", label, choices.size());
-    Example ex{int(i + 1), {}, int(label), {}};
+    Example ex{w.line, {}, int(label), {}};
     const std::string q = utf8_of(query);
     for (const std::string& c : choices) {
       ex.requests.push_back({q, " " + c});
       ex.choice_chars.push_back(code_points(c));
     }
     if (blank(q)) fail_at(w, "empty context");
-    out.push_back(std::move(ex));
-  }
-  return out;
+    return ex;
+  });
 }
 
 std::vector<Example> load_arc(const std::string& path) {
-  const std::vector<std::string> lines = read_lines(path, "--data");
-  std::vector<Example> out;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const Where w{path, int(i + 1)};
-    const json j = parse_object(lines[i], w);
+  return load_json_lines(path, [](const json& j, const Where& w) {
     const json& q = field(j, "question", json::value_t::object, "question", w);
     const std::string& stem = nonempty_text(q, "stem", "question.stem", w);
     const json& choices = field(q, "choices", json::value_t::array, "question.choices", w);
@@ -304,9 +304,8 @@ std::vector<Example> load_arc(const std::string& path) {
     const auto gold = std::find(labels.begin(), labels.end(), key);
     if (gold == labels.end())
       fail_at(w, "unknown answerKey '{}' (the choice labels are {})", key, fmt::join(labels, ", "));
-    out.push_back(question_example(int(i + 1), stem, texts, int(gold - labels.begin())));
-  }
-  return out;
+    return question_example(w.line, stem, texts, int(gold - labels.begin()));
+  });
 }
 
 std::vector<Example> load_piqa(const std::string& path, std::string labels_path) {
@@ -317,25 +316,21 @@ std::vector<Example> load_piqa(const std::string& path, std::string labels_path)
     if (!std::filesystem::exists(labels_path))
       fail("piqa needs the labels of {}: give --labels FILE (no {})", path, labels_path);
   }
-  const std::vector<std::string> lines = read_lines(path, "--data");
   const std::vector<std::string> labels = read_lines(labels_path, "--labels");
-  if (labels.size() > lines.size())
-    fail("{}:{}: a label beyond the {} questions of {}", labels_path, lines.size() + 1,
-         lines.size(), path);
-  if (labels.size() < lines.size())
-    fail("{}:{}: no label for this question ({} has {} labels)", path, labels.size() + 1,
-         labels_path, labels.size());
-  std::vector<Example> out;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const Where w{path, int(i + 1)};
-    const json j = parse_object(lines[i], w);
+  std::vector<Example> out = load_json_lines(path, [&](const json& j, const Where& w) {
     const std::string& goal = nonempty_text(j, "goal", "goal", w);
     std::vector<std::string> sols = {nonempty_text(j, "sol1", "sol1", w),
                                      nonempty_text(j, "sol2", "sol2", w)};
-    if (labels[i] != "0" && labels[i] != "1")
-      fail_at(Where{labels_path, int(i + 1)}, "label '{}' is not 0 or 1", labels[i]);
-    out.push_back(question_example(int(i + 1), goal, sols, labels[i] == "1"));
-  }
+    if (size_t(w.line) > labels.size())
+      fail_at(w, "no label for this question ({} has {} labels)", labels_path, labels.size());
+    const std::string& label = labels[size_t(w.line - 1)];
+    if (label != "0" && label != "1")
+      fail_at(Where{labels_path, w.line}, "label '{}' is not 0 or 1", label);
+    return question_example(w.line, goal, sols, label == "1");
+  });
+  if (labels.size() > out.size())
+    fail("{}:{}: a label beyond the {} questions of {}", labels_path, out.size() + 1, out.size(),
+         path);
   return out;
 }
 
@@ -343,11 +338,7 @@ std::vector<Example> load_piqa(const std::string& path, std::string labels_path)
 // (sentence up to "_" + option k); both score the same continuation, " " + the stripped
 // rest of the sentence, so only how well each option predicts the rest counts.
 std::vector<Example> load_winogrande(const std::string& path) {
-  const std::vector<std::string> lines = read_lines(path, "--data");
-  std::vector<Example> out;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const Where w{path, int(i + 1)};
-    const json j = parse_object(lines[i], w);
+  return load_json_lines(path, [](const json& j, const Where& w) {
     const std::string& sentence = text_field(j, "sentence", "sentence", w);
     const std::string& option1 = nonempty_text(j, "option1", "option1", w);
     const std::string& option2 = nonempty_text(j, "option2", "option2", w);
@@ -359,12 +350,11 @@ std::vector<Example> load_winogrande(const std::string& path) {
     const std::string head = sentence.substr(0, blank_at);
     std::string rest = " ";  // (not " " + strip(..): GCC 12 warns falsely, -Wrestrict)
     rest += strip(std::string_view(sentence).substr(blank_at + 1));
-    Example ex{int(i + 1), {{head + option1, rest}, {head + option2, rest}}, answer == "2", {}};
+    Example ex{w.line, {{head + option1, rest}, {head + option2, rest}}, answer == "2", {}};
     for (const Request& r : ex.requests)
       if (blank(r.context)) fail_at(w, "empty context before the blank");
-    out.push_back(std::move(ex));
-  }
-  return out;
+    return ex;
+  });
 }
 
 template <class F>

@@ -98,7 +98,8 @@ void print_header(const TrainConfig& c, const MixerEntry& mixer, const ParamCoun
     layer += c.noise_mode == "learned" ? " (learned noise" : fmt::format(" (noise {:g}", c.noise);
     layer += c.top_k > 0 && takes_flag("top-k") ? fmt::format(", top-{})", c.top_k) : ")";
   }
-  if (c.perspectives > 1) layer += fmt::format(", decay spread {:g}", c.decay_spread);
+  if (c.perspectives > 1 && c.per_perspective != "shift")  // shift: one decay, nothing spread
+    layer += fmt::format(", decay spread {:g}", c.decay_spread);
   if (c.combine == "head") layer += ", combined at the head";
   if (c.per_perspective != "decay") layer += fmt::format(", per-perspective {}", c.per_perspective);
   fmt::print("mtp-exp      {}\n", layer);
