@@ -17,6 +17,7 @@
 #include "mtp/cells/rwkv.hpp"
 #include "mtp/core/head_model.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "random_model.hpp"
 
 namespace mtp {
 namespace {
@@ -40,21 +41,9 @@ typename HeadModel<C<S>, LearnedAggregator<S>, typename exp::ModelFamily<C<S>>::
 }
 
 std::vector<std::int32_t> tokens(std::uint64_t seed) {
-  RngSequence rng(seed, 5);
-  std::vector<std::int32_t> t(kT * kB);
-  for (auto& x : t) x = std::int32_t(rng.below(kV));
-  return t;
+  return test::random_tokens(seed, kT, kB, kV);
 }
-
-// Every parameter of a random model, perturbed away from its init so that no gradient
-// vanishes by symmetry (RWKV's zero-initialised matrices, equal token-shift rows).
-template <class M>
-void randomise(M& m, std::uint64_t seed) {
-  m.init(seed);
-  auto& p = m.params();
-  RngSequence rng(seed, 9);
-  for (index_t i = 0; i < p.size(); ++i) p.values()[i] += 0.3 * rng.normal();
-}
+using test::randomise;
 
 template <template <class> class C>
 void expect_gradients_match(int K, PerPerspective pp, double noise) {

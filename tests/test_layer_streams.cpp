@@ -20,6 +20,7 @@
 #include "mtp/core/layer_streams.hpp"
 #include "mtp/core/model.hpp"
 #include "mtp/experiments/dispatch.hpp"
+#include "random_model.hpp"
 
 namespace mtp {
 namespace {
@@ -46,21 +47,9 @@ Streams::Config streams_config(int K, PerPerspective pp, double noise = 0) {
 }
 
 std::vector<std::int32_t> tokens(std::uint64_t seed) {
-  RngSequence rng(seed, 5);
-  std::vector<std::int32_t> t(kT * kB);
-  for (auto& x : t) x = std::int32_t(rng.below(kV));
-  return t;
+  return test::random_tokens(seed, kT, kB, kV);
 }
-
-// Every parameter perturbed away from its init, so that no gradient vanishes by symmetry
-// (RWKV's zero-initialised matrices, equal token-shift rows).
-template <class M>
-void randomise(M& m, std::uint64_t seed) {
-  m.init(seed);
-  auto& p = m.params();
-  RngSequence rng(seed, 9);
-  for (index_t i = 0; i < p.size(); ++i) p.values()[i] += 0.3 * rng.normal();
-}
+using test::randomise;
 
 double worst_difference(CView<double> a, CView<double> b) {
   double worst = 0;
