@@ -53,18 +53,9 @@ void expect_gradients_match(int K, PerPerspective pp, double noise) {
   cfg.aggregator.noise = noise;
   M m(cfg);
   randomise(m, 3);
-  const auto tok = tokens(1), tgt = tokens(2);
-  const StepContext ctx{.training = noise > 0, .seed = 11, .step = 4};
-  auto loss = [&] { return m.forward(tok.data(), tgt.data(), kT, kB, ctx).mean_loss(); };
-  m.params().zero_grad();
-  loss();
-  m.backward();
-  const std::vector<double> analytic(m.params().grads(), m.params().grads() + m.params().size());
-  for (const ParamInfo& info : m.params().infos()) {
-    const double err = test::gradcheck(m.params().values() + info.offset,
-                                       analytic.data() + info.offset, info.shape.numel(), loss);
-    EXPECT_LT(err, 1e-6) << info.name;
-  }
+  test::expect_model_gradients(m, tokens(1), tokens(2), kT, kB,
+                               {.training = noise > 0, .seed = 11, .step = 4}, 1e-5,
+                               "per-perspective " + std::to_string(int(pp)));
 }
 
 TEST(HeadModel, GradientsOfAMatrixCellWithNoisySelector) {
@@ -134,16 +125,9 @@ TEST(HeadModel, CarriedStateOverChunksEqualsOneCall) {
   using M = HeadModel<RwkvTimeMix<double>, LearnedAggregator<double>, RwkvChannelMix<double>>;
   M m(config<RwkvTimeMix, double>(2, PerPerspective::both));
   randomise(m, 8);
-  const auto tok = tokens(9);  // (T,B) = (5,2)
-  m.forward(tok.data(), nullptr, kT, kB, StepContext{});
-  const std::vector<double> whole(m.logits().data, m.logits().data + m.logits().numel());
-  auto state = m.initial_state(kB);
+  const auto state = m.initial_state(kB);
   ASSERT_EQ(state.mixer.size(), 2u * 2u);  // K streams × L layers
-  m.forward(tok.data(), nullptr, 2, kB, StepContext{}, &state);
-  std::vector<double> chunks(m.logits().data, m.logits().data + m.logits().numel());
-  m.forward(tok.data() + 2 * kB, nullptr, kT - 2, kB, StepContext{}, &state);
-  chunks.insert(chunks.end(), m.logits().data, m.logits().data + m.logits().numel());
-  EXPECT_LT(test::rel_error(chunks, whole), 1e-12);
+  EXPECT_LT(test::chunked_vs_whole(m, tokens(9), kT, kB, 2), 1e-12);
 }
 
 }  // namespace

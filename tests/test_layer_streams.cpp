@@ -61,21 +61,11 @@ TEST(LayerStreams, GradientsWithANoisySelector) {
   for (PerPerspective pp : {PerPerspective::shift, PerPerspective::both}) {
     StreamsModel m(model_config(), streams_config(3, pp, 0.3));
     randomise(m, 3);
-    const auto tok = tokens(1), tgt = tokens(2);
-    const StepContext ctx{.training = true, .seed = 11, .step = 4};
-    auto loss = [&] { return m.forward(tok.data(), tgt.data(), kT, kB, ctx).mean_loss(); };
-    m.params().zero_grad();
-    loss();
-    m.backward();
-    const std::vector<double> analytic(m.params().grads(), m.params().grads() + m.params().size());
-    for (const ParamInfo& info : m.params().infos()) {
-      // A step of 3e-5: the slowest decays' gradients (w = −e^3) are so small that the
-      // default step's rounding error exceeds its truncation error there.
-      const double err =
-          test::gradcheck(m.params().values() + info.offset, analytic.data() + info.offset,
-                          info.shape.numel(), loss, 3e-5);
-      EXPECT_LT(err, 1e-6) << info.name << " per-perspective " << int(pp);
-    }
+    // A step of 3e-5: the slowest decays' gradients (w = −e^3) are so small that the
+    // default step's rounding error exceeds its truncation error there.
+    test::expect_model_gradients(m, tokens(1), tokens(2), kT, kB,
+                                 {.training = true, .seed = 11, .step = 4}, 3e-5,
+                                 "per-perspective " + std::to_string(int(pp)));
   }
 }
 
@@ -165,16 +155,9 @@ TEST(LayerStreams, BothWithEqualMixesIsPerspectives) {
 TEST(LayerStreams, CarriedStateOverChunksEqualsOneCall) {
   StreamsModel m(model_config(), streams_config(2, PerPerspective::shift));
   randomise(m, 8);
-  const auto tok = tokens(9);  // (T,B) = (5,2)
-  m.forward(tok.data(), nullptr, kT, kB, StepContext{});
-  const std::vector<double> whole(m.logits().data, m.logits().data + m.logits().numel());
-  auto state = m.initial_state(kB);
+  const auto state = m.initial_state(kB);
   ASSERT_EQ(state.mixer[0].shape().dims(), (std::vector<index_t>{kB, 2, 4 * kW}));
-  m.forward(tok.data(), nullptr, 2, kB, StepContext{}, &state);
-  std::vector<double> chunks(m.logits().data, m.logits().data + m.logits().numel());
-  m.forward(tok.data() + 2 * kB, nullptr, kT - 2, kB, StepContext{}, &state);
-  chunks.insert(chunks.end(), m.logits().data, m.logits().data + m.logits().numel());
-  EXPECT_LT(test::rel_error(chunks, whole), 1e-12);
+  EXPECT_LT(test::chunked_vs_whole(m, tokens(9), kT, kB, 2), 1e-12);
 }
 
 }  // namespace
