@@ -1,5 +1,5 @@
 // LayerStreams<Cell, Aggregator>: K perspectives in every layer, each a K = 1 layer of
-// the cell with its own row of the per-perspective parameters (docs/contract.md §7.1):
+// the cell with its own row of the per-perspective parameters (docs/contract.md §7.2):
 //
 //   y^k = Layer_1(x; shared weights, rows k)                    (T,B,O) per perspective
 //   y   = Agg_k(y^k, x)                                         (T,B,O)
@@ -59,6 +59,9 @@ class LayerStreams {
   explicit LayerStreams(const Config& cfg)
       : cfg_(cfg), K_(cfg.perspectives), agg_(cfg.perspectives, one_width(cfg), cfg.aggregator) {
     MTP_CHECK(K_ >= 1, "perspectives must be >= 1, got {}", K_);
+    MTP_CHECK(cfg.per_perspective != PerPerspective::decay,
+              "layer streams with a decay per perspective alone compute Perspectives' function "
+              "at K times its cost: use Perspectives<Cell, Aggregator>");
     const Stream one(stream_config(cfg));
     I_ = one.input_width();
     O_ = one.output_width();

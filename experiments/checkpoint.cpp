@@ -163,6 +163,12 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
         report.expanded.push_back(p.name);
       } else if (fresh_perspectives && p.role == ParamRole::perspective) {
         report.fresh.push_back(p.name);
+      } else if (is_shift_param(p.name) && stored_rows(t.shape, p.shape.dims()) > 1) {
+        fail(
+            "{}: tensor '{}' has a row per perspective {}, the model needs one {}: the file's "
+            "model had token-shift mixes per perspective; give this one --per-perspective "
+            "shift or both (and the file's --combine)",
+            path, p.name, shape_str(t.shape), p.shape.str());
       } else {
         fail(
             "{}: tensor '{}' has shape {}, the model needs {} (a model of another cell, width "

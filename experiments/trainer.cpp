@@ -399,6 +399,15 @@ std::unique_ptr<AnyModel<float>> load_checkpoint_model(const Checkpoint& ck) {
           "would be the 256 bytes: pass --tokenizer FILE (the one it was trained or converted "
           "with)",
           ck.path, stored);
+    const bool trained_on_bytes =
+        stored == 256 && !ck.trained_on.empty() &&
+        std::none_of(ck.trained_on.begin(), ck.trained_on.end(),
+                     [](const DataFile& f) { return f.flag == "--tokenizer"; });
+    if (trained_on_bytes)
+      fail(
+          "{}: it was trained on bytes (256 rows); the tokenizer {} has {} tokens: leave out "
+          "--tokenizer",
+          ck.path, ck.config.tokenizer, vocab);
     fail(
         "{}: its embedding has {} rows, the tokenizer {} has {} tokens: pass --tokenizer FILE "
         "with the model's own",
@@ -442,11 +451,10 @@ namespace {
 // A path the checkpoint names must be there from here.
 void check_recorded_path(const Checkpoint& ck, const char* flag, const std::string& path) {
   std::error_code ec;
-  if (!path.empty() && !std::filesystem::exists(path, ec))
-    usage_fail(
-        "{} was trained with {} {}, which is not there from here (a path relative to the "
-        "folder training ran in?); pass {} FILE",
-        ck.path, flag, path, flag);
+  if (path.empty() || std::filesystem::exists(path, ec)) return;
+  const bool relative = std::filesystem::path(path).is_relative();
+  usage_fail("{} records {} {}, which is not there from here{}; pass {} FILE", ck.path, flag, path,
+             relative ? " (a path relative to the folder training ran in?)" : "", flag);
 }
 
 }  // namespace
@@ -459,25 +467,30 @@ void override_tokenizer(Checkpoint& ck, const std::string& tokenizer) {
   ck.config.tokenizer = tokenizer;
 }
 
-void check_trained_on(const Checkpoint& ck, const std::vector<DataFile>& now) {
-  for (const DataFile& f : now)
+void check_trained_on(const Checkpoint& ck, const std::vector<DataFile>& now,
+                      const std::vector<std::string>& given) {
+  for (const DataFile& f : now) {
+    if (std::find(given.begin(), given.end(), f.flag) != given.end()) continue;
     for (const DataFile& then : ck.trained_on)
       if (then.flag == f.flag && then.path == f.path && then.sha256 != f.sha256)
         fail(
             "{} was trained with {} {} of {} bytes, sha256 {}...; that file is now {} bytes, "
-            "sha256 {}...: it changed since training, so the numbers would not be the "
-            "model's (pass {} FILE to use another file deliberately)",
+            "sha256 {}...: it changed since training, so the model would not be read with its "
+            "own {} (pass {} FILE to use this or another file deliberately)",
             ck.path, f.flag, f.path, then.bytes, then.sha256.substr(0, 12), f.bytes,
-            f.sha256.substr(0, 12), f.flag);
+            f.sha256.substr(0, 12), f.flag == "--tokenizer" ? "tokens" : "data", f.flag);
+  }
 }
 
 std::unique_ptr<Tokenizer> checkpoint_tokenizer(Checkpoint& ck, const std::string& tokenizer) {
   override_tokenizer(ck, tokenizer);
   std::unique_ptr<Tokenizer> tok = load_tokenizer(ck.config.tokenizer);
-  if (!ck.config.tokenizer.empty()) {
+  if (!ck.config.tokenizer.empty() && tokenizer.empty()) {
     const nlohmann::json d = tok->describe();
-    check_trained_on(ck, {{"--tokenizer", ck.config.tokenizer, d.at("bytes").get<std::uint64_t>(),
-                           d.at("sha256").get<std::string>()}});
+    check_trained_on(ck,
+                     {{"--tokenizer", ck.config.tokenizer, d.at("bytes").get<std::uint64_t>(),
+                       d.at("sha256").get<std::string>()}},
+                     {});
   }
   return tok;
 }
@@ -498,7 +511,10 @@ nlohmann::json run_evaluation(const std::string& checkpoint, const std::string& 
                checkpoint);
   if (data.empty()) check_recorded_path(ck, "--data", ck.config.data);
   const std::unique_ptr<Task> task = make_task(ck.config);
-  check_trained_on(ck, task->data_files());
+  std::vector<std::string> given;
+  if (!data.empty()) given.push_back("--data");
+  if (!tokenizer.empty()) given.push_back("--tokenizer");
+  check_trained_on(ck, task->data_files(), given);
   const EvalResult r = with_checkpoint_model(ck, [&](auto& model) {
     EvalResult result = evaluate(model, *task);
     if (!logits_path.empty()) write_first_batch_logits(model, *task, logits_path);

@@ -168,10 +168,11 @@ Checkpoint read_checkpoint(const std::string& path);
 // training ran in).
 void override_tokenizer(Checkpoint& ck, const std::string& tokenizer);
 // A file the model now reads under the path it was trained with must be the file it was
-// trained on (same SHA-256): an error otherwise, since its numbers would not be the
-// model's. Files under other paths (given with --data or --tokenizer) are the user's
-// choice and are not compared.
-void check_trained_on(const Checkpoint& ck, const std::vector<DataFile>& now);
+// trained on (same SHA-256): an error otherwise, since the model would not be read with
+// its own tokens or data. Files of the flags in `given` (passed on the command line:
+// "--data", "--tokenizer") are the user's choice and are not compared.
+void check_trained_on(const Checkpoint& ck, const std::vector<DataFile>& now,
+                      const std::vector<std::string>& given);
 // The tokenizer of a text checkpoint for eval's benchmarks and generate: --tokenizer's, or
 // the one it was trained with (unchanged, check_trained_on).
 std::unique_ptr<Tokenizer> checkpoint_tokenizer(Checkpoint& ck, const std::string& tokenizer);

@@ -24,8 +24,8 @@ for stage in $stages; do
     release)
       # MTP_CUDA back to its default (on where nvcc is found), whatever the main job's
       # command (README) left in the cache.
-      # The test units at -O1 (MTP_TESTS_O1): shorter to compile; what they test runs in
-      # the optimised libraries, mtp-exp, the Python bridge and the consumer project.
+      # The test units at -O1 (MTP_TESTS_O1): shorter to compile; the optimised code runs in
+      # the libraries, mtp-exp and the Python bridge.
       cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMTP_NATIVE=ON -UMTP_CUDA \
         -DMTP_UNITY_BUILD=ON -DMTP_TESTS_O1=ON
       cmake --build build -j"$jobs"

@@ -52,7 +52,7 @@ void expect_model_gradients(M& m, const std::vector<std::int32_t>& tokens,
 }
 
 // The logits of `tok` (T,B) fed as two chunks through a carried state (the first `split`
-// steps, then the rest) against one call: their relative difference, and the state.
+// steps, then the rest) against one call: their relative difference.
 template <class M>
 double chunked_vs_whole(M& m, const std::vector<std::int32_t>& tok, index_t T, index_t B,
                         index_t split) {

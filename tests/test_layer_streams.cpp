@@ -1,6 +1,6 @@
 // LayerStreams: K perspectives in every layer, each a stream through a K = 1 layer with
 // its own row of the token-shift mixes (and of the decay with `both`), combined by the
-// aggregator (docs/contract.md §7.1). Gradient checks in double through a whole RWKV-4
+// aggregator (docs/contract.md §7.2). Gradient checks in double through a whole RWKV-4
 // model with a noisy selector; the invariants that pin the function down (K identical
 // streams are the K = 1 model whatever the weights; with equal mixes, `both` is mtp's
 // Perspectives; a state carried over chunks equals one call); names, shapes, roles and
@@ -150,6 +150,29 @@ TEST(LayerStreams, BothWithEqualMixesIsPerspectives) {
   plain.forward(tok.data(), nullptr, kT, kB, StepContext{});
   streams.forward(tok.data(), nullptr, kT, kB, StepContext{});
   EXPECT_LT(worst_difference(plain.logits(), streams.logits()), 1e-12);
+}
+
+// Initialised from one seed, `both` draws what Perspectives draws: the K = 1 layer, the
+// decay rows spread the same way, then the selector; its mixes are the K = 1 mixes in
+// every row.
+TEST(LayerStreams, InitDrawsAsPerspectives) {
+  using Mixer = Perspectives<RwkvTimeMix<double>, LearnedAggregator<double>>;
+  typename Mixer::Config pc;
+  pc.cell = RwkvTimeMix<double>::model_config(kW);
+  pc.perspectives = 3;
+  pc.decay_spread = 0.7;
+  Model<Mixer, RwkvChannelMix<double>> plain(model_config(), pc);
+  plain.init(4);
+  StreamsModel streams(model_config(), streams_config(3, PerPerspective::both));
+  streams.init(4);
+  for (const ParamInfo& info : streams.params().infos()) {
+    const CView<double> want = std::as_const(plain.params()).value(plain.params().find(info.name));
+    const CView<double> got =
+        std::as_const(streams.params()).value(streams.params().find(info.name));
+    for (index_t i = 0; i < got.numel(); ++i)
+      ASSERT_EQ(got.data[i], want.data[i % want.numel()]) << info.name << "[" << i << "]";
+  }
+  EXPECT_THROW(Streams(streams_config(3, PerPerspective::decay)), Error);
 }
 
 TEST(LayerStreams, CarriedStateOverChunksEqualsOneCall) {

@@ -60,6 +60,9 @@ TEST(Protocol, FreezeBaseTrainsOnlyThePerspectives) {
   EXPECT_LT(moved, 0.1) << "and start from the base (middle row, spread offset 0)";
   EXPECT_EQ(result["parameters"]["trained"].get<index_t>(), perspective);
   EXPECT_EQ(result["parameters"]["total"].get<index_t>(), total);
+  // Added to the K = 1 model: two more decay rows (H = 12) and a selector (3,12) + (3)
+  // per layer.
+  EXPECT_EQ(result["parameters"]["perspective"].get<index_t>(), 2 * (2 * 12 + 3 * 12 + 3));
 }
 
 TEST(Protocol, BaseOfAnotherShapeIsRefused) {
@@ -183,6 +186,18 @@ TEST(Protocol, TokenShiftRowsGrowFromAnotherK) {
     for (index_t k = 0; k < 5; ++k) EXPECT_NEAR(rows[k * 12 + c], mean, 1e-6) << k << "," << c;
   }
   EXPECT_GT(spread, 1e-4) << "the K = 3 rows were trained apart";
+  // Into a model with one set of mixes they do not go: the error names the flag.
+  TrainConfig decay = k3;
+  decay.per_perspective = "decay";
+  const auto plain = registry().mixer("rwkv", "learned").model(decay, 32);
+  plain->init(0);
+  try {
+    load_state_dict(file, path, plain->params(), 0.0, true);
+    ADD_FAILURE() << "rows per perspective loaded into one set of mixes";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--per-perspective shift or both"), std::string::npos)
+        << e.what();
+  }
   k5.out = (dir.path() / "k5").string();
   k5.init_from = path;
   k5.freeze = "base";

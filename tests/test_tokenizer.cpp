@@ -445,7 +445,8 @@ TEST(TokenCheckpointCli, RecordedFilesMustBeThereAndUnchanged) {
            {"generate", "--checkpoint", ck, "--prompt", "ab", "--tokens", "2"}}) {
     const auto r = run(args, elsewhere);
     EXPECT_EQ(r.status, 2) << r.err;
-    EXPECT_NE(r.err.find("trained with --tokenizer tok.json, which is not there from here"),
+    EXPECT_NE(r.err.find("records --tokenizer tok.json, which is not there from here (a path "
+                         "relative to the folder training ran in?)"),
               std::string::npos)
         << r.err;
   }
@@ -465,13 +466,21 @@ TEST(TokenCheckpointCli, RecordedFilesMustBeThereAndUnchanged) {
     EXPECT_NE(r.err.find("--tokenizer tok.json of"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("changed since training"), std::string::npos) << r.err;
   }
+  // Given on purpose, under another path or the recorded one, it is used.
   std::filesystem::copy_file(work / "tok.json", work / "mine.json");
   EXPECT_EQ(run({"eval", "--checkpoint", ck, "--tokenizer", "mine.json"}, work).status, 0);
+  EXPECT_EQ(run({"eval", "--checkpoint", ck, "--tokenizer", "tok.json"}, work).status, 0);
+  EXPECT_EQ(run({"generate", "--checkpoint", ck, "--tokenizer", "tok.json", "--prompt", "ab",
+                 "--tokens", "2"},
+                work)
+                .status,
+            0);
   // A changed corpus, likewise.
   std::ofstream(work / "tok.json", std::ios::trunc) << tiny_tokenizer().dump();
   std::ofstream(work / "corpus.txt", std::ios::app) << "more";
   const auto corpus = run({"eval", "--checkpoint", ck}, work);
   EXPECT_NE(corpus.err.find("--data corpus.txt of"), std::string::npos) << corpus.err;
+  EXPECT_EQ(run({"eval", "--checkpoint", ck, "--data", "corpus.txt"}, work).status, 0);
   // A tokenizer of another vocabulary does not fit the model's 264 rows: said as such.
   nlohmann::json bigger = tiny_tokenizer();
   bigger["model"]["vocab"]["bb"] = 264;
@@ -483,6 +492,19 @@ TEST(TokenCheckpointCli, RecordedFilesMustBeThereAndUnchanged) {
   EXPECT_NE(misfit.err.find("its embedding has 264 rows, the tokenizer bigger.json has 265"),
             std::string::npos)
       << misfit.err;
+  // A byte model given a tokenizer: told it has none.
+  const auto bytes =
+      run({"--task",    "text", "--data",  "corpus.txt", "--steps",   "1", "--width",       "8",
+           "--layers",  "1",    "--batch", "2",          "--seq-len", "8", "--val-batches", "1",
+           "--threads", "1",    "--out",   "bytes"},
+          work);
+  ASSERT_EQ(bytes.status, 0) << bytes.err;
+  const auto byte_misfit =
+      run({"eval", "--checkpoint", (work / "bytes" / "model.safetensors").string(), "--tokenizer",
+           "tok.json", "--benchmark", "lambada-openai", "--data", "bench.jsonl"},
+          work);
+  EXPECT_NE(byte_misfit.err.find("it was trained on bytes (256 rows)"), std::string::npos)
+      << byte_misfit.err;
 }
 
 TEST(ByteTokenizerTest, IsTheBytes) {

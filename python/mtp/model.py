@@ -182,6 +182,9 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None) -> MtpModel:
                      decay_spread=float(config.get("decay_spread", 1.0)), dtype=dtype,
                      mtp_config=config)
     model.mtp_step = int(metadata.get("step", 0))
+    # The data files it was trained on (their hashes): save_model writes them back, so that
+    # mtp-exp eval still refuses a corpus or tokenizer changed since training.
+    model.mtp_data_files = metadata.get("data_files")
     state = {_torch_name(n): t for n, t in tensors.items()}
     missing, unexpected = model.load_state_dict(
         {n: t.to(model.emb.weight.dtype) for n, t in state.items()}, strict=False)
@@ -203,6 +206,8 @@ def save_model(model: MtpModel, path: str, step: Optional[int] = None) -> None:
     metadata = {"format": "mtp-checkpoint-1",
                 "config": json.dumps(model.mtp_config),
                 "step": str(step if step is not None else getattr(model, "mtp_step", 0))}
+    if getattr(model, "mtp_data_files", None):
+        metadata["data_files"] = model.mtp_data_files
     safetensors.save(path, tensors, metadata)
 
 

@@ -69,6 +69,15 @@ def test_text_model_state_carries(mtp_exp, tmp_path):
         a, state = model(tokens[:7])
         b, _ = model(tokens[7:], state)
     torch.testing.assert_close(torch.cat([a, b]), whole, rtol=1e-5, atol=1e-5)
+    # Saved again, it still records its corpus: mtp-exp eval refuses the corpus changed.
+    saved = tmp_path / "saved" / "model.safetensors"
+    mtp.save_model(model, str(saved))
+    assert mtp.safetensors.load(str(saved))[1]["data_files"]
+    with open(data, "a") as f:
+        f.write("changed")
+    r = subprocess.run([mtp_exp, "eval", "--checkpoint", str(saved), "--threads", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "changed since training" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("cell", CELLS)
