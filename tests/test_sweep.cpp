@@ -9,6 +9,7 @@
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "mtp/core/error.hpp"
@@ -72,6 +73,28 @@ int finished_runs(const fs::path& out) {
   for (const auto& e : fs::directory_iterator(out / "runs"))
     n += fs::exists(e.path() / "result.json");
   return n;
+}
+
+// The authors' variant as two sweepable axes (issue 16): every pair of --combine and
+// --per-perspective runs for RWKV, each run recording its own, and the report reads them.
+TEST(Sweep, TheAuthorsVariantIsTwoAxes) {
+  test::TempDir dir;
+  const fs::path out = dir.path() / "sweep";
+  ASSERT_EQ(run(sweep_args("combine=layer,head;per-perspective=decay,shift,both", out,
+                           {"--cell", "rwkv", "--jobs", "2", "--threads", "1"}),
+                dir.path() / "sweep.log"),
+            0)
+      << test::read_file(dir.path() / "sweep.log");
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const auto& e : fs::directory_iterator(out / "runs")) {
+    const nlohmann::json r = nlohmann::json::parse(test::read_file(e.path() / "result.json"));
+    seen.emplace(r["config"]["combine"].get<std::string>(),
+                 r["config"]["per_perspective"].get<std::string>());
+  }
+  EXPECT_EQ(seen.size(), 6u);
+  EXPECT_EQ(run({"report", out.string()}, dir.path() / "report.log"), 0)
+      << test::read_file(dir.path() / "report.log");
+  EXPECT_NE(test::read_file(out / "results.csv").find("per_perspective"), std::string::npos);
 }
 
 TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
