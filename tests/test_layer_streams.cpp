@@ -51,6 +51,36 @@ std::vector<std::int32_t> tokens(std::uint64_t seed) {
 }
 using test::randomise;
 
+// mtp's own layer over the same cell (contract §3): Perspectives with aggregator A.
+template <class A>
+using PlainModel = Model<Perspectives<RwkvTimeMix<double>, A>, RwkvChannelMix<double>>;
+template <class A>
+typename PlainModel<A>::MixerConfig plain_config(int K, double decay_spread = 1.0) {
+  typename PlainModel<A>::MixerConfig c;
+  c.cell = RwkvTimeMix<double>::model_config(kW);
+  c.perspectives = K;
+  c.decay_spread = decay_spread;
+  return c;
+}
+
+// Every tensor of `to` that `from` has under the same name gets `from`'s values, tiled
+// over its rows (one row of a mix into K); returns how many of `to`'s tensors `from` lacks.
+template <class From, class To>
+int tile_same_named(From& from, To& to) {
+  int lacking = 0;
+  for (const ParamInfo& info : to.params().infos()) {
+    const ParamRef r = from.params().find(info.name);
+    if (r.index < 0) {
+      ++lacking;
+      continue;
+    }
+    const CView<double> src = std::as_const(from.params()).value(r);
+    View<double> dst = to.params().value(to.params().find(info.name));
+    for (index_t i = 0; i < dst.numel(); ++i) dst[i] = src.data[i % src.numel()];
+  }
+  return lacking;
+}
+
 double worst_difference(CView<double> a, CView<double> b) {
   double worst = 0;
   for (index_t i = 0; i < a.numel(); ++i) worst = std::max(worst, std::abs(a.data[i] - b.data[i]));
@@ -83,11 +113,8 @@ TEST(LayerStreams, NamesShapesRolesAndParametersAdded) {
   EXPECT_EQ(shape_of("blocks.1.att.selector.weight"), (std::vector<index_t>{3, kW}));
   // The K = 1 model is the stream; added: two more rows of three mixes and a selector
   // (K,W) + (K) per block.
-  using Plain =
-      Model<Perspectives<RwkvTimeMix<double>, MeanAggregator<double>>, RwkvChannelMix<double>>;
-  typename Plain::MixerConfig one;
-  one.cell = RwkvTimeMix<double>::model_config(kW);
-  const Plain plain(model_config(), one);
+  const PlainModel<MeanAggregator<double>> plain(model_config(),
+                                                 plain_config<MeanAggregator<double>>(1));
   EXPECT_EQ(shift.stream_size(), plain.params().size());
   EXPECT_EQ(p.size() - shift.stream_size(), 2 * (2 * 3 * kW + 3 * kW + 3));
   const StreamsModel both(model_config(), streams_config(3, PerPerspective::both));
@@ -107,19 +134,14 @@ TEST(LayerStreams, NamesShapesRolesAndParametersAdded) {
 // K streams whose rows all equal the K = 1 model's compute K copies of it, and the
 // selector's weights (not uniform) sum to 1: the K = 1 model's logits.
 TEST(LayerStreams, IdenticalStreamsAreTheK1Model) {
-  using Plain =
-      Model<Perspectives<RwkvTimeMix<double>, MeanAggregator<double>>, RwkvChannelMix<double>>;
-  typename Plain::MixerConfig one;
-  one.cell = RwkvTimeMix<double>::model_config(kW);
-  Plain plain(model_config(), one);
+  PlainModel<MeanAggregator<double>> plain(model_config(), plain_config<MeanAggregator<double>>(1));
   randomise(plain, 5);
   StreamsModel streams(model_config(), streams_config(3, PerPerspective::both));
-  randomise(streams, 1);  // the selectors stay random
-  for (const ParamInfo& info : plain.params().infos()) {
-    View<double> v = streams.params().value(streams.params().find(info.name));
-    for (index_t i = 0; i < v.numel(); ++i)
-      v[i] = plain.params().values()[info.offset + i % info.shape.numel()];
-  }
+  randomise(streams, 1);  // the selectors stay random: the only tensors the K = 1 model lacks
+  int selectors = 0;
+  for (const ParamInfo& info : streams.params().infos())
+    selectors += info.name.find(".selector.") != std::string::npos;
+  EXPECT_EQ(tile_same_named(plain, streams), selectors);
   const auto tok = tokens(7);
   plain.forward(tok.data(), nullptr, kT, kB, StepContext{});
   streams.forward(tok.data(), nullptr, kT, kB, StepContext{});
@@ -130,22 +152,12 @@ TEST(LayerStreams, IdenticalStreamsAreTheK1Model) {
 // the views are combined (after RWKV's output projection instead of before), which a
 // weighting aggregator cannot tell apart: the same logits for the same tensors.
 TEST(LayerStreams, BothWithEqualMixesIsPerspectives) {
-  using Mixer = Perspectives<RwkvTimeMix<double>, LearnedAggregator<double>>;
-  using Plain = Model<Mixer, RwkvChannelMix<double>>;
-  typename Mixer::Config pc;
-  pc.cell = RwkvTimeMix<double>::model_config(kW);
-  pc.perspectives = 3;
-  Plain plain(model_config(), pc);
+  PlainModel<LearnedAggregator<double>> plain(model_config(),
+                                              plain_config<LearnedAggregator<double>>(3));
   randomise(plain, 6);
   StreamsModel streams(model_config(), streams_config(3, PerPerspective::both));
   streams.init(2);
-  for (const ParamInfo& info : streams.params().infos()) {
-    const ParamRef from = plain.params().find(info.name);
-    ASSERT_GE(from.index, 0) << info.name;
-    const CView<double> src = std::as_const(plain.params()).value(from);
-    View<double> v = streams.params().value(streams.params().find(info.name));
-    for (index_t i = 0; i < v.numel(); ++i) v[i] = src.data[i % src.numel()];
-  }
+  ASSERT_EQ(tile_same_named(plain, streams), 0);
   const auto tok = tokens(8);
   plain.forward(tok.data(), nullptr, kT, kB, StepContext{});
   streams.forward(tok.data(), nullptr, kT, kB, StepContext{});
@@ -156,12 +168,8 @@ TEST(LayerStreams, BothWithEqualMixesIsPerspectives) {
 // decay rows spread the same way, then the selector; its mixes are the K = 1 mixes in
 // every row.
 TEST(LayerStreams, InitDrawsAsPerspectives) {
-  using Mixer = Perspectives<RwkvTimeMix<double>, LearnedAggregator<double>>;
-  typename Mixer::Config pc;
-  pc.cell = RwkvTimeMix<double>::model_config(kW);
-  pc.perspectives = 3;
-  pc.decay_spread = 0.7;
-  Model<Mixer, RwkvChannelMix<double>> plain(model_config(), pc);
+  PlainModel<LearnedAggregator<double>> plain(model_config(),
+                                              plain_config<LearnedAggregator<double>>(3, 0.7));
   plain.init(4);
   StreamsModel streams(model_config(), streams_config(3, PerPerspective::both));
   streams.init(4);
