@@ -90,16 +90,16 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Fills decay (K,D) from `rows` stored rows of width D: their mean, spread over K.
-void expand_decay(const std::vector<float>& stored, index_t rows, View<float> decay,
-                  double spread) {
-  const index_t K = decay.dim(0), D = decay.dim(1);
+// Fills `out` (K,D) from `rows` stored rows of width D: their mean, spread over K as §3's
+// decay rows are (spread 0: every row the mean, as token-shift mixes grow).
+void expand_rows(const std::vector<float>& stored, index_t rows, View<float> out, double spread) {
+  const index_t K = out.dim(0), D = out.dim(1);
   for (index_t c = 0; c < D; ++c) {
     double base = 0;
     for (index_t r = 0; r < rows; ++r) base += stored[r * D + c];
     base /= double(rows);
     for (index_t k = 0; k < K; ++k)
-      decay[k * D + c] = float(base + spread * (double(k) - double(K - 1) / 2.0));
+      out[k * D + c] = float(base + spread * (double(k) - double(K - 1) / 2.0));
   }
 }
 
@@ -144,21 +144,16 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
         params.mark_set(params.find(p.name));
         report.loaded.push_back(p.name);
       } else if (is_decay && t.shape.size() == 2 && t.shape[1] == D && t.shape[0] > 0) {
-        expand_decay(t.to<float>(what), t.shape[0], dst, decay_spread);  // another K
+        expand_rows(t.to<float>(what), t.shape[0], dst, decay_spread);  // another K
         params.mark_set(params.find(p.name));
         report.expanded.push_back(p.name);
       } else if (is_shift_param(p.name) && p.role == ParamRole::perspective && !row.empty() &&
                  stored_rows(t.shape, row) > 0) {
         // A K = 1 model's mix in every row, or another K's rows: their mean in every row
-        // (as decays grow from their mean).
-        const std::vector<float> v = t.to<float>(what);
-        const index_t width = dst.numel() / p.shape[0], rows = stored_rows(t.shape, row);
-        for (index_t c = 0; c < width; ++c) {
-          double mean = 0;
-          for (index_t r = 0; r < rows; ++r) mean += v[size_t(r * width + c)];
-          mean /= double(rows);
-          for (index_t k = 0; k < p.shape[0]; ++k) dst.data[k * width + c] = float(mean);
-        }
+        // (as decays grow from their mean, without the spread).
+        const index_t K = p.shape[0];
+        expand_rows(t.to<float>(what), stored_rows(t.shape, row),
+                    View<float>(dst.data, {K, dst.numel() / K}), 0.0);
         params.mark_set(params.find(p.name));
         report.expanded.push_back(p.name);
       } else if (fresh_perspectives && p.role == ParamRole::perspective) {
@@ -185,7 +180,7 @@ StateDictReport load_state_dict(const SafeTensors& file, const std::string& path
       MTP_CHECK(squeezed(t.shape) == std::vector<index_t>{D},
                 "{}: tensor '{}' has shape {}, the model's {} needs ({})", path, time_decay,
                 shape_str(t.shape), p.name, D);
-      expand_decay(t.to<float>(path + ": tensor '" + time_decay + "'"), 1, dst, decay_spread);
+      expand_rows(t.to<float>(path + ": tensor '" + time_decay + "'"), 1, dst, decay_spread);
       params.mark_set(params.find(p.name));
       report.expanded.push_back(p.name);
       used.insert(time_decay);
