@@ -236,23 +236,17 @@ namespace {
 
 // A resumed run must see the data the run started on: same size, same hash, file by
 // file (a corpus edited or replaced in between would silently change the run).
-void check_same_data(const nlohmann::json& recorded, const std::vector<DataFile>& now,
+void check_same_data(const std::vector<DataFile>& recorded, const std::vector<DataFile>& now,
                      const std::string& where) {
-  const std::string field = where + ": data_files";
-  const auto count = recorded.is_array() ? recorded.size() : 0;
-  MTP_CHECK(recorded.is_array() && count == now.size(),
-            "{}: records {} data files, the run reads {}", where, count, now.size());
-  for (size_t i = 0; i < now.size(); ++i) {
-    const std::string at = field + "[" + std::to_string(i) + "]";
-    const auto bytes = json_field<std::uint64_t>(recorded[i], "bytes", at);
-    const auto sha = json_field<std::string>(recorded[i], "sha256", at);
-    if (bytes != now[i].bytes || sha != now[i].sha256)
+  MTP_CHECK(recorded.size() == now.size(), "{}: records {} data files, the run reads {}", where,
+            recorded.size(), now.size());
+  for (size_t i = 0; i < now.size(); ++i)
+    if (recorded[i].bytes != now[i].bytes || recorded[i].sha256 != now[i].sha256)
       fail(
           "{} {} changed since the run started ({} bytes, sha256 {}... then; {} bytes, sha256 "
           "{}... now): resuming needs the same data",
-          now[i].flag, now[i].path, bytes, sha.substr(0, 12), now[i].bytes,
-          now[i].sha256.substr(0, 12));
-  }
+          now[i].flag, now[i].path, recorded[i].bytes, recorded[i].sha256.substr(0, 12),
+          now[i].bytes, now[i].sha256.substr(0, 12));
 }
 
 }  // namespace
@@ -313,7 +307,7 @@ TrainTally load_training_state(const std::filesystem::path& path, ParamStore<flo
   }
   // Written before data files were recorded: nothing to compare.
   if (file.metadata.count("data_files"))
-    check_same_data(parse_json(meta("data_files"), where + ": data_files"), data, where);
+    check_same_data(checkpoint_data_files(file, where), data, where);
   auto restore = [&](const std::string& name, const Shape& shape, float* to) {
     MTP_CHECK(file.has(name), "{}: missing tensor '{}'", where, name);
     const StoredTensor& t = file.at(name);

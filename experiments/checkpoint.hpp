@@ -26,7 +26,7 @@ std::vector<std::uint8_t> checkpoint_bytes(const ParamStore<float>& params,
 
 // Reads the run configuration stored in a checkpoint written from checkpoint_bytes.
 nlohmann::json checkpoint_config(const SafeTensors& file, const std::string& path);
-// The data files a checkpoint records; none for one that records none.
+// The data files a model file or training state records; none for one that records none.
 std::vector<DataFile> checkpoint_data_files(const SafeTensors& file, const std::string& path);
 
 // Copies every parameter of `params` from the file; each must be present with the
