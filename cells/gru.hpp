@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <string_view>
 
 #include "mtp/cells/matrix_cell.hpp"
@@ -33,6 +34,11 @@ class Gru : public GatedMatrixCell<S, 3> {
   static constexpr std::string_view kDescription = "GRU, decay on the update gate";
 
   explicit Gru(const Config& cfg) : Base(cfg) {}
+
+  // The fraction of a channel's state kept per step at decay d with neutral (zero) gate
+  // input: the update gate z = σ(d). What reports turn into the views' time scales, 1/(1 −
+  // retention).
+  static double retention(double d) { return 1.0 / (1.0 + std::exp(-d)); }
 
   index_t state_width() const { return H_; }
   // Floats per (t, b) kept for backward, with backward's scratch: the gates (K,4H) and

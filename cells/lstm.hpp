@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <string_view>
 
 #include "mtp/cells/matrix_cell.hpp"
@@ -32,6 +33,11 @@ class Lstm : public GatedMatrixCell<S, 4> {
   static constexpr std::string_view kDescription = "LSTM, decay on the forget gate";
 
   explicit Lstm(const Config& cfg) : Base(cfg) {}
+
+  // The fraction of a channel's state kept per step at decay d with neutral (zero) gate
+  // input: the forget gate f = σ(d). What reports turn into the views' time scales, 1/(1 −
+  // retention).
+  static double retention(double d) { return 1.0 / (1.0 + std::exp(-d)); }
 
   index_t state_width() const { return 2 * H_; }
   // Floats per (t, b) kept for backward, with backward's scratch: the gates (K,4H), c and

@@ -158,6 +158,9 @@ class RwkvTimeMix {
   };
   static constexpr std::string_view kName = "rwkv";
   static constexpr std::string_view kDescription = "RWKV-4 time mix, decay on w (per channel)";
+  // The fraction of a channel's sums kept per step at decay d: e^w = exp(−exp(d)). What
+  // reports turn into the views' time scales, 1/(1 − retention).
+  static double retention(double d) { return std::exp(-std::exp(d)); }
 
   // Model-level hooks (docs/contract.md §7): RWKV-4's block has the channel mix as its
   // FFN, ln0 on the embeddings, the time mix named "att" and RWKV-4's init, so that
@@ -224,7 +227,7 @@ class RwkvTimeMix {
     store.bind(mix_k_, mix_v_, mix_r_, first_, key_, value_, receptance_, output_);
   }
 
-  // RWKV-4's recipe for training from scratch: decays spread from −5 (fast) to 3 (slow)
+  // RWKV-4's recipe for training from scratch: decays spread from −5 (slow: w = −e⁻⁵) to 3 (fast)
   // across channels, more so in deep layers; time_first log 0.3 with a zigzag; time
   // mixes rising with the channel index; key, receptance and output zero, value
   // orthogonal.

@@ -37,6 +37,9 @@ class LinearSsm {
   static constexpr std::string_view kName = "ssm";
   static constexpr std::string_view kDescription = "diagonal linear SSM (LRU-style), decay on |a|";
   static constexpr double kRingMin = 0.9, kRingMax = 0.999;
+  // The fraction of a channel's state kept per step at decay d: |a| = exp(−exp(d)). What
+  // reports turn into the views' time scales, 1/(1 − retention).
+  static double retention(double d) { return std::exp(-std::exp(d)); }
 
   // The mixer of a model of width W: N = W state channels, output back to W.
   static Config model_config(index_t width) { return {.input = width, .state = width}; }

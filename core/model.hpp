@@ -58,6 +58,7 @@ class Model {
  public:
   using S = typename Mixer::Scalar;
   using MixerConfig = typename Mixer::Config;
+  using MixerType = Mixer;
 
   // Where a parameter lives when the model's parameters are another store's (finalize_placed):
   // its value and gradient memory, given its declaration.
@@ -305,6 +306,7 @@ class Model {
   CView<S> logits() const { return logits_.view(); }
   int layers() const { return cfg_.layers; }
   Mixer& mixer(int l) { return blocks_[l]->mixer; }
+  const Mixer& mixer(int l) const { return blocks_[l]->mixer; }
 
  private:
   struct Block {

@@ -78,6 +78,9 @@ class Perspectives {
   const Config& config() const { return cfg_; }
   C& cell() { return cell_; }
   Agg& aggregator() { return agg_; }
+  const Agg& aggregator() const { return agg_; }
+  // The decay rows (K,D), one per perspective.
+  CView<S> decay() const { return decay_.value; }
 
   void declare(ParamStore<S>& store, const std::string& prefix) {
     cell_.declare(store, prefix);

@@ -372,14 +372,18 @@ int cmd_report(int argc, const char* const* argv) {
   po::options_description d("report flags");
   d.add_options()("help,h", "show this help")  //
       ("dir", po::value(&dir)->required(),
-       "the sweep folder (also the first positional argument)")  //
-      ("no-plots", po::bool_switch(&no_plots), "tables and statistics only (no gnuplot)");
+       "the sweep folder (also the first positional argument)")                            //
+      ("no-plots", po::bool_switch(&no_plots), "tables and statistics only (no gnuplot)")  //
+      ("hypotheses", po::value(&options.hypotheses),
+       "a JSON file of hypotheses (families of paired comparisons, see docs/experiments.md): "
+       "one table each, Holm-corrected, and a generated findings paragraph");
   po::positional_options_description pos;
   pos.add("dir", 1);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(d).positional(pos).run(), vm);
   if (vm.count("help")) {
-    std::cout << "usage: mtp-exp report DIR\nWrites DIR/results.csv, DIR/summary.csv, "
+    std::cout << "usage: mtp-exp report DIR [--hypotheses FILE]\nWrites DIR/results.csv, "
+                 "DIR/summary.csv, "
                  "DIR/REPORT.md and DIR/plots/ from the finished runs of a sweep.\n\n"
               << d << "\n";
     return 0;
@@ -389,8 +393,9 @@ int cmd_report(int argc, const char* const* argv) {
   options.plots = !no_plots;
   options.command_line = command_line("report", argc, argv);
   const mtp::exp::ReportSummary r = mtp::exp::write_report(dir, options);
-  fmt::print("report: {} runs, {} configurations, {} paired comparisons, {} plots{}{}\n", r.runs,
-             r.configurations, r.comparisons, r.plots,
+  fmt::print("report: {} runs, {} configurations, {} paired comparisons, {}{} plots{}{}\n", r.runs,
+             r.configurations, r.comparisons,
+             r.hypotheses ? fmt::format("{} hypotheses, ", r.hypotheses) : "", r.plots,
              r.plots_skipped ? " (some not rendered: is gnuplot installed?)" : "",
              r.unfinished
                  ? fmt::format("; {} runs not finished (listed in REPORT.md)", r.unfinished)

@@ -18,13 +18,17 @@
 
 #include "mtp/core/error.hpp"
 #include "mtp/core/file_io.hpp"
+#include "mtp/experiments/hypotheses.hpp"
 #include "mtp/experiments/json_file.hpp"
 #include "mtp/experiments/process.hpp"
+#include "mtp/experiments/report_runs.hpp"
 #include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/stats.hpp"
+#include "mtp/experiments/sweep.hpp"
 
 namespace mtp::exp {
 namespace fs = std::filesystem;
+using namespace reporting;
 namespace {
 
 // Settings that never define a configuration: bookkeeping, and the replicate axis.
@@ -38,68 +42,11 @@ const std::vector<std::string> kSettingOrder = {
     "task",       "cell",  "perspectives", "combine", "per_perspective",
     "aggregator", "noise", "noise_mode",   "top_k",   "decay_spread"};
 
-struct Run {
-  std::string id;
-  nlohmann::json config;
-  std::uint64_t seed = 0;
-  bool text = false;  // the headline is bits per byte (lower is better), else accuracy
-  double loss = kNaN, accuracy = kNaN, bpb = kNaN;
-  std::vector<std::pair<std::string, double>> groups;
-  long long params_total = 0, params_perspective = 0, params_trained = 0;
-  double tokens_per_s = kNaN, train_seconds = kNaN;
-  std::vector<std::pair<long long, double>> train_curve;  // (step, mean train loss)
-  std::map<std::string, std::string> settings;            // the varying ones
-  std::string label;                                      // "cell=gru perspectives=3"
-  double headline() const { return text ? bpb : accuracy; }
-};
-
-struct Configuration {
-  std::string label;
-  std::map<std::string, std::string> settings;
-  std::vector<const Run*> runs;  // ordered by seed
-  bool text() const { return runs.front()->text; }
-  std::vector<double> headline() const {
-    std::vector<double> v;
-    for (const Run* r : runs) v.push_back(r->headline());
-    return v;
-  }
-};
-
-std::string value_text(const nlohmann::json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_array()) {
-    std::string s;
-    for (const auto& e : v) {
-      if (!s.empty()) s += ',';
-      s += value_text(e);
-    }
-    return s;
-  }
-  if (v.is_number_float()) return fmt::format("{:g}", v.get<double>());
-  return v.dump();
-}
-
 // Appends `sep` (unless `s` is empty and skip_first) and then `field`. (Plain appends:
 // GCC 12 misreports `"," + std::string` as an overlapping memcpy, -Wrestrict.)
 void append_field(std::string& s, const std::string& field, char sep = ',') {
   s += sep;
   s += field;
-}
-
-std::string num(double v, int digits = 4) {
-  return std::isnan(v) ? std::string() : fmt::format("{:.{}f}", v, digits);
-}
-
-// Text for a Markdown table cell: '|' escaped, control characters as spaces.
-std::string markdown_cell(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '|')
-      out += "\\|";
-    else
-      out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
-  }
-  return out;
 }
 
 std::string csv_field(const std::string& s) {
@@ -178,11 +125,38 @@ Run read_run(const fs::path& dir, const RunFolderStatus& status) {
   r.params_perspective = json_field<long long>(p, "perspective", par);
   r.params_trained =
       p.contains("trained") ? json_field<long long>(p, "trained", par) : r.params_total;
-  const nlohmann::json& t = json_member(j, "throughput", result);
-  r.tokens_per_s = json_field<double>(t, "train_tokens_per_s", result + ": throughput");
-  r.train_seconds = json_field<double>(t, "train_seconds", result + ": throughput");
-  const fs::path metrics = dir / kMetricsFile;
+  // Speed lives in throughput.json (result.json holds only what a rerun reproduces); runs
+  // from before 2026-11-30 have it in result.json.
   std::error_code ec;
+  const fs::path speed_file = dir / kThroughputFile;
+  if (fs::exists(speed_file, ec) || j.contains("throughput")) {
+    const bool own = fs::exists(speed_file, ec);
+    const std::string where = own ? speed_file.string() : result + ": throughput";
+    const nlohmann::json t = own ? read_json_file(speed_file.string()) : j["throughput"];
+    r.tokens_per_s = json_field<double>(t, "train_tokens_per_s", where);
+    r.train_seconds = json_field<double>(t, "train_seconds", where);
+  }
+  if (j.contains("views")) {
+    const nlohmann::json& v = json_member(j, "views", result);
+    const std::string at = result + ": views";
+    r.state_floats = json_field<double>(v, "state_floats", at);
+    const nlohmann::json& layers = json_member(v, "layers", at);
+    if (!layers.is_array()) fail("{}: 'layers' must be a list", at);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const std::string lat = fmt::format("{}: layers[{}]", at, l);
+      RunLayerViews lv;
+      if (layers[l].contains("time_scale_quartiles"))
+        for (const nlohmann::json& q : json_member(layers[l], "time_scale_quartiles", lat)) {
+          if (!q.is_array() || q.size() != 3)
+            fail("{}: a time scale's quartiles are 3 numbers", lat);
+          lv.time_scale_median.push_back(q[1].is_number() ? q[1].get<double>() : INFINITY);
+        }
+      if (layers[l].contains("selection_mean"))
+        lv.selection_mean = json_field<std::vector<double>>(layers[l], "selection_mean", lat);
+      r.views.push_back(std::move(lv));
+    }
+  }
+  const fs::path metrics = dir / kMetricsFile;
   if (fs::exists(metrics, ec)) r.train_curve = read_train_curve(metrics.string());
   return r;
 }
@@ -199,17 +173,6 @@ std::vector<std::string> varying_settings(const std::vector<Run>& runs) {
   for (const auto& [k, vs] : values)
     if (vs.size() > 1 && std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
   return keys;
-}
-
-std::string label_of(const std::map<std::string, std::string>& settings,
-                     const std::vector<std::string>& keys, const std::string& skip = "") {
-  std::string s;
-  for (const std::string& k : keys)
-    if (k != skip && settings.count(k)) {
-      if (!s.empty()) s += ' ';
-      s += fmt::format("{}={}", k, settings.at(k));
-    }
-  return s.empty() ? "all runs" : s;
 }
 
 // ------------------------------------------------------------------------- plots
@@ -331,6 +294,49 @@ bool plot(StagedFiles& files, const fs::path& dir, bool render, const std::strin
   return false;                               // the log says why
 }
 
+// Per configuration and layer, what its views settled on (result.json "views").
+std::string views_markdown(const std::vector<Configuration>& configs) {
+  std::string rows;
+  // The mean over seeds of each view's value, as "a / b / c".
+  auto per_view = [](const Configuration& c, size_t layer, auto member) {
+    std::vector<std::vector<double>> by_k;
+    for (const Run* r : c.runs) {
+      if (layer >= r->views.size()) continue;
+      const std::vector<double>& v = r->views[layer].*member;
+      by_k.resize(std::max(by_k.size(), v.size()));
+      for (size_t k = 0; k < v.size(); ++k) by_k[k].push_back(v[k]);
+    }
+    std::vector<std::string> out;
+    for (const auto& v : by_k) {
+      const double m = mean(v);
+      out.push_back(std::isinf(m) ? "∞"
+                    : m >= 100    ? fmt::format("{:.0f}", m)
+                                  : fmt::format("{:.3g}", m));
+    }
+    return fmt::format("{}", fmt::join(out, " / "));
+  };
+  for (const Configuration& c : configs) {
+    size_t layers = 0;
+    for (const Run* r : c.runs) layers = std::max(layers, r->views.size());
+    for (size_t l = 0; l < layers; ++l) {
+      const std::string scales = per_view(c, l, &RunLayerViews::time_scale_median);
+      const std::string weights = per_view(c, l, &RunLayerViews::selection_mean);
+      if (scales.empty() && weights.empty()) continue;
+      rows += fmt::format("| {} | {} | {} | {} |\n", markdown_cell(c.label), l, scales,
+                          weights.empty() ? "–" : weights);
+    }
+  }
+  if (rows.empty()) return "";
+  return "## What the views settled on\n\n"
+         "Per configuration and layer, after training: each view's time scale, the median over "
+         "its channels of 1/(1 − retention) in steps (retention: the state a channel keeps per "
+         "step at its decay, with neutral gates), and each view's mean selection weight over "
+         "the validation set (learned selectors); means over seeds, views in the order of the "
+         "decay rows.\n\n| configuration | layer | time scale per view (steps) | selection "
+         "weight per view |\n|---|---|---|---|\n" +
+         rows + "\n";
+}
+
 std::string machine_description() {
   std::ifstream cpu("/proc/cpuinfo");
   std::string line, model = "unknown CPU";
@@ -399,6 +405,16 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   // disk) leaves the previous report as it was.
   StagedFiles files;
 
+  // A shared flag with placeholders ("--init-from base/runs/cell-{cell}_seed-{seed}/...")
+  // is one setting whatever each run filled in: the runs show its template.
+  if (sweep.contains("base_args"))
+    for (const auto& [flag, templ] : templated_flags(
+             json_field<std::vector<std::string>>(sweep, "base_args", record.string()))) {
+      std::string key = flag;
+      std::replace(key.begin(), key.end(), '-', '_');
+      for (Run& r : runs)
+        if (r.config.contains(key)) r.config[key] = templ;
+    }
   // Configurations: the varying settings without the seed.
   const std::vector<std::string> keys = varying_settings(runs);
   for (Run& r : runs) {
@@ -413,9 +429,18 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     if (fresh) configs.push_back({r.label, r.settings, {}});
     configs[it->second].runs.push_back(&r);
   }
-  for (Configuration& c : configs)
+  for (Configuration& c : configs) {
     std::sort(c.runs.begin(), c.runs.end(),
               [](const Run* a, const Run* b) { return a->seed < b->seed; });
+    // Two folders of one configuration and seed (grids that name it two ways) would be
+    // counted as two seeds.
+    for (size_t i = 1; i < c.runs.size(); ++i)
+      if (c.runs[i]->seed == c.runs[i - 1]->seed)
+        fail(
+            "{}: the runs {} and {} are the same configuration and seed; remove one (two grids "
+            "that name the same settings differently?)",
+            dir_name, c.runs[i - 1]->id, c.runs[i]->id);
+  }
   std::vector<std::string> group_names;
   for (const auto& g : runs.front().groups) group_names.push_back(g.first);
 
@@ -517,7 +542,15 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     ++comparisons;
   }
 
-  // Plots.
+  // Hypotheses, from the design's file.
+  std::optional<HypothesesFile> design;
+  std::vector<HypothesisResult> tested;
+  if (!options.hypotheses.empty()) {
+    design = read_hypotheses(options.hypotheses);
+    tested = test_hypotheses(*design, configs, keys);
+  }
+
+  // Plots: per cell when the sweep has several.
   const fs::path plots_dir = dir / "plots";
   if (options.plots) {
     fs::create_directories(plots_dir, ec);
@@ -525,75 +558,177 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   }
   std::vector<std::pair<std::string, std::string>> figures;  // (file stem, caption)
   bool plots_ok = true;
-  auto series_over = [&](const std::string& axis) {
+  const bool per_cell = std::find(keys.begin(), keys.end(), "cell") != keys.end();
+  std::vector<std::string> cells = {""};
+  if (per_cell) {
+    cells.clear();
+    for (const Configuration& c : configs)
+      if (std::find(cells.begin(), cells.end(), c.settings.at("cell")) == cells.end())
+        cells.push_back(c.settings.at("cell"));
+  }
+  auto of_cell = [&](const Configuration& c, const std::string& cell) {
+    return cell.empty() || (c.settings.count("cell") && c.settings.at("cell") == cell);
+  };
+  // "_gru" and " (cell=gru)" for a cell's plot; nothing when the sweep has one cell.
+  auto stem_of = [](const std::string& stem, const std::string& cell) {
+    if (cell.empty()) return stem;
+    std::string out = stem + "_";
+    for (char ch : cell)
+      out += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' ? ch : '_';
+    return out;
+  };
+  auto for_cell = [](const std::string& cell) {
+    return cell.empty() ? std::string() : " (cell=" + cell + ")";
+  };
+  // Lines over a numeric setting, one per value of the other settings, each with two or
+  // more points (a lone point is no line); `skip` leaves configurations out.
+  auto series_over = [&](const std::string& axis, const std::string& cell,
+                         const std::function<bool(const Configuration&)>& skip) {
     std::map<std::string, Series> lines;
     for (const Configuration& c : configs) {
-      if (!c.settings.count(axis)) continue;
+      if (!c.settings.count(axis) || !of_cell(c, cell) || (skip && skip(c))) continue;
       const MeanCI ci = mean_ci(c.headline());
-      Series& s = lines[label_of(c.settings, keys, axis)];
-      s.title = label_of(c.settings, keys, axis);
       double x = 0;
       const std::string& v = c.settings.at(axis);
       const auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), x);
       if (err != std::errc() || end != v.data() + v.size()) continue;  // not on a numeric axis
+      const std::string title = label_of(c.settings, keys, axis);
+      Series& s = lines[title];
+      s.title = title;
       s.points.push_back({x, ci.mean, ci.lo, ci.hi});
     }
     std::vector<Series> out;
     for (auto& [label, s] : lines) {
+      if (s.points.size() < 2) continue;
       std::sort(s.points.begin(), s.points.end());
       out.push_back(std::move(s));
     }
     return out;
   };
-  const std::string ylabel = "validation " + metric_name;
-  if (std::find(keys.begin(), keys.end(), "perspectives") != keys.end()) {
-    plots_ok &= plot(files, plots_dir, options.plots, "metric_vs_k",
-                     ylabel + " against the number of perspectives", "perspectives K", ylabel,
-                     series_over("perspectives"), true, "set xtics 1\n");
-    figures.emplace_back("metric_vs_k", ylabel + " against K (mean and 95% CI over seeds)");
-  }
-  if (std::find(keys.begin(), keys.end(), "noise") != keys.end()) {
+  auto add_plot = [&](const std::string& stem, const std::string& title, const std::string& xlabel,
+                      const std::string& ylabel, const std::vector<Series>& lines, bool bars,
+                      const std::string& caption, const std::string& extra = "") {
+    if (lines.empty()) return;
     plots_ok &=
-        plot(files, plots_dir, options.plots, "metric_vs_noise", ylabel + " against selector noise",
-             "selector noise sigma", ylabel, series_over("noise"), true);
-    figures.emplace_back("metric_vs_noise", ylabel + " against the selector noise");
-  }
-  if (!group_names.empty()) {
-    std::vector<Series> lines;
-    std::string xtics = "set xtics (";
-    for (size_t g = 0; g < group_names.size(); ++g)
-      xtics += fmt::format("{}{} {}", g ? ", " : "", gnuplot_quote(group_names[g]), g);
-    xtics += ")\nset yrange [0:1]\n";
-    for (const Configuration& c : configs) {
-      Series s{c.label, {}};
-      for (size_t g = 0; g < group_names.size(); ++g) {
-        std::vector<double> v;
-        for (const Run* r : c.runs)
-          if (g < r->groups.size()) v.push_back(r->groups[g].second);
-        const MeanCI ci = mean_ci(v);
-        s.points.push_back({double(g), ci.mean, ci.lo, ci.hi});
+        plot(files, plots_dir, options.plots, stem, title, xlabel, ylabel, lines, bars, extra);
+    figures.emplace_back(stem, caption);
+  };
+  const std::string ylabel = "validation " + metric_name;
+  // The comparisons whose per-group gain and curves are drawn: the first hypothesis with
+  // per-group differences, or every K > 1 configuration against its K = 1 baseline.
+  const HypothesisResult* gains = nullptr;
+  for (const HypothesisResult& h : tested)
+    if (!gains && std::any_of(h.rows.begin(), h.rows.end(),
+                              [](const ComparisonRow& r) { return !r.group_difference.empty(); }))
+      gains = &h;
+  for (const std::string& cell : cells) {
+    add_plot(stem_of("metric_vs_k", cell), ylabel + " against K" + for_cell(cell), "perspectives K",
+             ylabel, series_over("perspectives", cell, nullptr), true,
+             ylabel + " against K" + for_cell(cell) + " (mean and 95% CI over seeds)",
+             "set xtics 1\n");
+    // Learned noise has no σ to place on the axis: its rows are in the hypothesis tables.
+    add_plot(stem_of("metric_vs_noise", cell), ylabel + " against selector noise" + for_cell(cell),
+             "selector noise sigma", ylabel,
+             series_over("noise", cell,
+                         [](const Configuration& c) {
+                           return c.settings.count("noise_mode") &&
+                                  c.settings.at("noise_mode") == "learned";
+                         }),
+             true, ylabel + " against the selector noise σ, per aggregator" + for_cell(cell));
+    if (!group_names.empty()) {
+      std::string xtics = "set xtics (";
+      for (size_t g = 0; g < group_names.size(); ++g)
+        xtics += fmt::format("{}{} {}", g ? ", " : "", gnuplot_quote(group_names[g]), g);
+      xtics += ")\n";
+      std::vector<Series> lines;
+      if (gains) {
+        for (const ComparisonRow& r : gains->rows) {
+          if (!of_cell(*r.treatment, cell) || r.group_difference.empty()) continue;
+          Series s{r.treatment->label + " vs " + r.control->label, {}};
+          for (size_t g = 0; g < r.group_difference.size(); ++g)
+            s.points.push_back({double(g), r.group_difference[g].mean, r.group_difference[g].lo,
+                                r.group_difference[g].hi});
+          lines.push_back(std::move(s));
+        }
+      } else {
+        for (const Configuration& c : configs) {
+          if (!of_cell(c, cell)) continue;
+          Series s{c.label, {}};
+          for (size_t g = 0; g < group_names.size(); ++g) {
+            std::vector<double> v;
+            for (const Run* r : c.runs)
+              if (g < r->groups.size()) v.push_back(r->groups[g].second);
+            const MeanCI ci = mean_ci(v);
+            s.points.push_back({double(g), ci.mean, ci.lo, ci.hi});
+          }
+          lines.push_back(std::move(s));
+        }
       }
-      lines.push_back(std::move(s));
+      const std::string what =
+          gains ? fmt::format("gain in accuracy per query group over the control ({})",
+                              gains->spec->id)
+                : std::string("accuracy per query group");
+      add_plot(
+          stem_of(gains ? "gain_per_group" : "accuracy_per_group", cell),
+          "validation " + what + for_cell(cell), "", gains ? "accuracy difference" : "accuracy",
+          lines, true,
+          what + for_cell(cell) + " (mean and 95% CI over seeds" + (gains ? ", paired" : "") + ")",
+          gains ? xtics + "set xzeroaxis\n" : xtics + "set yrange [0:1]\n");
     }
-    plots_ok &= plot(files, plots_dir, options.plots, "accuracy_per_group",
-                     "validation accuracy per query group", "", "accuracy", lines, true, xtics);
-    figures.emplace_back("accuracy_per_group", "accuracy per lag (mean and 95% CI over seeds)");
-  }
-  {
-    std::vector<Series> lines;
+    std::vector<Series> curves;
+    std::set<const Configuration*> in_gains;
+    if (gains)
+      for (const ComparisonRow& r : gains->rows) in_gains.insert({r.treatment, r.control});
     for (const Configuration& c : configs) {
+      if (!of_cell(c, cell) || (gains && !in_gains.count(&c))) continue;
       std::map<long long, std::vector<double>> at;
       for (const Run* r : c.runs)
         for (const auto& [step, loss] : r->train_curve) at[step].push_back(loss);
       Series s{c.label, {}};
       for (const auto& [step, v] : at) s.points.push_back({double(step), mean(v), kNaN, kNaN});
-      if (!s.points.empty()) lines.push_back(std::move(s));
+      if (!s.points.empty()) curves.push_back(std::move(s));
     }
-    if (!lines.empty()) {
-      plots_ok &= plot(files, plots_dir, options.plots, "training_curves",
-                       "training loss (mean over seeds)", "step", "training loss", lines, false);
-      figures.emplace_back("training_curves", "training loss, mean over seeds");
+    add_plot(stem_of("training_curves", cell), "training loss (mean over seeds)" + for_cell(cell),
+             "step", "training loss", curves, false,
+             "training loss, mean over seeds" + for_cell(cell) +
+                 (gains ? ", the configurations of " + gains->spec->id : std::string()));
+  }
+  // Zoology's figure: the metric against the recurrent state a sequence carries; per
+  // cell one line of K views at one width and one of a single view made wider.
+  {
+    std::map<std::string, Series> lines;
+    for (const Configuration& c : configs) {
+      std::vector<double> state;
+      for (const Run* r : c.runs)
+        if (!std::isnan(r->state_floats)) state.push_back(r->state_floats);
+      if (state.empty() || !c.settings.count("perspectives")) continue;
+      const MeanCI ci = mean_ci(c.headline());
+      const std::string width = value_text(c.runs.front()->config.value("width", nlohmann::json()));
+      const bool one = c.settings.at("perspectives") == "1";
+      std::map<std::string, std::string> rest = c.settings;
+      rest.erase("perspectives");
+      rest.erase("width");
+      const std::string base = label_of(rest, keys);
+      // A K = 1 run is on both lines: the views' start and the wider views' start.
+      lines[base + ", K views at width " + width].points.push_back(
+          {mean(state), ci.mean, ci.lo, ci.hi});
+      if (one)
+        lines[base + ", one view, width varies"].points.push_back(
+            {mean(state), ci.mean, ci.lo, ci.hi});
     }
+    std::vector<Series> out;
+    for (auto& [title, s] : lines) {
+      if (s.points.size() < 2) continue;
+      s.title = title;
+      std::sort(s.points.begin(), s.points.end());
+      out.push_back(std::move(s));
+    }
+    add_plot("metric_vs_state", ylabel + " against the recurrent state",
+             "state floats per sequence", ylabel, out, true,
+             ylabel +
+                 " against the recurrent state a sequence carries (mean and 95% CI over "
+                 "seeds): K views against one wider view",
+             "set logscale x 2\n");
   }
 
   // REPORT.md
@@ -614,9 +749,16 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   md += any_text
             ? "The metric is validation bits per byte: lower is better.\n\n"
             : "The metric is validation accuracy at the labelled positions: higher is better.\n\n";
+  if (design)
+    md +=
+        "## Findings\n\nGenerated from the tables below (differences with 95% intervals, "
+        "Holm-corrected p):\n\n" +
+        findings_paragraph(*design, tested, keys, !any_text) + "\n\n";
   md += fmt::format(
       "## Configurations\n\nMean over seeds, with a 95% Student-t confidence interval.\n\n{}\n",
       table);
+  if (design) md += hypotheses_markdown(*design, tested, keys, group_names, !any_text);
+  md += views_markdown(configs);
   md +=
       "## Perspectives against the K = 1 baseline\n\n"
       "Each configuration with K > 1 against the K = 1 configuration with the same other "
@@ -643,8 +785,8 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   }
   files.stage((dir / "REPORT.md").string(), md);
   files.commit();
-  return {int(runs.size()),    int(configs.size()), comparisons,
-          int(figures.size()), !plots_ok,           int(unfinished.size())};
+  return {int(runs.size()), int(configs.size()),    comparisons,       int(figures.size()),
+          !plots_ok,        int(unfinished.size()), int(tested.size())};
 }
 
 }  // namespace mtp::exp

@@ -21,11 +21,13 @@ struct ReportSummary {
   int runs = 0, configurations = 0, comparisons = 0, plots = 0;
   bool plots_skipped = false;  // gnuplot is missing or failed
   int unfinished = 0;          // run folders without a result matching their config
+  int hypotheses = 0;          // tables from ReportOptions::hypotheses
 };
 
 struct ReportOptions {
   bool plots = true;         // render plots with gnuplot (else tables and statistics only)
   std::string command_line;  // how the report was asked for (REPORT.md shows it)
+  std::string hypotheses;    // the design's hypotheses file (hypotheses.hpp), or none
 };
 
 // Writes the report of `dir`: everything at once (staged, then renamed into place), so a

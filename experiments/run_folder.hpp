@@ -79,11 +79,15 @@ inline constexpr const char* kResultFile = "result.json";
 inline constexpr const char* kFailedFile = "failed.json";
 inline constexpr const char* kModelFile = "model.safetensors";
 inline constexpr const char* kMetricsFile = "metrics.csv";
+// Speed and wall time: apart from result.json, which holds only what a rerun reproduces
+// bit for bit.
+inline constexpr const char* kThroughputFile = "throughput.json";
 inline constexpr const char* kTrainingStateFile = "training-state.safetensors";
 // All of them, in the order a replaced run's are removed: result.json first, so that the
 // folder never looks finished with old outputs.
-inline constexpr const char* kRunFiles[] = {kResultFile,  kFailedFile,        kModelFile,
-                                            kMetricsFile, kTrainingStateFile, kConfigFile};
+inline constexpr const char* kRunFiles[] = {kResultFile,  kFailedFile,     kModelFile,
+                                            kMetricsFile, kThroughputFile, kTrainingStateFile,
+                                            kConfigFile};
 std::vector<std::string> run_file_names();
 
 enum class RunState { empty, finished, failed, unfinished };

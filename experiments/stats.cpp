@@ -1,7 +1,9 @@
 #include "mtp/experiments/stats.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "mtp/core/error.hpp"
 
@@ -101,6 +103,43 @@ MeanCI mean_ci(const std::vector<double>& v, double level) {
   }
   const double half =
       student_t_quantile(0.5 + level / 2, r.n - 1) * sample_sd(v) / std::sqrt(double(r.n));
+  r.lo = r.mean - half;
+  r.hi = r.mean + half;
+  return r;
+}
+
+std::vector<double> holm_adjust(const std::vector<double>& p) {
+  std::vector<size_t> order;
+  for (size_t i = 0; i < p.size(); ++i)
+    if (!std::isnan(p[i])) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return p[a] < p[b]; });
+  std::vector<double> adjusted(p.size(), kNaN);
+  const double m = double(order.size());
+  double running = 0;
+  for (size_t j = 0; j < order.size(); ++j) {
+    running = std::max(running, std::min(1.0, (m - double(j)) * p[order[j]]));
+    adjusted[order[j]] = running;
+  }
+  return adjusted;
+}
+
+MeanCI paired_effect_size(const std::vector<double>& a, const std::vector<double>& b,
+                          double level) {
+  MTP_CHECK(a.size() == b.size(), "paired effect needs pairs: {} against {} values", a.size(),
+            b.size());
+  std::vector<double> d(a.size());
+  for (size_t i = 0; i < a.size(); ++i) d[i] = b[i] - a[i];
+  MeanCI r;
+  r.n = int(d.size());
+  const double sd = sample_sd(d);
+  if (r.n < 2 || sd == 0) {
+    r.mean = r.lo = r.hi = kNaN;
+    return r;
+  }
+  r.mean = mean(d) / sd;
+  // The normal quantile, as the t quantile with (practically) infinite df.
+  const double z = student_t_quantile(0.5 + level / 2, 1e9);
+  const double half = z * std::sqrt(1.0 / r.n + r.mean * r.mean / (2.0 * r.n));
   r.lo = r.mean - half;
   r.hi = r.mean + half;
   return r;

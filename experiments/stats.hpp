@@ -39,4 +39,16 @@ struct PairedTest {
 PairedTest paired_t_test(const std::vector<double>& a, const std::vector<double>& b,
                          double level = 0.95);
 
+// Holm–Bonferroni: the adjusted p-values of a family of m tests, in the given order
+// (p_(i) sorted ascending becomes max_{j ≤ i} min(1, (m − j + 1) p_(j))). Rejecting
+// where the adjusted p < α keeps the family-wise error rate at α. NaN p-values (no test)
+// are left NaN and do not count in m.
+std::vector<double> holm_adjust(const std::vector<double>& p);
+
+// The standardised effect of a paired comparison, Cohen's d_z = mean(d) / sd(d) over the
+// differences d, with the large-sample interval d_z ± z·sqrt(1/n + d_z²/(2n)) (Hedges &
+// Olkin); NaN for fewer than 2 pairs or identical differences.
+MeanCI paired_effect_size(const std::vector<double>& a, const std::vector<double>& b,
+                          double level = 0.95);
+
 }  // namespace mtp::exp

@@ -196,10 +196,64 @@ std::vector<SweepRun> expand_grid(const std::vector<GridAxis>& axes) {
   }
 }
 
+std::string expand_placeholders(const std::string& text,
+                                const std::vector<std::pair<std::string, std::string>>& point) {
+  const cli::TrainFlags flags;
+  std::string out;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t open = text.find('{', at);
+    const size_t close = open == std::string::npos ? open : text.find('}', open);
+    if (close == std::string::npos) break;
+    const std::string name = text.substr(open + 1, close - open - 1);
+    const auto axis =
+        std::find_if(point.begin(), point.end(), [&](const auto& fv) { return fv.first == name; });
+    out.append(text, at, open - at);
+    if (axis != point.end()) {
+      out += axis->second;
+    } else {
+      if (flags.has(name))
+        usage_fail("'{}' holds {{{}}}, but the grid has no axis '{}' to fill it from", text, name,
+                   name);
+      out.append(text, open, close + 1 - open);  // braces that name no flag stay as they are
+    }
+    at = close + 1;
+  }
+  out.append(text, std::min(at, text.size()));
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> templated_flags(
+    const std::vector<std::string>& base) {
+  const cli::TrainFlags flags;
+  const auto has_placeholder = [&](const std::string& v) {
+    for (size_t open = v.find('{'); open != std::string::npos; open = v.find('{', open + 1)) {
+      const size_t close = v.find('}', open);
+      if (close != std::string::npos && flags.has(v.substr(open + 1, close - open - 1)))
+        return true;
+    }
+    return false;
+  };
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t i = 0; i < base.size(); ++i) {
+    if (base[i].rfind("--", 0) != 0) continue;
+    const size_t eq = base[i].find('=');
+    std::string flag = base[i].substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    std::string value;
+    if (eq != std::string::npos)
+      value = base[i].substr(eq + 1);
+    else if (!flags.is_switch(flag) && i + 1 < base.size())
+      value = base[++i];
+    if (has_placeholder(value)) out.emplace_back(std::move(flag), std::move(value));
+  }
+  return out;
+}
+
 std::vector<std::string> run_arguments(const SweepRun& run, const std::vector<std::string>& base,
                                        const std::string& out, int threads) {
   const cli::TrainFlags flags;
-  std::vector<std::string> args = base;
+  std::vector<std::string> args;
+  for (const std::string& a : base) args.push_back(expand_placeholders(a, run.point));
   for (const auto& [flag, value] : run.point) {
     if (flags.is_switch(flag)) {
       if (is_true(value)) args.push_back("--" + flag);
@@ -358,7 +412,10 @@ int run_sweep(const SweepOptions& opt) {
   std::fflush(stdout);
 
   using clock = std::chrono::steady_clock;
-  const std::string exe = self_executable();
+  // Runs execute the sweep's own binary through /proc/self/exe (in the forked child, the
+  // parent's image): a rebuild or removal of the file during a long sweep neither breaks
+  // its later runs nor mixes two versions of the code in one sweep.
+  const std::string exe = "/proc/self/exe";
   const auto t0 = clock::now();
   std::map<pid_t, std::pair<const SweepRun*, clock::time_point>> running;
   size_t next = 0;

@@ -38,10 +38,22 @@ struct SweepRun {
 // The product in a fixed order: the last axis varies fastest.
 std::vector<SweepRun> expand_grid(const std::vector<GridAxis>& axes);
 
-// A run's train arguments: the shared ones, then its grid point (switches as bare flags
-// when true), then its folder and thread count.
+// A run's train arguments: the shared ones, each "{flag}" in them replaced by the run's
+// value on that grid axis (--init-from "base/runs/cell-{cell}_seed-{seed}/model.safetensors":
+// every run starts from the base of its own cell and seed), then its grid point
+// (switches as bare flags when true), then its folder and thread count.
 std::vector<std::string> run_arguments(const SweepRun& run, const std::vector<std::string>& base,
                                        const std::string& out, int threads);
+
+// `text` with each "{flag}" naming an axis of `point` replaced by the point's value;
+// throws UsageError for a "{flag}" that names a train flag no axis sets.
+std::string expand_placeholders(const std::string& text,
+                                const std::vector<std::pair<std::string, std::string>>& point);
+
+// The shared flags whose value holds a placeholder, as (flag without "--", the value as
+// given): a report shows such a setting by its template, which all runs share.
+std::vector<std::pair<std::string, std::string>> templated_flags(
+    const std::vector<std::string>& base);
 
 struct SweepOptions {
   std::string grid;

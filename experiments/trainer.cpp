@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "mtp/core/file_io.hpp"
@@ -200,8 +201,8 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
                           task->data_files());
     };
 
-    auto eval_row = [&](long long step) {
-      const EvalResult r = evaluate(model, *task);
+    auto eval_row = [&](long long step, SelectionTally* selection = nullptr) {
+      const EvalResult r = evaluate(model, *task, selection);
       const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
       rows.push_back({step, "val", r.loss, r.accuracy,
                       task->reports_bits_per_byte() ? r.bits_per_byte() : NAN, NAN, NAN, NAN,
@@ -240,7 +241,8 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
     if (cfg.checkpoint_every > 0 && tally.step % cfg.checkpoint_every != 0)
       checkpoint();  // the end of training, whatever the interval
     progress.finish();
-    const EvalResult val = eval_row(cfg.steps);
+    SelectionTally selection;
+    const EvalResult val = eval_row(cfg.steps, &selection);
     progress.finish();
     const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
     const double train_tps = tokens_per_step * double(cfg.steps) / tally.train_seconds;
@@ -264,10 +266,17 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
       result["train"]["bits_per_token"] = train_bits;
       result["validation"]["bits_per_token"] = val.bits_per_token();
     }
-    result["throughput"] = {{"train_tokens_per_s", train_tps},
-                            {"train_seconds", tally.train_seconds},
-                            {"elapsed_seconds", elapsed},
-                            {"threads", omp_get_max_threads()}};
+    index_t state_floats = 0;
+    {
+      const auto one = model.initial_state(1);
+      for (const auto& t : one.mixer) state_floats += t.numel();
+      for (const auto& t : one.ffn) state_floats += t.numel();
+    }
+    result["views"] = views_json(model.layer_views(), selection, state_floats);
+    const nlohmann::json throughput = {{"train_tokens_per_s", train_tps},
+                                       {"train_seconds", tally.train_seconds},
+                                       {"elapsed_seconds", elapsed},
+                                       {"threads", omp_get_max_threads()}};
     // The outputs land together, result.json last: a folder with a result has the
     // model and metrics that go with it, and a failure part way changes none of them.
     StagedFiles outputs;
@@ -275,6 +284,7 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
         checkpoint_bytes(params, config, cfg.steps, task->data_files());
     outputs.stage((out / kModelFile).string(), model_bytes.data(), model_bytes.size());
     outputs.stage((out / kMetricsFile).string(), metrics_csv(rows));
+    outputs.stage((out / kThroughputFile).string(), throughput.dump(2) + "\n");
     outputs.stage((out / kResultFile).string(), result.dump(2) + "\n");
     outputs.commit();
 
@@ -297,8 +307,10 @@ nlohmann::json train(const TrainConfig& cfg, const RunStart& start) {
       fmt::print("  {:<10} accuracy {:.4f}  ({} queries)\n", g.name, g.accuracy(), g.labelled);
     fmt::print("throughput   {:.0f} tokens/s training ({} steps in {}, {} total)\n", train_tps,
                cfg.steps, format_duration(tally.train_seconds), format_duration(elapsed));
-    fmt::print("wrote        {}/{{config.json, metrics.csv, model.safetensors, result.json}}\n",
-               out.string());
+    fmt::print(
+        "wrote        {}/{{config.json, metrics.csv, model.safetensors, result.json, "
+        "throughput.json}}\n",
+        out.string());
     return result;
   } catch (const std::exception& e) {
     mark_run_failed(out, error_message(e), tally.step);
@@ -332,6 +344,52 @@ nlohmann::json groups_json(const std::vector<GroupAccuracy>& groups) {
   for (const GroupAccuracy& g : groups)
     j.push_back({{"name", g.name}, {"accuracy", g.accuracy()}, {"labelled", g.labelled}});
   return j;
+}
+
+namespace {
+// The q-quantile of sorted values, linearly interpolated between order statistics.
+double quantile_of_sorted(const std::vector<double>& v, double q) {
+  const double at = q * double(v.size() - 1);
+  const size_t lo = size_t(at);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (at - double(lo)) * (v[hi] - v[lo]);
+}
+// JSON has no infinity: a channel that keeps everything has no finite time scale.
+nlohmann::json finite_or_null(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nullptr;
+}
+}  // namespace
+
+nlohmann::json views_json(const std::vector<LayerViews>& layers, const SelectionTally& selection,
+                          index_t state_floats) {
+  nlohmann::json out_layers = nlohmann::json::array();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerViews& v = layers[l];
+    nlohmann::json layer = {{"decay_mean", nlohmann::json::array()}};
+    if (v.retention) layer["time_scale_quartiles"] = nlohmann::json::array();
+    for (int k = 0; k < v.perspectives; ++k) {
+      const auto row = v.decay.begin() + std::ptrdiff_t(k) * v.width;
+      double sum = 0;
+      std::vector<double> scales;
+      for (index_t c = 0; c < v.width; ++c) {
+        sum += row[c];
+        if (v.retention) scales.push_back(1.0 / (1.0 - v.retention(row[c])));
+      }
+      layer["decay_mean"].push_back(sum / double(v.width));
+      if (!v.retention) continue;
+      std::sort(scales.begin(), scales.end());
+      layer["time_scale_quartiles"].push_back({finite_or_null(quantile_of_sorted(scales, 0.25)),
+                                               finite_or_null(quantile_of_sorted(scales, 0.5)),
+                                               finite_or_null(quantile_of_sorted(scales, 0.75))});
+    }
+    if (selection.rows > 0 && l < selection.sums.size()) {
+      nlohmann::json mean = nlohmann::json::array();
+      for (double s : selection.sums[l]) mean.push_back(s / double(selection.rows));
+      layer["selection_mean"] = mean;
+    }
+    out_layers.push_back(std::move(layer));
+  }
+  return {{"state_floats", state_floats}, {"layers", out_layers}};
 }
 
 double corpus_bytes(const TrainConfig& c) {

@@ -100,9 +100,17 @@ HeadModel<Cell, Agg, typename ModelFamily<Cell>::Ffn> build_head_model(const Tra
   return M(hc);
 }
 
-// Noise-free evaluation over the task's validation set.
+// The learned selectors' weights over a validation set: per layer and perspective, the
+// sum of α over every (t, b) row, and the rows per layer.
+struct SelectionTally {
+  std::vector<std::vector<double>> sums;  // [layer][k]
+  index_t rows = 0;
+};
+
+// Noise-free evaluation over the task's validation set; with `selection`, also what the
+// learned selectors chose.
 template <class M>
-EvalResult evaluate(M& model, const Task& task) {
+EvalResult evaluate(M& model, const Task& task, SelectionTally* selection = nullptr) {
   CrossEntropyStats total;
   std::vector<GroupAccuracy> groups;
   for (const std::string& name : task.group_names()) groups.push_back({name});
@@ -118,6 +126,7 @@ EvalResult evaluate(M& model, const Task& task) {
     total.labelled += s.labelled;
     total.correct += s.correct;
     if (!b.groups.empty()) count_group_hits(model.logits(), b, groups);
+    if (selection) selection->rows += model.add_selection(selection->sums);
   }
   return {total.mean_loss(), total.accuracy(), total.labelled, std::move(groups),
           task.bytes_per_label(true)};
@@ -125,6 +134,14 @@ EvalResult evaluate(M& model, const Task& task) {
 
 // [{"name": "lag 2", "accuracy": .., "labelled": ..}, ...] for result.json, in task order.
 nlohmann::json groups_json(const std::vector<GroupAccuracy>& groups);
+
+// result.json's "views": the recurrent state a sequence carries (floats, every layer and
+// perspective), and per layer what the views settled on: each decay row's mean, the
+// quartiles over its channels of the time scale 1/(1 − retention) in steps (when the
+// cell says what a decay retains), and the mean selection weight of each perspective over
+// the validation set (learned selectors).
+nlohmann::json views_json(const std::vector<LayerViews>& layers, const SelectionTally& selection,
+                          index_t state_floats);
 
 // Parameter counts: total, those that exist only because of the perspectives, and
 // those being trained (all, or only the perspectives with --freeze base).

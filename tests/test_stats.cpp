@@ -71,5 +71,35 @@ TEST(Stats, PairedTTest) {
   EXPECT_TRUE(std::isnan(paired_t_test({1}, {2}).p_value)) << "one pair gives no test";
 }
 
+TEST(Stats, HolmAdjustsInTheGivenOrder) {
+  // Sorted 0.005, 0.01, 0.03, 0.04 → 4·0.005, 3·0.01, 2·0.03, max(0.06, 1·0.04).
+  const std::vector<double> adjusted = holm_adjust({0.01, 0.04, 0.03, 0.005});
+  ASSERT_EQ(adjusted.size(), 4u);
+  EXPECT_NEAR(adjusted[0], 0.03, 1e-15);
+  EXPECT_NEAR(adjusted[1], 0.06, 1e-15) << "monotone: never below an earlier step";
+  EXPECT_NEAR(adjusted[2], 0.06, 1e-15);
+  EXPECT_NEAR(adjusted[3], 0.02, 1e-15);
+  // Capped at 1; a NaN (no test) stays NaN and does not count in m.
+  const std::vector<double> capped = holm_adjust({0.6, kNaN, 0.2});
+  EXPECT_NEAR(capped[2], 0.4, 1e-15);
+  EXPECT_NEAR(capped[0], 0.6, 1e-15);
+  EXPECT_TRUE(std::isnan(capped[1]));
+  EXPECT_EQ(holm_adjust({0.9, 0.8})[0], 1.0);
+  EXPECT_TRUE(holm_adjust({}).empty());
+}
+
+TEST(Stats, PairedEffectSizeIsMeanOverSdOfDifferences) {
+  // d = {1, 2, 2, 3}: mean 2, sd √(2/3), d_z = 2/√(2/3) = √6.
+  const MeanCI e = paired_effect_size({1, 2, 3, 4}, {2, 4, 5, 7});
+  EXPECT_EQ(e.n, 4);
+  EXPECT_NEAR(e.mean, std::sqrt(6.0), 1e-12);
+  const double half = 1.959963984540054 * std::sqrt(1.0 / 4 + 6.0 / 8);
+  EXPECT_NEAR(e.hi - e.mean, half, 1e-6);
+  EXPECT_NEAR(e.mean - e.lo, half, 1e-6);
+  EXPECT_NEAR(paired_effect_size({2, 4, 5, 7}, {1, 2, 3, 4}).mean, -std::sqrt(6.0), 1e-12);
+  EXPECT_TRUE(std::isnan(paired_effect_size({1, 2}, {2, 3}).mean)) << "no spread, no d_z";
+  EXPECT_TRUE(std::isnan(paired_effect_size({1}, {2}).mean));
+}
+
 }  // namespace
 }  // namespace mtp::exp

@@ -51,6 +51,21 @@ TEST(Grid, SwitchesBecomeBareFlags) {
                                            "--threads", "2"}));
 }
 
+TEST(Grid, PlaceholdersInSharedFlagsTakeTheRunsValues) {
+  const auto runs = expand_grid(parse_grid("cell=gru,ssm;seed=3"));
+  const std::vector<std::string> base = {"--init-from", "b/runs/cell-{cell}_seed-{seed}/m", "--x",
+                                         "{not-a-flag}"};
+  const auto args = run_arguments(runs[1], base, "D", 1);
+  EXPECT_EQ(args[1], "b/runs/cell-ssm_seed-3/m");
+  EXPECT_EQ(args[3], "{not-a-flag}") << "braces that name no flag are text";
+  EXPECT_THROW(expand_placeholders("a/{width}", runs[0].point), UsageError)
+      << "a flag no axis fills";
+  EXPECT_EQ(templated_flags(base), (std::vector<std::pair<std::string, std::string>>{
+                                       {"init-from", "b/runs/cell-{cell}_seed-{seed}/m"}}));
+  EXPECT_EQ(templated_flags({"--init-from=a{seed}", "--no-ffn", "--data", "x"}),
+            (std::vector<std::pair<std::string, std::string>>{{"init-from", "a{seed}"}}));
+}
+
 int run(const std::vector<std::string>& args, const fs::path& log) {
   return test::run_mtp_exp(args, log);
 }
@@ -95,6 +110,78 @@ TEST(Sweep, TheAuthorsVariantIsTwoAxes) {
   EXPECT_EQ(run({"report", out.string()}, dir.path() / "report.log"), 0)
       << test::read_file(dir.path() / "report.log");
   EXPECT_NE(test::read_file(out / "results.csv").find("per_perspective"), std::string::npos);
+}
+
+// The paper's protocol as two sweeps (issue 17): K = 1 bases per cell and seed, then
+// fine-tunes that each start from the base of their own cell and seed; the report over
+// the fine-tunes tests a hypothesis file, and a rerun of one run reproduces its
+// result.json bit for bit.
+TEST(Sweep, ChainedSweepsHypothesesAndABitExactRerun) {
+  test::TempDir dir;
+  const fs::path base = dir.path() / "base", tune = dir.path() / "tune";
+  ASSERT_EQ(run(sweep_args("cell=gru,ssm;seed=0,1", base, {"--perspectives", "1", "--jobs", "2"}),
+                dir.path() / "base.log"),
+            0)
+      << test::read_file(dir.path() / "base.log");
+  const std::string from =
+      (base / "runs" / "cell-{cell}_seed-{seed}" / "model.safetensors").string();
+  const std::string grid = "cell=gru,ssm;perspectives=1,3;seed=0,1";
+  const std::vector<std::string> tune_args =
+      sweep_args(grid, tune, {"--init-from", from, "--freeze", "base", "--jobs", "2"});
+  // A placeholder no axis fills is refused before anything runs.
+  EXPECT_EQ(run(sweep_args("cell=gru;seed=0", dir.path() / "bad",
+                           {"--init-from", (base / "{width}").string()}),
+                dir.path() / "bad.log"),
+            2);
+  EXPECT_NE(test::read_file(dir.path() / "bad.log").find("no axis 'width'"), std::string::npos)
+      << test::read_file(dir.path() / "bad.log");
+  ASSERT_EQ(run(tune_args, dir.path() / "tune.log"), 0) << test::read_file(dir.path() / "tune.log");
+  const fs::path one = tune / "runs" / "cell-ssm_perspectives-3_seed-1";
+  const nlohmann::json result = nlohmann::json::parse(test::read_file(one / "result.json"));
+  EXPECT_EQ(result["config"]["init_from"],
+            (base / "runs" / "cell-ssm_seed-1" / "model.safetensors").string());
+  EXPECT_FALSE(result.contains("throughput")) << "speed is not a result: throughput.json";
+  EXPECT_TRUE(fs::exists(one / "throughput.json"));
+  // What the views settled on: the recurrent state, and per layer K decay means, time
+  // scales and (learned selector) selection weights that sum to 1.
+  const nlohmann::json& views = result["views"];
+  EXPECT_EQ(views["state_floats"], 3 * 8) << "1 layer, K = 3, the SSM's N = W = 8";
+  ASSERT_EQ(views["layers"].size(), 1u);
+  EXPECT_EQ(views["layers"][0]["decay_mean"].size(), 3u);
+  EXPECT_EQ(views["layers"][0]["time_scale_quartiles"].size(), 3u);
+  double weight = 0;
+  for (const auto& w : views["layers"][0]["selection_mean"]) weight += w.get<double>();
+  EXPECT_NEAR(weight, 1.0, 1e-5);
+
+  const fs::path hypotheses = dir.path() / "hypotheses.json";
+  std::ofstream(hypotheses) << R"({"baseline_band": [0.3, 0.85], "hypotheses": [
+      {"id": "H1", "claim": "three views beat one, the base frozen",
+       "comparisons": [{"treatment": {"perspectives": 3}, "control": {"perspectives": 1}}]}]})";
+  ASSERT_EQ(run({"report", tune.string(), "--hypotheses", hypotheses.string()},
+                dir.path() / "report.log"),
+            0)
+      << test::read_file(dir.path() / "report.log");
+  const std::string md = test::read_file(tune / "REPORT.md");
+  EXPECT_NE(md.find("## Findings"), std::string::npos) << md;
+  EXPECT_NE(md.find("**H1** (three views beat one, the base frozen):"), std::string::npos) << md;
+  EXPECT_NE(md.find("### H1: three views beat one, the base frozen"), std::string::npos) << md;
+  EXPECT_NE(md.find("| cell=gru | perspectives=1 | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("## What the views settled on"), std::string::npos) << md;
+  const std::string summary = test::read_file(tune / "summary.csv");
+  EXPECT_EQ(std::count(summary.begin(), summary.end(), '\n'), 1 + 4)
+      << "the fine-tunes of both seeds are one configuration: init_from shows its template\n"
+      << summary;
+  for (const char* plot : {"gain_per_group_gru", "training_curves_ssm", "metric_vs_state"})
+    EXPECT_TRUE(fs::exists(tune / "plots" / (std::string(plot) + ".dat"))) << plot;
+
+  // Rerun one configuration with the recorded command: the same result.json, byte for byte.
+  const std::string before = test::read_file(one / "result.json");
+  fs::rename(one, dir.path() / "moved");
+  ASSERT_EQ(run(tune_args, dir.path() / "rerun.log"), 0)
+      << test::read_file(dir.path() / "rerun.log");
+  EXPECT_NE(test::read_file(dir.path() / "rerun.log").find("7 already finished, 1 to run"),
+            std::string::npos);
+  EXPECT_EQ(test::read_file(one / "result.json"), before);
 }
 
 TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
@@ -157,7 +244,7 @@ TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
   EXPECT_NE(md.find("mtp-exp sweep --grid '" + grid + "'"), std::string::npos)
       << "the command is recorded, quoted for a shell\n"
       << md;
-  for (const char* plot : {"metric_vs_k", "accuracy_per_group", "training_curves"}) {
+  for (const char* plot : {"metric_vs_k_gru", "accuracy_per_group_ssm", "training_curves_gru"}) {
     EXPECT_TRUE(fs::exists(out / "plots" / (std::string(plot) + ".dat"))) << plot;
     EXPECT_NE(md.find(std::string("plots/") + plot + ".svg"), std::string::npos) << plot;
   }
