@@ -375,7 +375,7 @@ int cmd_report(int argc, const char* const* argv) {
        "the sweep folder (also the first positional argument)")                            //
       ("no-plots", po::bool_switch(&no_plots), "tables and statistics only (no gnuplot)")  //
       ("hypotheses", po::value(&options.hypotheses),
-       "a JSON file of hypotheses (families of paired comparisons, see docs/experiments.md): "
+       "a JSON file of hypotheses (families of paired comparisons; docs/contract.md §11.10): "
        "one table each, Holm-corrected, and a generated findings paragraph");
   po::positional_options_description pos;
   pos.add("dir", 1);

@@ -47,12 +47,33 @@ bool same_value(const std::string& a, const std::string& b) {
 }
 
 // A configuration's value of a setting: its varying settings, else (the same for every
-// run) its first run's config.
+// run) its first run's config. `key` is canonical (decay_spread); a program's own task
+// flags keep their hyphens in config.json (recall-position), so both spellings are tried.
 std::optional<std::string> setting_of(const Configuration& c, const std::string& key) {
-  if (auto it = c.settings.find(key); it != c.settings.end()) return it->second;
-  const nlohmann::json& config = c.runs.front()->config;
-  if (config.contains(key)) return value_text(config[key]);
+  std::string hyphens = key;
+  std::replace(hyphens.begin(), hyphens.end(), '_', '-');
+  for (const std::string& k : {key, hyphens}) {
+    if (auto it = c.settings.find(k); it != c.settings.end()) return it->second;
+    const nlohmann::json& config = c.runs.front()->config;
+    if (config.contains(k)) return value_text(config[k]);
+  }
   return std::nullopt;
+}
+
+// Settings a comparison may not name: the replicate and bookkeeping.
+const std::set<std::string> kNotComparable = {"seed", "out", "threads", "log_every", "eval_every"};
+
+// A name no configuration has is a typo, not a hypothesis that matches nothing.
+void check_names(const HypothesisSpec& spec, const std::vector<Configuration>& configs) {
+  for (const auto& [treatment, control] : spec.comparisons)
+    for (const SettingValues* side : {&treatment, &control})
+      for (const auto& [key, values] : *side) {
+        if (kNotComparable.count(key))
+          fail("hypothesis {}: '{}' is not a setting a comparison can name", spec.id, key);
+        if (std::none_of(configs.begin(), configs.end(),
+                         [&](const Configuration& c) { return setting_of(c, key).has_value(); }))
+          fail("hypothesis {}: no run has a setting '{}'", spec.id, key);
+      }
 }
 
 bool selects(const Configuration& c, const SettingValues& treatment) {
@@ -113,35 +134,41 @@ ComparisonRow compare(const Configuration& t, const Configuration& c,
   row.treatment = &t;
   row.control = &c;
   std::vector<double> base, with;
-  std::vector<std::vector<double>> group_base, group_with;
+  // Per query group, by name (a sweep may vary the lags): (control, treatment) values.
+  std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> groups;
   for (const Run* r : t.runs)
     for (const Run* s : c.runs)
       if (s->seed == r->seed) {
         base.push_back(s->headline());
         with.push_back(r->headline());
-        const size_t groups = std::min(r->groups.size(), s->groups.size());
-        group_base.resize(std::max(group_base.size(), groups));
-        group_with.resize(group_base.size());
-        for (size_t g = 0; g < groups; ++g) {
-          group_base[g].push_back(s->groups[g].second);
-          group_with[g].push_back(r->groups[g].second);
-        }
+        for (const auto& [name, value] : r->groups)
+          for (const auto& [other, control_value] : s->groups)
+            if (other == name) {
+              groups[name].first.push_back(control_value);
+              groups[name].second.push_back(value);
+            }
       }
   row.pairs = int(base.size());
   row.control_metric = mean_ci(c.headline());
   if (band)
     row.control_in_band =
         row.control_metric.mean >= band->first && row.control_metric.mean <= band->second;
-  if (base.empty()) return row;
+  row.difference = row.effect = MeanCI{row.pairs, kNaN, kNaN, kNaN};
+  if (base.empty()) return row;  // no common seed: nothing to compare
   const PairedTest test = paired_t_test(base, with);
   row.difference = test.difference;
-  row.p = test.p_value;
   row.effect = paired_effect_size(base, with);
+  for (const auto& [name, g] : groups)
+    if (g.first.size() == base.size())
+      row.group_difference.emplace_back(name, paired_t_test(g.first, g.second).difference);
   if (row.pairs >= 2) {
     std::vector<double> d;
     for (size_t i = 0; i < base.size(); ++i) d.push_back(with[i] - base[i]);
     const double df = double(row.pairs - 1);
     const double sd = sample_sd(d);
+    // Identical differences (no spread) are no test, whatever their size.
+    row.p = sd > 0 ? test.p_value : kNaN;
+    if (sd == 0) return row;
     row.detectable = (student_t_quantile(0.975, df) + student_t_quantile(0.8, df)) * sd /
                      std::sqrt(double(row.pairs));
     // The pairs that would detect half the control's seed-to-seed sd (the design's aim).
@@ -152,9 +179,6 @@ ComparisonRow compare(const Configuration& t, const Configuration& c,
           target)
         row.pairs_for_half_sd = n;
   }
-  for (size_t g = 0; g < group_base.size(); ++g)
-    if (group_base[g].size() == base.size())
-      row.group_difference.push_back(paired_t_test(group_base[g], group_with[g]).difference);
   return row;
 }
 
@@ -181,17 +205,27 @@ std::string short_label(const Configuration& c, const std::vector<std::string>& 
   return s.empty() ? c.label : s;
 }
 
-// The settings in which the control differs from its treatment: "perspectives=1".
+// The settings in which the control differs from its treatment: "perspectives=1" (for a
+// control that was not run, the settings asked for).
 std::string control_label(const ComparisonRow& r, const std::vector<std::string>& keys) {
   std::string s;
+  auto add = [&](const std::string& k, const std::string& v) {
+    if (!s.empty()) s += ' ';
+    s += fmt::format("{}={}", k, v);
+  };
+  if (!r.control) {
+    for (const auto& [k, v] : r.asked) add(k, v);
+    return s + " (not run)";
+  }
   for (const std::string& k : keys) {
     const auto t = setting_of(*r.treatment, k), c = setting_of(*r.control, k);
-    if (c && (!t || !same_value(*t, *c))) {
-      if (!s.empty()) s += ' ';
-      s += fmt::format("{}={}", k, *c);
-    }
+    if (c && (!t || !same_value(*t, *c))) add(k, *c);
   }
   return s;
+}
+
+bool tested(const ComparisonRow& r) {
+  return !std::isnan(r.p);
 }
 
 std::string signed_num(double v, int digits = 4) {
@@ -206,9 +240,10 @@ std::string p_text(double p) {
   return std::isnan(p) ? "–" : fmt::format("{:.3g}", p);
 }
 
-enum class Verdict { holds, reversed, unresolved };
+enum class Verdict { holds, reversed, unresolved, untested };
 Verdict verdict(const ComparisonRow& r, bool higher_is_better) {
-  if (std::isnan(r.p_holm) || r.p_holm >= 0.05) return Verdict::unresolved;
+  if (!tested(r)) return Verdict::untested;
+  if (r.p_holm >= 0.05) return Verdict::unresolved;
   const bool better = higher_is_better ? r.difference.mean > 0 : r.difference.mean < 0;
   return better ? Verdict::holds : Verdict::reversed;
 }
@@ -220,6 +255,8 @@ const char* verdict_text(Verdict v) {
       return "reversed";
     case Verdict::unresolved:
       return "not resolved";
+    case Verdict::untested:
+      return "no test";
   }
   return "";
 }
@@ -266,14 +303,29 @@ std::vector<HypothesisResult> test_hypotheses(const HypothesesFile& file,
                                               const std::vector<std::string>& keys) {
   std::vector<HypothesisResult> out;
   for (const HypothesisSpec& spec : file.hypotheses) {
+    check_names(spec, configs);
     HypothesisResult h;
     h.spec = &spec;
+    std::set<std::pair<const Configuration*, std::string>> seen;  // (treatment, control asked)
     for (const auto& [treatment, control] : spec.comparisons)
       for (const Configuration& t : configs) {
         if (!selects(t, treatment)) continue;
-        for (const auto& assign : assignments(control))
-          if (const Configuration* c = find_control(t, assign, configs, keys))
+        for (const auto& assign : assignments(control)) {
+          const Configuration* c = find_control(t, assign, configs, keys);
+          std::string asked;
+          for (const auto& [k, v] : assign) asked += k + "=" + v + " ";
+          // The same pair asked twice (overlapping comparisons) is one row.
+          if (!seen.emplace(&t, c ? c->label : asked).second) continue;
+          if (c) {
             h.rows.push_back(compare(t, *c, file.baseline_band));
+          } else {  // planned but not run: a row that says so, outside Holm's m
+            ComparisonRow row;
+            row.treatment = &t;
+            row.asked = assign;
+            row.difference = row.effect = row.control_metric = MeanCI{0, kNaN, kNaN, kNaN};
+            h.rows.push_back(std::move(row));
+          }
+        }
       }
     std::vector<double> p;
     for (const ComparisonRow& r : h.rows) p.push_back(r.p);
@@ -315,17 +367,24 @@ std::string hypotheses_markdown(const HypothesesFile& file,
       continue;
     }
     const std::vector<std::string> shown = distinguishing(h, keys);
+    const long planned = long(h.rows.size());
+    const long testable = std::count_if(h.rows.begin(), h.rows.end(), tested);
+    if (testable < planned)
+      md += fmt::format(
+          "Holm's correction is over the {} rows with a test, of {} planned: the others "
+          "lack their control, a second common seed, or any spread between seeds.\n\n",
+          testable, planned);
     md +=
         "| treatment | control | pairs | control mean | difference | 95% CI | d_z [95% CI] | "
         "detectable | pairs for ½ sd | p | p (Holm) | verdict |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const ComparisonRow& r : h.rows)
-      md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} {} | ±{} | {} | {} | {} | {} |\n",
+      md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} {} | {} | {} | {} | {} | {} |\n",
                         markdown_cell(short_label(*r.treatment, shown)),
                         markdown_cell(control_label(r, keys)), r.pairs, num(r.control_metric.mean),
                         r.control_in_band ? "" : " ⚠", signed_num(r.difference.mean),
                         interval(r.difference), signed_num(r.effect.mean, 2), interval(r.effect, 2),
-                        num(r.detectable),
+                        std::isnan(r.detectable) ? "–" : "±" + num(r.detectable),
                         r.pairs_for_half_sd ? std::to_string(r.pairs_for_half_sd) : "–",
                         p_text(r.p), p_text(r.p_holm), verdict_text(verdict(r, higher_is_better)));
     const bool grouped = std::any_of(h.rows.begin(), h.rows.end(), [&](const ComparisonRow& r) {
@@ -342,11 +401,14 @@ std::string hypotheses_markdown(const HypothesesFile& file,
       for (const ComparisonRow& r : h.rows) {
         md += fmt::format("| {} | {} |", markdown_cell(short_label(*r.treatment, shown)),
                           markdown_cell(control_label(r, keys)));
-        for (size_t g = 0; g < group_names.size(); ++g)
-          md += g < r.group_difference.size()
-                    ? fmt::format(" {} {} |", signed_num(r.group_difference[g].mean, 3),
-                                  interval(r.group_difference[g], 3))
-                    : " |";
+        for (const std::string& g : group_names) {
+          const auto it = std::find_if(r.group_difference.begin(), r.group_difference.end(),
+                                       [&](const auto& nd) { return nd.first == g; });
+          md += it == r.group_difference.end()
+                    ? std::string(" |")
+                    : fmt::format(" {} {} |", signed_num(it->second.mean, 3),
+                                  interval(it->second, 3));
+        }
         md += "\n";
       }
     }
@@ -369,7 +431,7 @@ std::string findings_paragraph(const HypothesesFile& file,
     const std::vector<std::string> shown = distinguishing(h, keys);
     std::vector<std::string> held, reversed;
     double lo = INFINITY, hi = -INFINITY;
-    int unresolved = 0;
+    int unresolved = 0, untested = 0;
     for (const ComparisonRow& r : h.rows) {
       const std::string what = fmt::format(
           "{} vs {} ({} {}, p_Holm {})", short_label(*r.treatment, shown), control_label(r, keys),
@@ -386,6 +448,9 @@ std::string findings_paragraph(const HypothesesFile& file,
           lo = std::min(lo, r.difference.mean);
           hi = std::max(hi, r.difference.mean);
           break;
+        case Verdict::untested:
+          ++untested;
+          break;
       }
     }
     if (!held.empty()) text += fmt::format(" holds for {}", fmt::join(held, "; "));
@@ -395,13 +460,18 @@ std::string findings_paragraph(const HypothesesFile& file,
       text += fmt::format("{} not resolved in {} of {} comparisons (mean differences {} to {})",
                           held.empty() && reversed.empty() ? "" : ";", unresolved, h.rows.size(),
                           signed_num(lo), signed_num(hi));
+    if (untested > 0)
+      text += fmt::format(
+          "{} {} of {} planned comparisons have no test yet (control not run, "
+          "or fewer than two common seeds)",
+          held.empty() && reversed.empty() && unresolved == 0 ? "" : ";", untested, h.rows.size());
     text += '.';
     if (file.baseline_band) {
       std::set<std::string> outside;
       for (const ComparisonRow& r : h.rows)
-        if (!r.control_in_band)
-          outside.insert(
-              fmt::format("{} ({})", short_label(*r.control, shown), num(r.control_metric.mean)));
+        if (r.control && !r.control_in_band)
+          outside.insert(fmt::format("{} {} ({})", short_label(*r.control, shown),
+                                     control_label(r, keys), num(r.control_metric.mean)));
       if (!outside.empty())
         text += fmt::format(" Controls outside [{:g}, {:g}]: {}.", file.baseline_band->first,
                             file.baseline_band->second, fmt::join(outside, ", "));

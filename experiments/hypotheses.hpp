@@ -15,8 +15,9 @@
 // A comparison's treatment selects configurations (every named setting has one of the
 // listed values); each one's control is the configuration with the same settings except
 // those the control names (one control per combination of the control's values). A
-// treatment whose control was not run gives no row. Setting names are config.json's
-// (decay_spread) or the flags' (decay-spread); values compare as numbers when both are.
+// treatment whose control was not run gives a row that says so. Setting names are
+// config.json's (decay_spread) or the flags' (decay-spread), and must be some run's;
+// values compare as numbers when both are.
 #pragma once
 
 #include <map>
@@ -46,7 +47,8 @@ HypothesesFile read_hypotheses(const std::string& path);
 
 struct ComparisonRow {
   const Configuration* treatment = nullptr;
-  const Configuration* control = nullptr;
+  const Configuration* control = nullptr;    // null: planned, but no run has its settings
+  std::map<std::string, std::string> asked;  // the control's settings, when it was not run
   int pairs = 0;
   MeanCI difference;               // treatment − control, paired by seed
   MeanCI effect;                   // d_z
@@ -57,8 +59,9 @@ struct ComparisonRow {
   // The pairs that would detect half the control's seed-to-seed standard deviation with
   // 80% power at α = 0.05, at the observed spread (0: none up to 1000, or no spread).
   int pairs_for_half_sd = 0;
-  MeanCI control_metric;                 // the control's own mean and CI
-  std::vector<MeanCI> group_difference;  // per query group (lag), treatment − control
+  MeanCI control_metric;  // the control's own mean and CI
+  // Per query group (lag) present in both, by name: treatment − control.
+  std::vector<std::pair<std::string, MeanCI>> group_difference;
   bool control_in_band = true;
 };
 
@@ -67,10 +70,16 @@ struct HypothesisResult {
   std::vector<ComparisonRow> rows;
 };
 
-// Every hypothesis's rows over the report's configurations (`keys`: the varying settings).
+// Every hypothesis's rows over the report's configurations (`keys`: the varying settings):
+// one per selected treatment and control asked, a control that was not run included (no
+// test). Holm's m counts the rows with a test. Throws mtp::Error for a setting name no
+// run has (a typo would otherwise match nothing). The results point into `file` and
+// `configs`, which must outlive them.
 std::vector<HypothesisResult> test_hypotheses(const HypothesesFile& file,
                                               const std::vector<Configuration>& configs,
                                               const std::vector<std::string>& keys);
+std::vector<HypothesisResult> test_hypotheses(HypothesesFile&&, const std::vector<Configuration>&,
+                                              const std::vector<std::string>&) = delete;
 
 // The Markdown sections: one table per hypothesis (and the gain per group where runs
 // report groups), then the generated findings paragraph. `higher_is_better`: accuracy

@@ -330,7 +330,8 @@ std::string views_markdown(const std::vector<Configuration>& configs) {
   return "## What the views settled on\n\n"
          "Per configuration and layer, after training: each view's time scale, the median over "
          "its channels of 1/(1 − retention) in steps (retention: the state a channel keeps per "
-         "step at its decay, with neutral gates), and each view's mean selection weight over "
+         "step at its decay with neutral gates; for GRU and LSTM the decay's own share, to which "
+         "the gate's biases and inputs add), and each view's mean selection weight over "
          "the validation set (learned selectors); means over seeds, views in the order of the "
          "decay rows.\n\n| configuration | layer | time scale per view (steps) | selection "
          "weight per view |\n|---|---|---|---|\n" +
@@ -413,7 +414,8 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
       std::string key = flag;
       std::replace(key.begin(), key.end(), '-', '_');
       for (Run& r : runs)
-        if (r.config.contains(key)) r.config[key] = templ;
+        for (const std::string& k : {key, flag})  // a program's task flags keep hyphens
+          if (r.config.contains(k)) r.config[k] = templ;
     }
   // Configurations: the varying settings without the seed.
   const std::vector<std::string> keys = varying_settings(runs);
@@ -442,7 +444,11 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
             dir_name, c.runs[i - 1]->id, c.runs[i]->id);
   }
   std::vector<std::string> group_names;
-  for (const auto& g : runs.front().groups) group_names.push_back(g.first);
+  // Every run's query groups, by name in first-seen order (a sweep may vary the lags).
+  for (const Run& r : runs)
+    for (const auto& g : r.groups)
+      if (std::find(group_names.begin(), group_names.end(), g.first) == group_names.end())
+        group_names.push_back(g.first);
 
   // results.csv: one row per run.
   std::string csv = "run";
@@ -456,9 +462,9 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
       append_field(csv, csv_field(r.settings.count(k) ? r.settings.at(k) : ""));
     csv += fmt::format(",{},{},{},{}", r.seed, num(r.loss, 6), num(r.accuracy, 6), num(r.bpb, 6));
     for (size_t g = 0; g < group_names.size(); ++g)
-      append_field(csv, g < r.groups.size() ? num(r.groups[g].second, 6) : "");
-    csv += fmt::format(",{},{},{},{:.0f},{:.2f}\n", r.params_total, r.params_perspective,
-                       r.params_trained, r.tokens_per_s, r.train_seconds);
+      append_field(csv, num(r.group(group_names[g]), 6));
+    csv += fmt::format(",{},{},{},{},{}\n", r.params_total, r.params_perspective, r.params_trained,
+                       num(r.tokens_per_s, 0), num(r.train_seconds, 2));
   }
   files.stage((dir / "results.csv").string(), csv);
 
@@ -486,8 +492,8 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     for (size_t g = 0; g < group_names.size(); ++g) {
       std::vector<double> v;
       for (const Run* r : c.runs)
-        if (g < r->groups.size()) v.push_back(r->groups[g].second);
-      group_means.push_back(mean(v));
+        if (!std::isnan(r->group(group_names[g]))) v.push_back(r->group(group_names[g]));
+      group_means.push_back(v.empty() ? kNaN : mean(v));
       append_field(summary, num(group_means.back(), 6));
     }
     summary += "\n";
@@ -497,10 +503,10 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     table += fmt::format("| {} | {} | {} | {} |", c.label, ci.n, num(ci.mean),
                          ci.n > 1 ? fmt::format("[{}, {}]", num(ci.lo), num(ci.hi)) : "–");
     for (double m : group_means) table += fmt::format(" {} |", num(m));
-    table += fmt::format(" {} ({:.3f}%) | {:.0f} |\n", first.params_perspective,
+    table += fmt::format(" {} ({:.3f}%) | {} |\n", first.params_perspective,
                          100.0 * double(first.params_perspective) /
                              double(first.params_total - first.params_perspective),
-                         tps);
+                         std::isnan(tps) ? "–" : num(tps, 0));
   }
   files.stage((dir / "summary.csv").string(), summary);
 
@@ -643,11 +649,14 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
       std::vector<Series> lines;
       if (gains) {
         for (const ComparisonRow& r : gains->rows) {
-          if (!of_cell(*r.treatment, cell) || r.group_difference.empty()) continue;
+          if (!r.control || !of_cell(*r.treatment, cell) || r.group_difference.empty()) continue;
           Series s{r.treatment->label + " vs " + r.control->label, {}};
-          for (size_t g = 0; g < r.group_difference.size(); ++g)
-            s.points.push_back({double(g), r.group_difference[g].mean, r.group_difference[g].lo,
-                                r.group_difference[g].hi});
+          for (const auto& [name, d] : r.group_difference) {
+            const auto at = std::find(group_names.begin(), group_names.end(), name);
+            if (at != group_names.end())
+              s.points.push_back({double(at - group_names.begin()), d.mean, d.lo, d.hi});
+          }
+          std::sort(s.points.begin(), s.points.end());
           lines.push_back(std::move(s));
         }
       } else {
@@ -657,7 +666,7 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
           for (size_t g = 0; g < group_names.size(); ++g) {
             std::vector<double> v;
             for (const Run* r : c.runs)
-              if (g < r->groups.size()) v.push_back(r->groups[g].second);
+              if (!std::isnan(r->group(group_names[g]))) v.push_back(r->group(group_names[g]));
             const MeanCI ci = mean_ci(v);
             s.points.push_back({double(g), ci.mean, ci.lo, ci.hi});
           }
@@ -764,7 +773,8 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
       "Each configuration with K > 1 against the K = 1 configuration with the same other "
       "settings (aggregator settings aside when no K = 1 run has them), paired by seed: the "
       "mean difference (K > 1 minus K = 1), its 95% confidence interval and the two-sided "
-      "p-value of a paired t-test.\n\n";
+      "p-value of a paired t-test, not corrected for the many comparisons (the hypothesis "
+      "tables are, where a design names them).\n\n";
   md += comparisons ? paired : "No K > 1 configuration has a K = 1 baseline in this sweep.\n";
   md += "\n## Plots\n\n";
   if (!options.plots) {

@@ -37,6 +37,12 @@ struct Run {
   double state_floats = kNaN;        // recurrent state per sequence (result.json "views")
   std::vector<RunLayerViews> views;  // per layer; empty for runs that did not record them
   double headline() const { return text ? bpb : accuracy; }
+  // The accuracy of the query group so named; NaN when the run has none.
+  double group(const std::string& name) const {
+    for (const auto& [n, v] : groups)
+      if (n == name) return v;
+    return kNaN;
+  }
 };
 
 struct Configuration {

@@ -20,6 +20,8 @@ double incomplete_beta(double x, double a, double b);
 // Student t with `df` degrees of freedom: P(T ≤ t), and its inverse.
 double student_t_cdf(double t, double df);
 double student_t_quantile(double p, double df);
+// The standard normal's inverse distribution function.
+double normal_quantile(double p);
 
 struct MeanCI {
   int n = 0;

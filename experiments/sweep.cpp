@@ -205,7 +205,8 @@ std::string expand_placeholders(const std::string& text,
     const size_t open = text.find('{', at);
     const size_t close = open == std::string::npos ? open : text.find('}', open);
     if (close == std::string::npos) break;
-    const std::string name = text.substr(open + 1, close - open - 1);
+    std::string name = text.substr(open + 1, close - open - 1);
+    std::replace(name.begin(), name.end(), '_', '-');  // {decay_spread} is {decay-spread}
     const auto axis =
         std::find_if(point.begin(), point.end(), [&](const auto& fv) { return fv.first == name; });
     out.append(text, at, open - at);
@@ -229,8 +230,10 @@ std::vector<std::pair<std::string, std::string>> templated_flags(
   const auto has_placeholder = [&](const std::string& v) {
     for (size_t open = v.find('{'); open != std::string::npos; open = v.find('{', open + 1)) {
       const size_t close = v.find('}', open);
-      if (close != std::string::npos && flags.has(v.substr(open + 1, close - open - 1)))
-        return true;
+      if (close == std::string::npos) break;
+      std::string name = v.substr(open + 1, close - open - 1);
+      std::replace(name.begin(), name.end(), '_', '-');
+      if (flags.has(name)) return true;
     }
     return false;
   };

@@ -288,8 +288,8 @@ void expect_run_files(const fs::path& dir) {
   std::set<std::string> names;
   for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
   EXPECT_EQ(names, (std::set<std::string>{".lock", "config.json", "metrics.csv",
-                                          "model.safetensors", "result.json"}))
-      << "exactly the four run files and the folder's lock, no temporaries";
+                                          "model.safetensors", "result.json", "throughput.json"}))
+      << "exactly the five run files and the folder's lock, no temporaries";
 }
 
 // Checks metrics.csv: the header, then rows of 9 fields; returns the count per split.

@@ -71,6 +71,13 @@ TEST(Stats, PairedTTest) {
   EXPECT_TRUE(std::isnan(paired_t_test({1}, {2}).p_value)) << "one pair gives no test";
 }
 
+TEST(Stats, NormalQuantilesMatchTables) {
+  EXPECT_NEAR(normal_quantile(0.975), 1.959963984540054, 1e-14);
+  EXPECT_NEAR(normal_quantile(0.8), 0.8416212335729143, 1e-14);
+  EXPECT_NEAR(normal_quantile(0.5), 0.0, 1e-14);
+  EXPECT_NEAR(normal_quantile(1e-10), -6.361340902404056, 1e-12);
+}
+
 TEST(Stats, HolmAdjustsInTheGivenOrder) {
   // Sorted 0.005, 0.01, 0.03, 0.04 → 4·0.005, 3·0.01, 2·0.03, max(0.06, 1·0.04).
   const std::vector<double> adjusted = holm_adjust({0.01, 0.04, 0.03, 0.005});
@@ -94,8 +101,8 @@ TEST(Stats, PairedEffectSizeIsMeanOverSdOfDifferences) {
   EXPECT_EQ(e.n, 4);
   EXPECT_NEAR(e.mean, std::sqrt(6.0), 1e-12);
   const double half = 1.959963984540054 * std::sqrt(1.0 / 4 + 6.0 / 8);
-  EXPECT_NEAR(e.hi - e.mean, half, 1e-6);
-  EXPECT_NEAR(e.mean - e.lo, half, 1e-6);
+  EXPECT_NEAR(e.hi - e.mean, half, 1e-13);
+  EXPECT_NEAR(e.mean - e.lo, half, 1e-13);
   EXPECT_NEAR(paired_effect_size({2, 4, 5, 7}, {1, 2, 3, 4}).mean, -std::sqrt(6.0), 1e-12);
   EXPECT_TRUE(std::isnan(paired_effect_size({1, 2}, {2, 3}).mean)) << "no spread, no d_z";
   EXPECT_TRUE(std::isnan(paired_effect_size({1}, {2}).mean));
