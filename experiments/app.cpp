@@ -219,7 +219,9 @@ int cmd_sweep(int argc, const char* const* argv) {
   if (vm.count("help")) {
     std::cout << "usage: mtp-exp sweep --grid \"cell=gru,lstm;perspectives=1,3;seed=0,1\" "
                  "[train flags] --out DIR [--jobs N]\n"
-                 "Finished runs (DIR/runs/<run>/result.json) are skipped: rerun to resume.\n\n"
+                 "Finished runs (DIR/runs/<run>/result.json) are skipped: rerun to resume.\n"
+                 "A shared flag may name grid axes in braces, filled per run: --init-from\n"
+                 "\"base/runs/cell-{cell}_seed-{seed}/model.safetensors\" (docs/cli.md).\n\n"
               << d << "\n";
     return 0;
   }

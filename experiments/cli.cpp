@@ -201,11 +201,13 @@ void TrainFlags::finish(const po::variables_map& vm) {
   if (vm["vocab"].defaulted()) c_.vocab = td.vocab;
 }
 
+// Boost reads an empty name as a prefix of every option ("ambiguous"): no flag is empty.
 bool TrainFlags::has(const std::string& name) const {
-  return d_.find_nothrow(name, false) != nullptr;
+  return !name.empty() && d_.find_nothrow(name, false) != nullptr;
 }
 
 bool TrainFlags::is_switch(const std::string& name) const {
+  if (name.empty()) return false;
   const po::option_description* o = d_.find_nothrow(name, false);
   return o && o->semantic()->max_tokens() == 0;
 }

@@ -23,6 +23,11 @@ SettingValues read_settings(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) fail("{}: expected an object of settings, found {}", where, json_excerpt(j));
   SettingValues out;
   for (const auto& [name, v] : j.items()) {
+    if (name.empty() || name[0] == '-')
+      fail(
+          "{}: '{}': name a setting as config.json does (decay_spread) or as its flag without "
+          "the dashes (decay-spread)",
+          where, name);
     std::vector<std::string>& values = out[setting_key(name)];
     for (const nlohmann::json& e : v.is_array() ? v : nlohmann::json::array({v})) {
       if (!e.is_string() && !e.is_number() && !e.is_boolean())
@@ -185,11 +190,14 @@ ComparisonRow compare(const Configuration& t, const Configuration& c,
 // The settings that tell a hypothesis's rows apart; the cell always, when it varies.
 std::vector<std::string> distinguishing(const HypothesisResult& h,
                                         const std::vector<std::string>& keys) {
+  std::set<std::string> compared;  // the settings a control changes: always shown
+  for (const auto& comparison : h.spec->comparisons)
+    for (const auto& [k, values] : comparison.second) compared.insert(k);
   std::vector<std::string> out;
   for (const std::string& k : keys) {
     std::set<std::string> values;
     for (const ComparisonRow& r : h.rows) values.insert(setting_of(*r.treatment, k).value_or(""));
-    if (values.size() > 1 || k == "cell") out.push_back(k);
+    if (values.size() > 1 || k == "cell" || compared.count(k)) out.push_back(k);
   }
   return out;
 }
@@ -221,6 +229,25 @@ std::string control_label(const ComparisonRow& r, const std::vector<std::string>
     const auto t = setting_of(*r.treatment, k), c = setting_of(*r.control, k);
     if (c && (!t || !same_value(*t, *c))) add(k, *c);
   }
+  return s;
+}
+
+// The control by the shown settings and those in which it differs, each once.
+std::string control_in_full(const ComparisonRow& r, const std::vector<std::string>& shown,
+                            const std::vector<std::string>& keys) {
+  std::vector<std::string> named = shown;
+  for (const std::string& k : keys) {
+    const auto t = setting_of(*r.treatment, k), c = setting_of(*r.control, k);
+    if (c && (!t || !same_value(*t, *c)) && std::find(named.begin(), named.end(), k) == named.end())
+      named.push_back(k);
+  }
+  std::string s;
+  for (const std::string& k : keys)
+    if (std::find(named.begin(), named.end(), k) != named.end())
+      if (const auto v = setting_of(*r.control, k)) {
+        if (!s.empty()) s += ' ';
+        s += fmt::format("{}={}", k, *v);
+      }
   return s;
 }
 
@@ -266,7 +293,16 @@ const char* verdict_text(Verdict v) {
 HypothesesFile read_hypotheses(const std::string& path) {
   const nlohmann::json j = read_json_file(path);
   if (!j.is_object()) fail("{}: expected an object, found {}", path, json_excerpt(j));
+  // A misspelt key would silently drop what it says (the band, a control): refused.
+  auto only = [](const nlohmann::json& o, std::initializer_list<const char*> known,
+                 const std::string& where) {
+    for (const auto& [k, v] : o.items())
+      if (std::none_of(known.begin(), known.end(), [&](const char* n) { return k == n; }))
+        fail("{}: unknown key '{}' (expected {})", where, k, fmt::join(known, ", "));
+  };
+  only(j, {"baseline_band", "note", "hypotheses"}, path);
   HypothesesFile file;
+  if (j.contains("note")) file.note = json_field<std::string>(j, "note", path);
   if (j.contains("baseline_band")) {
     const auto band = json_field<std::vector<double>>(j, "baseline_band", path);
     if (band.size() != 2 || !(band[0] <= band[1]))
@@ -279,6 +315,7 @@ HypothesesFile read_hypotheses(const std::string& path) {
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string at = fmt::format("{}: hypotheses[{}]", path, i);
     HypothesisSpec h;
+    if (list[i].is_object()) only(list[i], {"id", "claim", "comparisons"}, at);
     h.id = json_field<std::string>(list[i], "id", at);
     h.claim = json_field<std::string>(list[i], "claim", at);
     if (h.id.empty() || !ids.insert(h.id).second)
@@ -288,6 +325,7 @@ HypothesesFile read_hypotheses(const std::string& path) {
       fail("{}: 'comparisons' must be a non-empty list", at);
     for (size_t c = 0; c < comparisons.size(); ++c) {
       const std::string cat = fmt::format("{}: comparisons[{}]", at, c);
+      if (comparisons[c].is_object()) only(comparisons[c], {"treatment", "control"}, cat);
       SettingValues control = read_settings(json_member(comparisons[c], "control", cat), cat);
       if (control.empty()) fail("{}: the control changes no setting", cat);
       h.comparisons.emplace_back(read_settings(json_member(comparisons[c], "treatment", cat), cat),
@@ -311,6 +349,12 @@ std::vector<HypothesisResult> test_hypotheses(const HypothesesFile& file,
       for (const Configuration& t : configs) {
         if (!selects(t, treatment)) continue;
         for (const auto& assign : assignments(control)) {
+          // A control with the treatment's own values is the treatment: no comparison.
+          if (std::all_of(assign.begin(), assign.end(), [&](const auto& kv) {
+                const auto v = setting_of(t, kv.first);
+                return v && same_value(*v, kv.second);
+              }))
+            continue;
           const Configuration* c = find_control(t, assign, configs, keys);
           std::string asked;
           for (const auto& [k, v] : assign) asked += k + "=" + v + " ";
@@ -360,10 +404,11 @@ std::string hypotheses_markdown(const HypothesesFile& file,
         "where no difference can show) is marked ⚠.",
         file.baseline_band->first, file.baseline_band->second);
   md += "\n\n";
+  if (!file.note.empty()) md += "*From the design:* " + file.note + "\n\n";
   for (const HypothesisResult& h : results) {
     md += fmt::format("### {}: {}\n\n", h.spec->id, markdown_cell(h.spec->claim));
     if (h.rows.empty()) {
-      md += "No configuration of this sweep has both a treatment and its control.\n\n";
+      md += "No configuration of this sweep matches the treatment.\n\n";
       continue;
     }
     const std::vector<std::string> shown = distinguishing(h, keys);
@@ -425,7 +470,7 @@ std::string findings_paragraph(const HypothesesFile& file,
     if (!text.empty()) text += ' ';
     text += fmt::format("**{}** ({}):", h.spec->id, h.spec->claim);
     if (h.rows.empty()) {
-      text += " not tested (no treatment with its control in this sweep).";
+      text += " not tested (no configuration of this sweep matches the treatment).";
       continue;
     }
     const std::vector<std::string> shown = distinguishing(h, keys);
@@ -457,9 +502,11 @@ std::string findings_paragraph(const HypothesesFile& file,
     if (!reversed.empty())
       text += fmt::format("{} reversed for {}", held.empty() ? "" : ";", fmt::join(reversed, "; "));
     if (unresolved > 0)
-      text += fmt::format("{} not resolved in {} of {} comparisons (mean differences {} to {})",
-                          held.empty() && reversed.empty() ? "" : ";", unresolved, h.rows.size(),
-                          signed_num(lo), signed_num(hi));
+      text += fmt::format(
+          "{} not resolved in {} of {} comparisons ({})",
+          held.empty() && reversed.empty() ? "" : ";", unresolved, h.rows.size(),
+          lo == hi ? fmt::format("a mean difference of {}", signed_num(lo))
+                   : fmt::format("mean differences {} to {}", signed_num(lo), signed_num(hi)));
     if (untested > 0)
       text += fmt::format(
           "{} {} of {} planned comparisons have no test yet (control not run, "
@@ -470,8 +517,8 @@ std::string findings_paragraph(const HypothesesFile& file,
       std::set<std::string> outside;
       for (const ComparisonRow& r : h.rows)
         if (r.control && !r.control_in_band)
-          outside.insert(fmt::format("{} {} ({})", short_label(*r.control, shown),
-                                     control_label(r, keys), num(r.control_metric.mean)));
+          outside.insert(
+              fmt::format("{} ({})", control_in_full(r, shown, keys), num(r.control_metric.mean)));
       if (!outside.empty())
         text += fmt::format(" Controls outside [{:g}, {:g}]: {}.", file.baseline_band->first,
                             file.baseline_band->second, fmt::join(outside, ", "));

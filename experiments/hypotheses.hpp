@@ -6,6 +6,7 @@
 // The file (JSON) states the design before the results exist:
 //
 //   {"baseline_band": [0.3, 0.85],            optional: where a control must lie
+//    "note": "...",                           optional: shown above the tables
 //    "hypotheses": [
 //      {"id": "H1", "claim": "K views beat one view",
 //       "comparisons": [
@@ -40,6 +41,7 @@ struct HypothesisSpec {
 struct HypothesesFile {
   std::vector<HypothesisSpec> hypotheses;
   std::optional<std::pair<double, double>> baseline_band;
+  std::string note;  // the design's word on the tables (why no band applies, say)
 };
 
 // Reads and checks the file; throws mtp::Error naming what is wrong.

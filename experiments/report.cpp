@@ -795,6 +795,18 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   }
   files.stage((dir / "REPORT.md").string(), md);
   files.commit();
+  // Plots of an earlier report that this one did not make (another cell set, plots
+  // renamed with --hypotheses, --no-plots) would sit in plots/ as if current: removed.
+  std::set<std::string> current;
+  for (const auto& [stem, caption] : figures) current.insert(stem);
+  for (fs::directory_iterator it(plots_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& f = it->path();
+    const std::string ext = f.extension().string();
+    if (it->is_regular_file(ec) &&
+        (ext == ".svg" || ext == ".png" || ext == ".dat" || ext == ".gp" || ext == ".log") &&
+        !current.count(f.stem().string()))
+      fs::remove(f, ec);
+  }
   return {int(runs.size()), int(configs.size()),    comparisons,       int(figures.size()),
           !plots_ok,        int(unfinished.size()), int(tested.size())};
 }

@@ -210,13 +210,22 @@ std::string expand_placeholders(const std::string& text,
     const auto axis =
         std::find_if(point.begin(), point.end(), [&](const auto& fv) { return fv.first == name; });
     out.append(text, at, open - at);
+    const bool word = !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
+      return std::islower(static_cast<unsigned char>(ch)) ||
+             std::isdigit(static_cast<unsigned char>(ch)) || ch == '-';
+    });
     if (axis != point.end()) {
       out += axis->second;
+    } else if (word) {  // {cel}: a typo, or a flag the grid does not set
+      std::string axes;
+      for (const auto& fv : point) {
+        if (!axes.empty()) axes += ", ";
+        axes += fv.first;
+      }
+      usage_fail("'{}' holds {{{}}}, which names no axis of the grid ({}) to fill it from", text,
+                 name, axes);
     } else {
-      if (flags.has(name))
-        usage_fail("'{}' holds {{{}}}, but the grid has no axis '{}' to fill it from", text, name,
-                   name);
-      out.append(text, open, close + 1 - open);  // braces that name no flag stay as they are
+      out.append(text, open, close + 1 - open);  // other braces are text: "{}", "{a b}"
     }
     at = close + 1;
   }
@@ -233,7 +242,7 @@ std::vector<std::pair<std::string, std::string>> templated_flags(
       if (close == std::string::npos) break;
       std::string name = v.substr(open + 1, close - open - 1);
       std::replace(name.begin(), name.end(), '_', '-');
-      if (flags.has(name)) return true;
+      if (!name.empty() && flags.has(name)) return true;
     }
     return false;
   };
@@ -380,6 +389,15 @@ int run_sweep(const SweepOptions& opt) {
       validate(c);
     } catch (const UsageError& e) {
       usage_fail("sweep run {}: {}", run.id, e.what());
+    }
+    // A chained sweep's runs start from files an earlier sweep wrote: all of them must be
+    // there before the first run starts, not found missing hours later.
+    if (!c.init_from.empty() && opt.emit_slurm.empty()) {
+      std::error_code ec;
+      if (!fs::is_regular_file(c.init_from, ec))
+        usage_fail(
+            "sweep run {}: --init-from {}: no such file (run the sweep that writes it first)",
+            run.id, c.init_from);
     }
     expected.push_back(run_settings(to_json(c)));
     for (size_t i = 0; i + 1 < expected.size(); ++i)

@@ -57,7 +57,7 @@ TEST(Hypotheses, PairsEachTreatmentWithItsControlBySeed) {
   s.add("lstm", 1, "learned", {0.60, 0.61, 0.62, 0.60, 0.61});
   s.add("lstm", 3, "learned", {0.59, 0.62, 0.61, 0.61, 0.60});  // no difference
   s.add("ssm", 3, "learned", {0.3, 0.3, 0.3, 0.3, 0.3});        // no K = 1 control was run
-  const HypothesesFile f = file_of(R"({"baseline_band": [0.3, 0.55], "hypotheses": [
+  const HypothesesFile f = file_of(R"({"baseline_band": [0.3, 0.55], "note": "why", "hypotheses": [
       {"id": "H1", "claim": "K views beat one view",
        "comparisons": [{"treatment": {"perspectives": ["2", "3"], "aggregator": "learned"},
                         "control": {"perspectives": 1}}]},
@@ -107,15 +107,18 @@ TEST(Hypotheses, PairsEachTreatmentWithItsControlBySeed) {
 
   const std::string md = hypotheses_markdown(f, results, s.keys, {"lag 2", "lag 8"}, true);
   EXPECT_NE(md.find("### H1: K views beat one view"), std::string::npos);
-  EXPECT_NE(md.find("| cell=gru | perspectives=1 | 5 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("*From the design:* why"), std::string::npos);
+  EXPECT_NE(md.find("| cell=gru perspectives=3 | perspectives=1 | 5 |"), std::string::npos)
+      << "the compared setting is shown on both sides\n"
+      << md;
   EXPECT_NE(md.find("holds"), std::string::npos);
   EXPECT_NE(md.find("⚠"), std::string::npos) << "the control above the band is marked";
   EXPECT_NE(md.find("+0.150"), std::string::npos) << "the per-group table";
   EXPECT_NE(md.find("aggregator=fixed (not run)"), std::string::npos) << md;
   EXPECT_NE(md.find("over the 2 rows with a test, of 3 planned"), std::string::npos) << md;
   const std::string text = findings_paragraph(f, results, s.keys, true);
-  EXPECT_NE(text.find("**H1** (K views beat one view): holds for cell=gru vs perspectives=1 "
-                      "(+0.0500"),
+  EXPECT_NE(text.find("**H1** (K views beat one view): holds for cell=gru perspectives=3 vs "
+                      "perspectives=1 (+0.0500"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("not resolved in 1 of 3 comparisons"), std::string::npos) << text;
@@ -123,9 +126,19 @@ TEST(Hypotheses, PairsEachTreatmentWithItsControlBySeed) {
   EXPECT_NE(text.find("Controls outside [0.3, 0.55]: cell=lstm perspectives=1 (0.6080)"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("**H2** (learned beats mean): holds for cell=gru vs aggregator=mean"),
+  EXPECT_NE(text.find("**H2** (learned beats mean): holds for cell=gru aggregator=learned vs "
+                      "aggregator=mean"),
             std::string::npos)
       << text;
+  // A control list that holds the treatment's own value compares it with the others only.
+  const HypothesesFile own = file_of(R"({"hypotheses": [{"id": "H3", "claim": "c",
+      "comparisons": [{"treatment": {"cell": "gru"}, "control": {"aggregator": ["learned", "mean"]}}]}]})");
+  const auto r3 = test_hypotheses(own, s.configs, s.keys);
+  ASSERT_EQ(r3[0].rows.size(), 3u)
+      << "gru K=1 vs mean (not run), K=3 learned vs mean, K=3 mean vs learned";
+  EXPECT_EQ(r3[0].rows[0].control, nullptr);
+  EXPECT_EQ(r3[0].rows[1].control, &s.configs[2]);
+  EXPECT_EQ(r3[0].rows[2].control, &s.configs[1]);
   // Lower is better (bits per byte): the same +0.05 is a reversal.
   EXPECT_NE(findings_paragraph(f, results, s.keys, false).find("reversed for cell=gru"),
             std::string::npos);
@@ -155,6 +168,12 @@ TEST(Hypotheses, AMalformedFileIsNamed) {
                "comparisons": [{"treatment": {"a": {}}, "control": {"b": 1}}]}]})",
         R"({"baseline_band": [0.9, 0.1], "hypotheses": [{"id": "H1", "claim": "c",
                "comparisons": [{"treatment": {}, "control": {"b": 1}}]}]})",
+        R"({"hypotheses": [{"id": "H1", "claim": "c", "comparisons": [{"treatment": {},
+               "control": {"b": 1}, "controll": {"b": 2}}]}]})",
+        R"({"baseline-band": [0, 1], "hypotheses": [{"id": "H1", "claim": "c",
+               "comparisons": [{"treatment": {}, "control": {"b": 1}}]}]})",
+        R"({"hypotheses": [{"id": "H1", "claim": "c",
+               "comparisons": [{"treatment": {"--cell": "gru"}, "control": {"b": 1}}]}]})",
         R"({"hypotheses": [{"id": "H1", "claim": "c",
                "comparisons": [{"treatment": {}, "control": {"b": 1}}]},
                {"id": "H1", "claim": "d",

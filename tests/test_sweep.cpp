@@ -37,7 +37,7 @@ TEST(Grid, ParsesAxesInOrderAndExpandsLastFastest) {
 
 TEST(Grid, RejectsWhatIsNotAGridOverTrainFlags) {
   for (const char* bad : {"", "cell", "bogus=1", "out=a", "threads=2", "cell=gru;cell=lstm",
-                          "cell=gru,,lstm", "carry-state=maybe", "cell="})
+                          "cell=gru,,lstm", "carry-state=maybe", "cell=", "=a"})
     EXPECT_THROW(parse_grid(bad), UsageError) << bad;
 }
 
@@ -54,12 +54,14 @@ TEST(Grid, SwitchesBecomeBareFlags) {
 TEST(Grid, PlaceholdersInSharedFlagsTakeTheRunsValues) {
   const auto runs = expand_grid(parse_grid("cell=gru,ssm;seed=3"));
   const std::vector<std::string> base = {"--init-from", "b/runs/cell-{cell}_seed-{seed}/m", "--x",
-                                         "{not-a-flag}"};
+                                         "{a b}{}"};
   const auto args = run_arguments(runs[1], base, "D", 1);
   EXPECT_EQ(args[1], "b/runs/cell-ssm_seed-3/m");
-  EXPECT_EQ(args[3], "{not-a-flag}") << "braces that name no flag are text";
+  EXPECT_EQ(args[3], "{a b}{}") << "braces around no name are text";
   EXPECT_THROW(expand_placeholders("a/{width}", runs[0].point), UsageError)
       << "a flag no axis fills";
+  EXPECT_THROW(expand_placeholders("a/{cel}", runs[0].point), UsageError) << "a typo";
+  EXPECT_EQ(expand_placeholders("{cell}-{seed}", runs[0].point), "gru-3");
   EXPECT_EQ(templated_flags(base), (std::vector<std::pair<std::string, std::string>>{
                                        {"init-from", "b/runs/cell-{cell}_seed-{seed}/m"}}));
   EXPECT_EQ(templated_flags({"--init-from=a{seed}", "--no-ffn", "--data", "x"}),
@@ -133,8 +135,19 @@ TEST(Sweep, ChainedSweepsHypothesesAndABitExactRerun) {
                            {"--init-from", (base / "{width}").string()}),
                 dir.path() / "bad.log"),
             2);
-  EXPECT_NE(test::read_file(dir.path() / "bad.log").find("no axis 'width'"), std::string::npos)
+  EXPECT_NE(test::read_file(dir.path() / "bad.log").find("{width}, which names no axis"),
+            std::string::npos)
       << test::read_file(dir.path() / "bad.log");
+  // A base that is not there is found before any run starts.
+  EXPECT_EQ(run(sweep_args("cell=gru,lstm;seed=0", dir.path() / "bad2",
+                           {"--init-from", from, "--freeze", "base"}),
+                dir.path() / "bad2.log"),
+            2);
+  EXPECT_NE(test::read_file(dir.path() / "bad2.log")
+                .find("cell-lstm_seed-0/model.safetensors: no such file"),
+            std::string::npos)
+      << test::read_file(dir.path() / "bad2.log");
+  EXPECT_FALSE(fs::exists(dir.path() / "bad2" / "runs" / "cell-gru_seed-0" / "result.json"));
   ASSERT_EQ(run(tune_args, dir.path() / "tune.log"), 0) << test::read_file(dir.path() / "tune.log");
   const fs::path one = tune / "runs" / "cell-ssm_perspectives-3_seed-1";
   const nlohmann::json result = nlohmann::json::parse(test::read_file(one / "result.json"));
@@ -165,7 +178,7 @@ TEST(Sweep, ChainedSweepsHypothesesAndABitExactRerun) {
   EXPECT_NE(md.find("## Findings"), std::string::npos) << md;
   EXPECT_NE(md.find("**H1** (three views beat one, the base frozen):"), std::string::npos) << md;
   EXPECT_NE(md.find("### H1: three views beat one, the base frozen"), std::string::npos) << md;
-  EXPECT_NE(md.find("| cell=gru | perspectives=1 | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| cell=gru perspectives=3 | perspectives=1 | 2 |"), std::string::npos) << md;
   EXPECT_NE(md.find("## What the views settled on"), std::string::npos) << md;
   const std::string summary = test::read_file(tune / "summary.csv");
   EXPECT_EQ(std::count(summary.begin(), summary.end(), '\n'), 1 + 4)
@@ -173,6 +186,11 @@ TEST(Sweep, ChainedSweepsHypothesesAndABitExactRerun) {
       << summary;
   for (const char* plot : {"gain_per_group_gru", "training_curves_ssm", "metric_vs_state"})
     EXPECT_TRUE(fs::exists(tune / "plots" / (std::string(plot) + ".dat"))) << plot;
+  // A report without the hypotheses draws accuracy per group instead: the gain plots of
+  // the one before are gone, not left behind as if current.
+  ASSERT_EQ(run({"report", tune.string()}, dir.path() / "report2.log"), 0);
+  EXPECT_TRUE(fs::exists(tune / "plots" / "accuracy_per_group_gru.dat"));
+  EXPECT_FALSE(fs::exists(tune / "plots" / "gain_per_group_gru.dat"));
 
   // Rerun one configuration with the recorded command: the same result.json, byte for byte.
   const std::string before = test::read_file(one / "result.json");
