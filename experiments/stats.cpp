@@ -134,12 +134,20 @@ std::vector<double> holm_adjust(const std::vector<double>& p) {
   return adjusted;
 }
 
-MeanCI paired_effect_size(const std::vector<double>& a, const std::vector<double>& b,
-                          double level) {
-  MTP_CHECK(a.size() == b.size(), "paired effect needs pairs: {} against {} values", a.size(),
+namespace {
+// b − a, pair by pair.
+std::vector<double> paired_differences(const std::vector<double>& a, const std::vector<double>& b) {
+  MTP_CHECK(a.size() == b.size(), "a paired comparison needs pairs: {} against {} values", a.size(),
             b.size());
   std::vector<double> d(a.size());
   for (size_t i = 0; i < a.size(); ++i) d[i] = b[i] - a[i];
+  return d;
+}
+}  // namespace
+
+MeanCI paired_effect_size(const std::vector<double>& a, const std::vector<double>& b,
+                          double level) {
+  const std::vector<double> d = paired_differences(a, b);
   MeanCI r;
   r.n = int(d.size());
   const double sd = sample_sd(d);
@@ -156,10 +164,7 @@ MeanCI paired_effect_size(const std::vector<double>& a, const std::vector<double
 }
 
 PairedTest paired_t_test(const std::vector<double>& a, const std::vector<double>& b, double level) {
-  MTP_CHECK(a.size() == b.size(), "paired test needs pairs: {} against {} values", a.size(),
-            b.size());
-  std::vector<double> d(a.size());
-  for (size_t i = 0; i < a.size(); ++i) d[i] = b[i] - a[i];
+  const std::vector<double> d = paired_differences(a, b);
   PairedTest r;
   r.n = int(d.size());
   r.difference = mean_ci(d, level);
