@@ -238,10 +238,61 @@ std::string base_name(const std::string& path) {
 // With `render`, stages <name>.dat and <name>.gp and renders <name>.svg and <name>.png
 // through gnuplot (run without a shell, on a script of its own that writes temporary
 // files: nothing lands before the whole report does). Returns whether they rendered.
+// Series titles are settings ("cell=gru perspectives=3", or "A vs B" for a comparison):
+// the settings every title holds are dropped (a key that repeats them only squeezes the
+// plot), and a comparison's control keeps only the settings in which it differs.
+std::vector<Series> without_common_settings(std::vector<Series> series) {
+  auto words = [](const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream in(s);
+    for (std::string w; in >> w;) out.push_back(w);
+    return out;
+  };
+  auto split = [](const std::string& t) {
+    const size_t vs = t.find(" vs ");
+    return vs == std::string::npos ? std::pair{t, std::string()}
+                                   : std::pair{t.substr(0, vs), t.substr(vs + 4)};
+  };
+  auto join = [](const std::vector<std::string>& w, auto keep) {
+    std::string out;
+    for (const std::string& x : w)
+      if (keep(x)) {
+        if (!out.empty()) out += ' ';
+        out += x;
+      }
+    return out;
+  };
+  std::vector<std::string> common;
+  if (series.size() > 1) {
+    common = words(split(series.front().title).first);
+    for (const Series& s : series) {
+      const std::vector<std::string> w = words(split(s.title).first);
+      std::erase_if(common, [&](const std::string& c) {
+        return c.find('=') == std::string::npos || std::find(w.begin(), w.end(), c) == w.end();
+      });
+    }
+  }
+  auto in = [](const std::vector<std::string>& v, const std::string& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+  };
+  for (Series& s : series) {
+    const auto [treatment, control] = split(s.title);
+    const std::vector<std::string> own = words(treatment);
+    std::string title = join(own, [&](const std::string& w) { return !in(common, w); });
+    if (!control.empty())
+      title += " vs " + join(words(control), [&](const std::string& w) {
+                 return w.find('=') == std::string::npos || !in(own, w);
+               });
+    if (!title.empty()) s.title = title;
+  }
+  return series;
+}
+
 bool plot(StagedFiles& files, const fs::path& dir, bool render, const std::string& name,
           const std::string& title, const std::string& xlabel, const std::string& ylabel,
-          const std::vector<Series>& series, bool error_bars, const std::string& extra = "") {
+          const std::vector<Series>& all_series, bool error_bars, const std::string& extra = "") {
   if (!render) return true;
+  const std::vector<Series> series = without_common_settings(all_series);
   std::string dat;
   for (const Series& s : series) {
     dat += fmt::format("# {}\n", s.title);
