@@ -72,7 +72,8 @@ const std::set<std::string> kNotComparable = {"seed", "out", "threads", "log_eve
 void check_names(const HypothesisSpec& spec, const std::vector<Configuration>& configs) {
   for (const auto& [treatment, control] : spec.comparisons)
     for (const SettingValues* side : {&treatment, &control})
-      for (const auto& [key, values] : *side) {
+      for (const auto& named : *side) {
+        const std::string& key = named.first;  // (clang 14 captures no structured binding)
         if (kNotComparable.count(key))
           fail("hypothesis {}: '{}' is not a setting a comparison can name", spec.id, key);
         if (std::none_of(configs.begin(), configs.end(),
@@ -296,8 +297,9 @@ HypothesesFile read_hypotheses(const std::string& path) {
   // A misspelt key would silently drop what it says (the band, a control): refused.
   auto only = [](const nlohmann::json& o, std::initializer_list<const char*> known,
                  const std::string& where) {
-    for (const auto& [k, v] : o.items())
-      if (std::none_of(known.begin(), known.end(), [&](const char* n) { return k == n; }))
+    for (const auto& item : o.items())
+      if (const std::string& k = item.key();
+          std::none_of(known.begin(), known.end(), [&](const char* n) { return k == n; }))
         fail("{}: unknown key '{}' (expected {})", where, k, fmt::join(known, ", "));
   };
   only(j, {"baseline_band", "note", "hypotheses"}, path);
