@@ -16,10 +16,10 @@ namespace mtp::exp {
 // One layer's views as trained: its decay rows and what a decay means to the cell, for
 // the report's "which time scales did the views settle on".
 struct LayerViews {
-  int perspectives = 0;             // K
-  index_t width = 0;                // D, channels per decay row
-  std::vector<double> decay;        // (K,D)
-  double (*retention)(double) = 0;  // the cell's state kept per step at a decay; may be null
+  int perspectives = 0;                   // K
+  index_t width = 0;                      // D, channels per decay row
+  std::vector<double> decay;              // (K,D)
+  double (*retention)(double) = nullptr;  // the cell's state kept per step at a decay; may be null
 };
 
 template <class Scalar>
