@@ -16,43 +16,48 @@ seeds=0,1,2,3,4
 # One thread per run, two at a time: --threads is part of what makes a rerun bit-exact.
 jobs=(--jobs 2 --threads 1)
 
-lag_recall() {
-  local shared=(--task lag-recall --lags 4,8,16,32 --seq-len 64 --steps 1500)
+# sweep_grids PART FLAG... -- GRID...: each grid into experiments/study/PART, every run
+# with the shared flags (one folder: the same flags for every grid in it).
+sweep_grids() {
+  local part=$1 shared=()
+  shift
+  while [ "$1" != -- ]; do
+    shared+=("$1")
+    shift
+  done
+  shift
   local grid
-  for grid in \
+  for grid in "$@"; do
+    "$mtp_exp" sweep --grid "$grid" "${shared[@]}" --out $study/$part "${jobs[@]}"
+  done
+}
+
+lag_recall() {
+  sweep_grids lag-recall --task lag-recall --lags 4,8,16,32 --seq-len 64 --steps 1500 -- \
     "cell=$cells;perspectives=1,2,3,4;seed=$seeds" \
     "cell=$cells;perspectives=3;decay-spread=0;seed=$seeds" \
     "cell=$cells;perspectives=1;width=192;seed=$seeds" \
     "cell=$cells;perspectives=3;aggregator=mean,fixed;seed=$seeds" \
     "cell=$cells;perspectives=3;noise=0.1,0.5;seed=$seeds" \
-    "cell=$cells;perspectives=3;noise-mode=learned;top-k=0,1;seed=$seeds"; do
-    "$mtp_exp" sweep --grid "$grid" "${shared[@]}" --out $study/lag-recall "${jobs[@]}"
-  done
+    "cell=$cells;perspectives=3;noise-mode=learned;top-k=0,1;seed=$seeds"
 }
 
-text_shared=(--task text --data ../shared/data/text/tinyshakespeare.txt --steps 3000)
+text_data=(--task text --data ../shared/data/text/tinyshakespeare.txt)
 
 text() {
-  local grid
-  for grid in \
+  sweep_grids text "${text_data[@]}" --steps 3000 -- \
     "cell=$cells;perspectives=1,3;seed=$seeds" \
-    "cell=$cells;perspectives=3;decay-spread=0;seed=$seeds"; do
-    "$mtp_exp" sweep --grid "$grid" "${text_shared[@]}" --out $study/text "${jobs[@]}"
-  done
+    "cell=$cells;perspectives=3;decay-spread=0;seed=$seeds"
 }
 
 # The paper's protocol: each fine-tune starts from the text K = 1 run of its own cell and
 # seed, the base frozen (`text` first).
 protocol() {
-  local shared=(--task text --data ../shared/data/text/tinyshakespeare.txt --steps 500
-    --init-from "$study/text/runs/cell-{cell}_perspectives-1_seed-{seed}/model.safetensors"
-    --freeze base)
-  local grid
-  for grid in \
+  sweep_grids protocol "${text_data[@]}" --steps 500 \
+    --init-from "$study/text/runs/cell-{cell}_perspectives-1_seed-{seed}/model.safetensors" \
+    --freeze base -- \
     "cell=$cells;perspectives=1,3;seed=$seeds" \
-    "cell=rwkv;perspectives=3;combine=head;per-perspective=shift;seed=$seeds"; do
-    "$mtp_exp" sweep --grid "$grid" "${shared[@]}" --out $study/protocol "${jobs[@]}"
-  done
+    "cell=rwkv;perspectives=3;combine=head;per-perspective=shift;seed=$seeds"
 }
 
 reports() {
