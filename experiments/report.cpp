@@ -14,13 +14,13 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-#include <tuple>
 
 #include "mtp/core/error.hpp"
 #include "mtp/core/file_io.hpp"
 #include "mtp/experiments/hypotheses.hpp"
 #include "mtp/experiments/json_file.hpp"
 #include "mtp/experiments/process.hpp"
+#include "mtp/experiments/report_plots.hpp"
 #include "mtp/experiments/report_runs.hpp"
 #include "mtp/experiments/run_folder.hpp"
 #include "mtp/experiments/stats.hpp"
@@ -58,33 +58,42 @@ std::string csv_field(const std::string& s) {
 
 }  // namespace
 
-std::vector<std::pair<long long, double>> read_train_curve(const std::string& path) {
+RunCurves read_run_curves(const std::string& path) {
   const std::vector<std::uint8_t> bytes =
       read_file_bytes(path, "", std::uint64_t(256) << 20, /*pipes=*/false);
   std::stringstream in(std::string(bytes.begin(), bytes.end()));
-  std::vector<std::pair<long long, double>> curve;
+  RunCurves curves;
   std::string line;
   std::getline(in, line);
-  MTP_CHECK(line.rfind("step,split,loss", 0) == 0,
-            "{}: line 1 is not the header of a run's metrics (step,split,loss,...)", path);
+  MTP_CHECK(line.rfind("step,split,loss,accuracy,bpb", 0) == 0,
+            "{}: line 1 is not the header of a run's metrics (step,split,loss,accuracy,bpb,...)",
+            path);
+  auto number = [&](const std::string& text, const char* what, int n, auto& out) {
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), out);
+    MTP_CHECK(err == std::errc() && end == text.data() + text.size(),
+              "{}: line {}: {} '{}' is not a number", path, n, what, text);
+  };
   for (int n = 2; std::getline(in, line); ++n) {
     std::stringstream ss(line);
-    std::string step, split, loss;
-    std::getline(ss, step, ',');
-    std::getline(ss, split, ',');
-    std::getline(ss, loss, ',');
-    if (split != "train" || loss.empty()) continue;
+    std::string step, split, loss, accuracy, bpb;
+    for (std::string* field : {&step, &split, &loss, &accuracy, &bpb})
+      std::getline(ss, *field, ',');
+    const bool train = split == "train" && !loss.empty();
+    const bool validation = split == "val" && !(accuracy.empty() && bpb.empty());
+    if (!train && !validation) continue;
     long long s = 0;
-    double l = 0;
-    const auto [sp, se] = std::from_chars(step.data(), step.data() + step.size(), s);
-    const auto [lp, le] = std::from_chars(loss.data(), loss.data() + loss.size(), l);
-    MTP_CHECK(se == std::errc() && sp == step.data() + step.size() && s >= 0,
-              "{}: line {}: step '{}' is not a whole number", path, n, step);
-    MTP_CHECK(le == std::errc() && lp == loss.data() + loss.size(),
-              "{}: line {}: loss '{}' is not a number", path, n, loss);
-    curve.emplace_back(s, l);
+    number(step, "step", n, s);
+    MTP_CHECK(s >= 0, "{}: line {}: step '{}' is not a whole number", path, n, step);
+    double v = 0;
+    if (train) {
+      number(loss, "loss", n, v);
+      curves.train_loss.emplace_back(s, v);
+    } else {
+      number(bpb.empty() ? accuracy : bpb, bpb.empty() ? "accuracy" : "bits per byte", n, v);
+      curves.validation.emplace_back(s, v);
+    }
   }
-  return curve;
+  return curves;
 }
 
 namespace {
@@ -157,7 +166,11 @@ Run read_run(const fs::path& dir, const RunFolderStatus& status) {
     }
   }
   const fs::path metrics = dir / kMetricsFile;
-  if (fs::exists(metrics, ec)) r.train_curve = read_train_curve(metrics.string());
+  if (fs::exists(metrics, ec)) {
+    RunCurves curves = read_run_curves(metrics.string());
+    r.train_curve = std::move(curves.train_loss);
+    r.validation_curve = std::move(curves.validation);
+  }
   return r;
 }
 
@@ -173,176 +186,6 @@ std::vector<std::string> varying_settings(const std::vector<Run>& runs) {
   for (const auto& [k, vs] : values)
     if (vs.size() > 1 && std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
   return keys;
-}
-
-// ------------------------------------------------------------------------- plots
-
-struct Series {
-  std::string title;
-  std::vector<std::array<double, 4>> points;  // x, y, y_lo, y_hi
-};
-
-// A string for a gnuplot script: single-quoted (no escapes, no backquote command
-// substitution inside), a quote doubled, control characters as spaces.
-std::string gnuplot_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'')
-      q += "''";
-    else
-      q += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
-  }
-  return q + "'";
-}
-
-// Whether gnuplot's output is whole: an SVG that closes, a PNG that ends in IEND (a full
-// disk leaves a truncated file, and gnuplot may still exit 0).
-bool rendered_whole(const std::string& path, bool png) {
-  std::ifstream in(path, std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (png) {
-    static const std::string kIend("IEND\xae\x42\x60\x82", 8);
-    return bytes.rfind("\x89PNG", 0) == 0 && bytes.size() >= 8 &&
-           bytes.compare(bytes.size() - 8, 8, kIend) == 0;
-  }
-  const size_t end = bytes.find_last_not_of(" \n\r\t");
-  return end != std::string::npos && end >= 5 && bytes.compare(end - 5, 6, "</svg>") == 0;
-}
-
-// The gnuplot script of a plot, reading `dat` and writing `svg` and `png` (names in the
-// plots folder).
-std::string gnuplot_script(const std::string& title, const std::string& xlabel,
-                           const std::string& ylabel, const std::vector<Series>& series,
-                           bool error_bars, const std::string& extra, const std::string& dat,
-                           const std::string& svg, const std::string& png) {
-  std::string cmds;
-  for (size_t i = 0; i < series.size(); ++i)
-    cmds += fmt::format("{}{} index {} using 1:2{} with {} title {}", i ? ", " : "",
-                        gnuplot_quote(dat), i, error_bars ? ":3:4" : "",
-                        error_bars ? "yerrorlines" : "linespoints", gnuplot_quote(series[i].title));
-  return fmt::format(
-      "set title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key outside right\n"
-      "set offsets graph 0.04, graph 0.04, graph 0.02, graph 0.02\n{}"
-      "set terminal svg size 900,520 dynamic noenhanced font 'sans,11'\nset output {}\n"
-      "plot {}\n"
-      "set terminal pngcairo size 900,520 noenhanced font 'sans,10'\nset output {}\n"
-      "replot\n",
-      gnuplot_quote(title), gnuplot_quote(xlabel), gnuplot_quote(ylabel), extra, gnuplot_quote(svg),
-      cmds, gnuplot_quote(png));
-}
-
-std::string base_name(const std::string& path) {
-  return fs::path(path).filename().string();
-}
-
-// With `render`, stages <name>.dat and <name>.gp and renders <name>.svg and <name>.png
-// through gnuplot (run without a shell, on a script of its own that writes temporary
-// files: nothing lands before the whole report does). Returns whether they rendered.
-// Series titles are settings ("cell=gru perspectives=3", or "A vs B" for a comparison):
-// the settings every title holds are dropped (a key that repeats them only squeezes the
-// plot), and a comparison's control keeps only the settings in which it differs.
-std::vector<Series> without_common_settings(std::vector<Series> series) {
-  auto words = [](const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream in(s);
-    for (std::string w; in >> w;) out.push_back(w);
-    return out;
-  };
-  auto split = [](const std::string& t) {
-    const size_t vs = t.find(" vs ");
-    return vs == std::string::npos ? std::pair{t, std::string()}
-                                   : std::pair{t.substr(0, vs), t.substr(vs + 4)};
-  };
-  auto join = [](const std::vector<std::string>& w, auto keep) {
-    std::string out;
-    for (const std::string& x : w)
-      if (keep(x)) {
-        if (!out.empty()) out += ' ';
-        out += x;
-      }
-    return out;
-  };
-  std::vector<std::string> common;
-  if (series.size() > 1) {
-    common = words(split(series.front().title).first);
-    for (const Series& s : series) {
-      const std::vector<std::string> w = words(split(s.title).first);
-      std::erase_if(common, [&](const std::string& c) {
-        return c.find('=') == std::string::npos || std::find(w.begin(), w.end(), c) == w.end();
-      });
-    }
-  }
-  auto in = [](const std::vector<std::string>& v, const std::string& x) {
-    return std::find(v.begin(), v.end(), x) != v.end();
-  };
-  for (Series& s : series) {
-    const auto [treatment, control] = split(s.title);
-    const std::vector<std::string> own = words(treatment);
-    std::string title = join(own, [&](const std::string& w) { return !in(common, w); });
-    if (!control.empty())
-      title += " vs " + join(words(control), [&](const std::string& w) {
-                 return w.find('=') == std::string::npos || !in(own, w);
-               });
-    if (!title.empty()) s.title = title;
-  }
-  return series;
-}
-
-bool plot(StagedFiles& files, const fs::path& dir, bool render, const std::string& name,
-          const std::string& title, const std::string& xlabel, const std::string& ylabel,
-          const std::vector<Series>& all_series, bool error_bars, const std::string& extra = "") {
-  if (!render) return true;
-  const std::vector<Series> series = without_common_settings(all_series);
-  std::string dat;
-  for (const Series& s : series) {
-    dat += fmt::format("# {}\n", s.title);
-    for (const auto& p : s.points)
-      dat += fmt::format("{} {} {} {}\n", p[0], p[1], std::isnan(p[2]) ? p[1] : p[2],
-                         std::isnan(p[3]) ? p[1] : p[3]);
-    dat += "\n\n";
-  }
-  const std::string stem = (dir / name).string();
-  files.stage(stem + ".dat", dat);
-  files.stage(stem + ".gp", gnuplot_script(title, xlabel, ylabel, series, error_bars, extra,
-                                           name + ".dat", name + ".svg", name + ".png"));
-  // The rendering script reads the staged data and writes staged images.
-  const std::string dat_tmp = files.temporary(stem + ".dat");
-  const std::string svg_tmp = files.reserve(stem + ".svg"), png_tmp = files.reserve(stem + ".png");
-  files.stage(stem + ".render.gp",
-              gnuplot_script(title, xlabel, ylabel, series, error_bars, extra, base_name(dat_tmp),
-                             base_name(svg_tmp), base_name(png_tmp)));
-  const std::string gp_tmp = files.temporary(stem + ".render.gp");
-  // gnuplot's messages land as <name>.log with the report when it fails (they say why).
-  const std::string log = files.reserve(stem + ".log");
-  int status = -1;
-  try {
-    ProcessOptions where;
-    where.cwd = dir.string();
-    where.output_file = log;  // opened before the child moves to `cwd`
-    status = run_process("gnuplot", {"gnuplot", base_name(gp_tmp)}, where);
-  } catch (const Error&) {  // gnuplot is not installed
-  }
-  files.drop(stem + ".render.gp");
-  if (status == 0) {
-    // gnuplot ran: an incomplete image is a write that failed (a full disk, a quota),
-    // and the report fails rather than land with images missing.
-    for (const auto& [tmp, name, png] :
-         {std::tuple{svg_tmp, stem + ".svg", false}, std::tuple{png_tmp, stem + ".png", true}})
-      if (!rendered_whole(tmp, png)) {
-        std::ifstream in(log);
-        std::string said, line;
-        while (std::getline(in, line))
-          if (!line.empty()) said = line;
-        fail("{}: gnuplot's output is incomplete (is the disk full?){}", name,
-             said.empty() ? "" : ": " + said);
-      }
-    files.drop(stem + ".log");
-    return true;
-  }
-  files.drop(stem + ".svg");
-  files.drop(stem + ".png");
-  if (status < 0) files.drop(stem + ".log");  // gnuplot did not start: no log
-  return false;                               // the log says why
 }
 
 // Per configuration and layer, what its views settled on (result.json "views").
@@ -387,6 +230,32 @@ std::string views_markdown(const std::vector<Configuration>& configs) {
          "decay rows.\n\n| configuration | layer | time scale per view (steps) | selection "
          "weight per view |\n|---|---|---|---|\n" +
          rows + "\n";
+}
+
+// The change of the validation metric between a run's last two evaluations, mean over
+// the configuration's seeds: how far from flat its curves ended. NaN when a run has fewer
+// than two evaluations or its runs evaluated at different steps.
+struct FinalChange {
+  double mean = kNaN, relative = kNaN;  // relative: to the metric at the earlier evaluation
+  long long from = 0, to = 0;           // the steps of the two evaluations
+};
+FinalChange final_change(const Configuration& c) {
+  FinalChange f;
+  std::vector<double> change, relative;
+  for (const Run* r : c.runs) {
+    const auto& curve = r->validation_curve;
+    if (curve.size() < 2) return {};
+    const std::pair<long long, double>& before = curve[curve.size() - 2];
+    const std::pair<long long, double>& last = curve.back();
+    if (!change.empty() && (before.first != f.from || last.first != f.to)) return {};
+    f.from = before.first;
+    f.to = last.first;
+    change.push_back(last.second - before.second);
+    relative.push_back((last.second - before.second) / std::abs(before.second));
+  }
+  f.mean = mean(change);
+  f.relative = mean(relative);
+  return f;
 }
 
 std::string machine_description() {
@@ -527,10 +396,16 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   summary += ",n,metric,mean,ci95_lo,ci95_hi";
   for (const std::string& g : group_names) append_field(summary, csv_field("acc " + g));
   summary += "\n";
+  std::vector<FinalChange> final_changes;
+  for (const Configuration& c : configs) final_changes.push_back(final_change(c));
+  const bool show_final_change =
+      std::any_of(final_changes.begin(), final_changes.end(),
+                  [](const FinalChange& f) { return !std::isnan(f.mean); });
   std::string table = fmt::format("| configuration | n | {} | 95% CI |", metric_name);
   for (const std::string& g : group_names) table += fmt::format(" {} |", g);
+  if (show_final_change) table += " last Δ |";
   table += " added params | tokens/s |\n|---|---|---|---|";
-  for (size_t g = 0; g < group_names.size(); ++g) table += "---|";
+  for (size_t g = 0; g < group_names.size() + show_final_change; ++g) table += "---|";
   table += "---|---|\n";
   for (const Configuration& c : configs) {
     const MeanCI ci = mean_ci(c.headline());
@@ -554,6 +429,12 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     table += fmt::format("| {} | {} | {} | {} |", c.label, ci.n, num(ci.mean),
                          ci.n > 1 ? fmt::format("[{}, {}]", num(ci.lo), num(ci.hi)) : "–");
     for (double m : group_means) table += fmt::format(" {} |", num(m));
+    if (show_final_change) {
+      const FinalChange& f = final_changes[size_t(&c - configs.data())];
+      table += std::isnan(f.mean) ? std::string(" – |")
+                                  : fmt::format(" {:+.4f} ({:+.2f}%, steps {}→{}) |", f.mean,
+                                                100 * f.relative, f.from, f.to);
+    }
     table += fmt::format(" {} ({:.3f}%) | {} |\n", first.params_perspective,
                          100.0 * double(first.params_perspective) /
                              double(first.params_total - first.params_perspective),
@@ -752,6 +633,25 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
              "step", "training loss", curves, false,
              "training loss, mean over seeds" + for_cell(cell) +
                  (gains ? ", the configurations of " + gains->spec->id : std::string()));
+    // Validation curves where runs evaluated along the way (--eval-every): has the
+    // metric flattened by the last step?
+    std::vector<Series> validation;
+    for (const Configuration& c : configs) {
+      if (!of_cell(c, cell) || (gains && !in_gains.count(&c))) continue;
+      std::map<long long, std::vector<double>> at;
+      for (const Run* r : c.runs)
+        for (const auto& [step, value] : r->validation_curve) at[step].push_back(value);
+      Series s{c.label, {}};
+      for (const auto& [step, v] : at) {
+        const MeanCI ci = mean_ci(v);
+        s.points.push_back({double(step), ci.mean, ci.lo, ci.hi});
+      }
+      if (s.points.size() > 1) validation.push_back(std::move(s));
+    }
+    add_plot(stem_of("validation_curves", cell), ylabel + " during training" + for_cell(cell),
+             "step", ylabel, validation, true,
+             ylabel + " at each evaluation (mean and 95% CI over seeds)" + for_cell(cell) +
+                 (gains ? ", the configurations of " + gains->spec->id : std::string()));
   }
   // Zoology's figure: the metric against the recurrent state a sequence carries; per
   // cell one line of K views at one width and one of a single view made wider.
@@ -817,6 +717,18 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   md += fmt::format(
       "## Configurations\n\nMean over seeds, with a 95% Student-t confidence interval.\n\n{}\n",
       table);
+  if (show_final_change) {
+    size_t largest = 0;
+    for (size_t i = 0; i < configs.size(); ++i)
+      if (std::isnan(final_changes[largest].mean) ||
+          std::abs(final_changes[i].relative) > std::abs(final_changes[largest].relative))
+        largest = i;
+    md += fmt::format(
+        "*last Δ*: the change of the metric between a run's last two evaluations, mean over "
+        "seeds; near zero where the validation curve has flattened. The largest relative "
+        "change is {:+.2f}% ({}).\n\n",
+        100 * final_changes[largest].relative, configs[largest].label);
+  }
   if (design) md += hypotheses_markdown(*design, tested, keys, group_names, !any_text);
   md += views_markdown(configs);
   md +=

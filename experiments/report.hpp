@@ -5,7 +5,8 @@
 //   DIR/REPORT.md     the tables, every perspective configuration against the K = 1
 //                     baseline of the same seed (difference, CI, paired t-test), plots
 //   DIR/plots/        gnuplot data, scripts, SVG and PNG: metric vs K per cell, metric
-//                     vs noise per aggregator, accuracy per lag, training curves
+//                     vs noise per aggregator, accuracy per lag, training and validation
+//                     curves, the metric against the recurrent state
 //
 // A configuration is a run's settings without its seed: the settings that vary across
 // the sweep's runs, read from their result.json, define it.
@@ -35,7 +36,13 @@ struct ReportOptions {
 // a malformed file is an mtp::Error naming it.
 ReportSummary write_report(const std::string& dir, const ReportOptions& options = {});
 
-// The training-loss curve of a run's metrics.csv: (step, mean loss) of its train rows.
-std::vector<std::pair<long long, double>> read_train_curve(const std::string& path);
+// A run's curves from its metrics.csv: (step, value) per row of each split.
+struct RunCurves {
+  std::vector<std::pair<long long, double>> train_loss;  // mean training loss per log row
+  // The validation metric at each evaluation: bits per byte where the run has them (text),
+  // else accuracy; the last is the run's result.
+  std::vector<std::pair<long long, double>> validation;
+};
+RunCurves read_run_curves(const std::string& path);
 
 }  // namespace mtp::exp

@@ -31,9 +31,10 @@ struct Run {
   std::vector<std::pair<std::string, double>> groups;
   long long params_total = 0, params_perspective = 0, params_trained = 0;
   double tokens_per_s = kNaN, train_seconds = kNaN;
-  std::vector<std::pair<long long, double>> train_curve;  // (step, mean train loss)
-  std::map<std::string, std::string> settings;            // the varying ones
-  std::string label;                                      // "cell=gru perspectives=3"
+  std::vector<std::pair<long long, double>> train_curve;       // (step, mean train loss)
+  std::vector<std::pair<long long, double>> validation_curve;  // (step, headline metric)
+  std::map<std::string, std::string> settings;                 // the varying ones
+  std::string label;                                           // "cell=gru perspectives=3"
   double state_floats = kNaN;        // recurrent state per sequence (result.json "views")
   std::vector<RunLayerViews> views;  // per layer; empty for runs that did not record them
   double headline() const { return text ? bpb : accuracy; }

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "mtp/core/error.hpp"
+#include "mtp/experiments/report.hpp"
 #include "mtp/experiments/sweep.hpp"
 #include "run_binary.hpp"
 #include "temp_dir.hpp"
@@ -66,6 +67,26 @@ TEST(Grid, PlaceholdersInSharedFlagsTakeTheRunsValues) {
                                        {"init-from", "b/runs/cell-{cell}_seed-{seed}/m"}}));
   EXPECT_EQ(templated_flags({"--init-from=a{seed}", "--no-ffn", "--data", "x"}),
             (std::vector<std::pair<std::string, std::string>>{{"init-from", "a{seed}"}}));
+}
+
+TEST(Report, ReadsARunsCurves) {
+  test::TempDir dir;
+  const fs::path metrics = dir.path() / "metrics.csv";
+  std::ofstream(metrics) << "step,split,loss,accuracy,bpb,lr,grad_norm,tokens_per_s,elapsed_s\n"
+                            "10,train,2.5,0.1,3.6,0.003,0.5,100,1\n"
+                            "10,val,2.4,0.2,3.4,,,,1\n"
+                            "20,train,2.25,0.3,,0.003,0.5,100,2\n"
+                            "20,val,2.0,0.5,,,,,2\n";
+  const RunCurves curves = read_run_curves(metrics.string());
+  EXPECT_EQ(curves.train_loss, (std::vector<std::pair<long long, double>>{{10, 2.5}, {20, 2.25}}));
+  EXPECT_EQ(curves.validation, (std::vector<std::pair<long long, double>>{{10, 3.4}, {20, 0.5}}))
+      << "bits per byte where a row has them, else accuracy";
+  std::ofstream(metrics) << "step,split,loss\n";
+  EXPECT_THROW(read_run_curves(metrics.string()), Error) << "not a run's header";
+  std::ofstream(metrics) << "step,split,loss,accuracy,bpb\n30,val,1.0,0.5x,\n";
+  EXPECT_THROW(read_run_curves(metrics.string()), Error) << "a malformed accuracy";
+  std::ofstream(metrics) << "step,split,loss,accuracy,bpb\n-3,train,1.0,,\n";
+  EXPECT_THROW(read_run_curves(metrics.string()), Error) << "a negative step";
 }
 
 int run(const std::vector<std::string>& args, const fs::path& log) {
@@ -207,9 +228,11 @@ TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
   const fs::path out = dir.path() / "sweep";
   // Eight runs of 60 steps, one at a time; kill the sweep (SIGKILL) once two are done.
   const std::string grid = "cell=gru,ssm;perspectives=1,3;seed=0,1";
+  // ... validating every 20 steps: the report draws the validation curves.
   auto slow = [&](std::vector<std::string> a) {
     for (size_t i = 0; i + 1 < a.size(); ++i)
       if (a[i] == "--steps") a[i + 1] = "60";
+    a.insert(a.end(), {"--eval-every", "20"});
     return a;
   };
   std::vector<std::string> args = slow(sweep_args(grid, out, {"--jobs", "1", "--threads", "1"}));
@@ -262,7 +285,11 @@ TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
   EXPECT_NE(md.find("mtp-exp sweep --grid '" + grid + "'"), std::string::npos)
       << "the command is recorded, quoted for a shell\n"
       << md;
-  for (const char* plot : {"metric_vs_k_gru", "accuracy_per_group_ssm", "training_curves_gru"}) {
+  EXPECT_NE(md.find("| last Δ |"), std::string::npos) << md;
+  EXPECT_NE(md.find("steps 40→60) |"), std::string::npos) << md;
+  EXPECT_NE(md.find("The largest relative change is"), std::string::npos) << md;
+  for (const char* plot : {"metric_vs_k_gru", "accuracy_per_group_ssm", "training_curves_gru",
+                           "validation_curves_ssm"}) {
     EXPECT_TRUE(fs::exists(out / "plots" / (std::string(plot) + ".dat"))) << plot;
     EXPECT_NE(md.find(std::string("plots/") + plot + ".svg"), std::string::npos) << plot;
   }

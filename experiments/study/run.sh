@@ -43,9 +43,11 @@ lag_recall() {
 }
 
 text_data=(--task text --data ../shared/data/text/tinyshakespeare.txt)
+# Text runs validate along the way (not only at the end) so that each report can show
+# that its curves flattened; evaluating does not change the training.
 
 text() {
-  sweep_grids text "${text_data[@]}" --steps 3000 -- \
+  sweep_grids text "${text_data[@]}" --steps 3000 --eval-every 250 -- \
     "cell=$cells;perspectives=1,3;seed=$seeds" \
     "cell=$cells;perspectives=3;decay-spread=0;seed=$seeds"
 }
@@ -53,7 +55,7 @@ text() {
 # The paper's protocol: each fine-tune starts from the text K = 1 run of its own cell and
 # seed, the base frozen (`text` first).
 protocol() {
-  sweep_grids protocol "${text_data[@]}" --steps 500 \
+  sweep_grids protocol "${text_data[@]}" --steps 500 --eval-every 100 \
     --init-from "$study/text/runs/cell-{cell}_perspectives-1_seed-{seed}/model.safetensors" \
     --freeze base -- \
     "cell=$cells;perspectives=1,3;seed=$seeds" \

@@ -1,6 +1,6 @@
 // Fuzz target: the readers of run and sweep folders, on arbitrary bytes and layouts,
 // through the functions mtp-exp uses: a run folder's state (inspect_run_folder, which
-// never throws), metrics.csv (read_train_curve), a stored configuration
+// never throws), metrics.csv (read_run_curves), a stored configuration
 // (train_config_from_json + validate) and a whole sweep folder (write_report, tables
 // only). The first byte picks the layout; the rest holds, split at NUL bytes,
 // sweep.json, config.json, result.json and metrics.csv. Bad input must end in an
@@ -97,7 +97,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const mtp::exp::RunFolderStatus status = mtp::exp::inspect_run_folder(root / "runs" / "a");
   if (status.state == mtp::exp::RunState::finished && !(layout & kResult)) std::abort();
   try {
-    mtp::exp::read_train_curve((root / "runs" / "a" / "metrics.csv").string());
+    mtp::exp::read_run_curves((root / "runs" / "a" / "metrics.csv").string());
   } catch (const mtp::Error&) {
   }
   try {
