@@ -7,7 +7,7 @@ set offsets graph 0.04, graph 0.04, graph 0.02, graph 0.02
 set xtics 1
 set terminal svg size 900,520 dynamic noenhanced font 'sans,11'
 set output 'metric_vs_k_lstm.svg'
-plot 'metric_vs_k_lstm.dat' index 0 using 1:2:3:4 with yerrorlines title 'cell=lstm aggregator=learned decay_spread=1 width=64'
+plot 'metric_vs_k_lstm.dat' index 0 using 1:2:3:4 with yerrorlines title 'cell=lstm aggregator=learned noise=0 noise_mode=fixed top_k=0 decay_spread=1 width=64'
 set terminal pngcairo size 900,520 noenhanced font 'sans,10'
 set output 'metric_vs_k_lstm.png'
 replot

@@ -1,0 +1,12 @@
+set title 'validation accuracy against selector noise (cell=lstm)'
+set xlabel 'selector noise sigma'
+set ylabel 'validation accuracy'
+set grid
+set key outside right
+set offsets graph 0.04, graph 0.04, graph 0.02, graph 0.02
+set terminal svg size 900,520 dynamic noenhanced font 'sans,11'
+set output 'metric_vs_noise_lstm.svg'
+plot 'metric_vs_noise_lstm.dat' index 0 using 1:2:3:4 with yerrorlines title 'cell=lstm perspectives=3 aggregator=learned noise_mode=fixed top_k=0 decay_spread=1 width=64'
+set terminal pngcairo size 900,520 noenhanced font 'sans,10'
+set output 'metric_vs_noise_lstm.png'
+replot
