@@ -616,40 +616,36 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
           what + for_cell(cell) + " (mean and 95% CI over seeds" + (gains ? ", paired" : "") + ")",
           gains ? xtics + "set xzeroaxis\n" : xtics + "set yrange [0:1]\n");
     }
-    std::vector<Series> curves;
     std::set<const Configuration*> in_gains;
     if (gains)
       for (const ComparisonRow& r : gains->rows) in_gains.insert({r.treatment, r.control});
-    for (const Configuration& c : configs) {
-      if (!of_cell(c, cell) || (gains && !in_gains.count(&c))) continue;
-      std::map<long long, std::vector<double>> at;
-      for (const Run* r : c.runs)
-        for (const auto& [step, loss] : r->train_curve) at[step].push_back(loss);
-      Series s{c.label, {}};
-      for (const auto& [step, v] : at) s.points.push_back({double(step), mean(v), kNaN, kNaN});
-      if (!s.points.empty()) curves.push_back(std::move(s));
-    }
+    // Per configuration (of the gains' comparisons, if any) the curve that `member` holds
+    // in each run, mean over seeds at each step; with `ci`, its 95% interval too.
+    auto mean_curves = [&](std::vector<std::pair<long long, double>> Run::*member, bool ci) {
+      std::vector<Series> out;
+      for (const Configuration& c : configs) {
+        if (!of_cell(c, cell) || (gains && !in_gains.count(&c))) continue;
+        std::map<long long, std::vector<double>> at;
+        for (const Run* r : c.runs)
+          for (const std::pair<long long, double>& point : r->*member)
+            at[point.first].push_back(point.second);
+        Series s{c.label, {}};
+        for (const auto& [step, v] : at) {
+          const MeanCI m = ci ? mean_ci(v) : MeanCI{};
+          s.points.push_back({double(step), mean(v), ci ? m.lo : kNaN, ci ? m.hi : kNaN});
+        }
+        if (s.points.size() > 1) out.push_back(std::move(s));
+      }
+      return out;
+    };
     add_plot(stem_of("training_curves", cell), "training loss (mean over seeds)" + for_cell(cell),
-             "step", "training loss", curves, false,
+             "step", "training loss", mean_curves(&Run::train_curve, false), false,
              "training loss, mean over seeds" + for_cell(cell) +
                  (gains ? ", the configurations of " + gains->spec->id : std::string()));
     // Validation curves where runs evaluated along the way (--eval-every): has the
     // metric flattened by the last step?
-    std::vector<Series> validation;
-    for (const Configuration& c : configs) {
-      if (!of_cell(c, cell) || (gains && !in_gains.count(&c))) continue;
-      std::map<long long, std::vector<double>> at;
-      for (const Run* r : c.runs)
-        for (const auto& [step, value] : r->validation_curve) at[step].push_back(value);
-      Series s{c.label, {}};
-      for (const auto& [step, v] : at) {
-        const MeanCI ci = mean_ci(v);
-        s.points.push_back({double(step), ci.mean, ci.lo, ci.hi});
-      }
-      if (s.points.size() > 1) validation.push_back(std::move(s));
-    }
     add_plot(stem_of("validation_curves", cell), ylabel + " during training" + for_cell(cell),
-             "step", ylabel, validation, true,
+             "step", ylabel, mean_curves(&Run::validation_curve, true), true,
              ylabel + " at each evaluation (mean and 95% CI over seeds)" + for_cell(cell) +
                  (gains ? ", the configurations of " + gains->spec->id : std::string()));
   }
