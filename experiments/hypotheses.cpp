@@ -426,14 +426,16 @@ std::string hypotheses_markdown(const HypothesesFile& file,
         "detectable | pairs for ½ sd | p | p (Holm) | verdict |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const ComparisonRow& r : h.rows)
-      md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} {} | {} | {} | {} | {} | {} |\n",
-                        markdown_cell(short_label(*r.treatment, shown)),
-                        markdown_cell(control_label(r, keys)), r.pairs, num(r.control_metric.mean),
-                        r.control_in_band ? "" : " ⚠", signed_num(r.difference.mean),
-                        interval(r.difference), signed_num(r.effect.mean, 2), interval(r.effect, 2),
-                        std::isnan(r.detectable) ? "–" : "±" + num(r.detectable),
-                        r.pairs_for_half_sd ? std::to_string(r.pairs_for_half_sd) : "–",
-                        p_text(r.p), p_text(r.p_holm), verdict_text(verdict(r, higher_is_better)));
+      md += fmt::format(
+          "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+          markdown_cell(short_label(*r.treatment, shown)), markdown_cell(control_label(r, keys)),
+          r.pairs, std::isnan(r.control_metric.mean) ? "–" : num(r.control_metric.mean),
+          r.control_in_band ? "" : " ⚠", signed_num(r.difference.mean), interval(r.difference),
+          std::isnan(r.effect.mean) ? std::string("–")
+                                    : signed_num(r.effect.mean, 2) + " " + interval(r.effect, 2),
+          std::isnan(r.detectable) ? "–" : "±" + num(r.detectable),
+          r.pairs_for_half_sd ? std::to_string(r.pairs_for_half_sd) : "–", p_text(r.p),
+          p_text(r.p_holm), verdict_text(verdict(r, higher_is_better)));
     const bool grouped = std::any_of(h.rows.begin(), h.rows.end(), [&](const ComparisonRow& r) {
       return !r.group_difference.empty();
     });
