@@ -10,8 +10,10 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -58,7 +60,7 @@ std::string csv_field(const std::string& s) {
 
 }  // namespace
 
-RunCurves read_run_curves(const std::string& path) {
+RunCurves read_run_curves(const std::string& path, bool text) {
   const std::vector<std::uint8_t> bytes =
       read_file_bytes(path, "", std::uint64_t(256) << 20, /*pipes=*/false);
   std::stringstream in(std::string(bytes.begin(), bytes.end()));
@@ -79,7 +81,8 @@ RunCurves read_run_curves(const std::string& path) {
     for (std::string* field : {&step, &split, &loss, &accuracy, &bpb})
       std::getline(ss, *field, ',');
     const bool train = split == "train" && !loss.empty();
-    const bool validation = split == "val" && !(accuracy.empty() && bpb.empty());
+    // An empty cell is a value that was not finite (metrics_csv): no point of the curve.
+    const bool validation = split == "val" && !(text ? bpb : accuracy).empty();
     if (!train && !validation) continue;
     long long s = 0;
     number(step, "step", n, s);
@@ -89,7 +92,7 @@ RunCurves read_run_curves(const std::string& path) {
       number(loss, "loss", n, v);
       curves.train_loss.emplace_back(s, v);
     } else {
-      number(bpb.empty() ? accuracy : bpb, bpb.empty() ? "accuracy" : "bits per byte", n, v);
+      number(text ? bpb : accuracy, text ? "bits per byte" : "accuracy", n, v);
       curves.validation.emplace_back(s, v);
     }
   }
@@ -167,7 +170,7 @@ Run read_run(const fs::path& dir, const RunFolderStatus& status) {
   }
   const fs::path metrics = dir / kMetricsFile;
   if (fs::exists(metrics, ec)) {
-    RunCurves curves = read_run_curves(metrics.string());
+    RunCurves curves = read_run_curves(metrics.string(), r.text);
     r.train_curve = std::move(curves.train_loss);
     r.validation_curve = std::move(curves.validation);
   }
@@ -230,32 +233,6 @@ std::string views_markdown(const std::vector<Configuration>& configs) {
          "decay rows.\n\n| configuration | layer | time scale per view (steps) | selection "
          "weight per view |\n|---|---|---|---|\n" +
          rows + "\n";
-}
-
-// The change of the validation metric between a run's last two evaluations, mean over
-// the configuration's seeds: how far from flat its curves ended. NaN when a run has fewer
-// than two evaluations or its runs evaluated at different steps.
-struct FinalChange {
-  double mean = kNaN, relative = kNaN;  // relative: to the metric at the earlier evaluation
-  long long from = 0, to = 0;           // the steps of the two evaluations
-};
-FinalChange final_change(const Configuration& c) {
-  FinalChange f;
-  std::vector<double> change, relative;
-  for (const Run* r : c.runs) {
-    const auto& curve = r->validation_curve;
-    if (curve.size() < 2) return {};
-    const std::pair<long long, double>& before = curve[curve.size() - 2];
-    const std::pair<long long, double>& last = curve.back();
-    if (!change.empty() && (before.first != f.from || last.first != f.to)) return {};
-    f.from = before.first;
-    f.to = last.first;
-    change.push_back(last.second - before.second);
-    relative.push_back((last.second - before.second) / std::abs(before.second));
-  }
-  f.mean = mean(change);
-  f.relative = mean(relative);
-  return f;
 }
 
 std::string machine_description() {
@@ -430,10 +407,12 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
                          ci.n > 1 ? fmt::format("[{}, {}]", num(ci.lo), num(ci.hi)) : "–");
     for (double m : group_means) table += fmt::format(" {} |", num(m));
     if (show_final_change) {
-      const FinalChange& f = final_changes[size_t(&c - configs.data())];
+      const FinalChange f = final_change(c);
       table += std::isnan(f.mean) ? std::string(" – |")
-                                  : fmt::format(" {:+.4f} ({:+.2f}%, steps {}→{}) |", f.mean,
-                                                100 * f.relative, f.from, f.to);
+               : std::isfinite(f.relative)
+                   ? fmt::format(" {:+.4f} ({:+.2f}%, steps {}→{}) |", f.mean, 100 * f.relative,
+                                 f.from, f.to)
+                   : fmt::format(" {:+.4f} (steps {}→{}) |", f.mean, f.from, f.to);
     }
     table += fmt::format(" {} ({:.3f}%) | {} |\n", first.params_perspective,
                          100.0 * double(first.params_perspective) /
@@ -620,8 +599,10 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
     if (gains)
       for (const ComparisonRow& r : gains->rows) in_gains.insert({r.treatment, r.control});
     // Per configuration (of the gains' comparisons, if any) the curve that `member` holds
-    // in each run, mean over seeds at each step; with `ci`, its 95% interval too.
-    auto mean_curves = [&](std::vector<std::pair<long long, double>> Run::*member, bool ci) {
+    // in each run, mean over seeds at each step; with `ci`, its 95% interval too; curves
+    // of fewer than `min_points` points are left out.
+    auto mean_curves = [&](std::vector<std::pair<long long, double>> Run::*member, bool ci,
+                           size_t min_points) {
       std::vector<Series> out;
       for (const Configuration& c : configs) {
         if (!of_cell(c, cell) || (gains && !in_gains.count(&c))) continue;
@@ -634,18 +615,18 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
           const MeanCI m = ci ? mean_ci(v) : MeanCI{};
           s.points.push_back({double(step), mean(v), ci ? m.lo : kNaN, ci ? m.hi : kNaN});
         }
-        if (s.points.size() > 1) out.push_back(std::move(s));
+        if (s.points.size() >= min_points) out.push_back(std::move(s));
       }
       return out;
     };
     add_plot(stem_of("training_curves", cell), "training loss (mean over seeds)" + for_cell(cell),
-             "step", "training loss", mean_curves(&Run::train_curve, false), false,
+             "step", "training loss", mean_curves(&Run::train_curve, false, 1), false,
              "training loss, mean over seeds" + for_cell(cell) +
                  (gains ? ", the configurations of " + gains->spec->id : std::string()));
     // Validation curves where runs evaluated along the way (--eval-every): has the
     // metric flattened by the last step?
     add_plot(stem_of("validation_curves", cell), ylabel + " during training" + for_cell(cell),
-             "step", ylabel, mean_curves(&Run::validation_curve, true), true,
+             "step", ylabel, mean_curves(&Run::validation_curve, true, 2), true,
              ylabel + " at each evaluation (mean and 95% CI over seeds)" + for_cell(cell) +
                  (gains ? ", the configurations of " + gains->spec->id : std::string()));
   }
@@ -713,17 +694,20 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   md += fmt::format(
       "## Configurations\n\nMean over seeds, with a 95% Student-t confidence interval.\n\n{}\n",
       table);
-  if (show_final_change) {
-    size_t largest = 0;
-    for (size_t i = 0; i < configs.size(); ++i)
-      if (std::isnan(final_changes[largest].mean) ||
-          std::abs(final_changes[i].relative) > std::abs(final_changes[largest].relative))
-        largest = i;
+  // The configuration whose curves moved most, relative to the metric (none when no
+  // relative change is finite: a metric of 0).
+  std::optional<size_t> largest;
+  for (size_t i = 0; i < configs.size(); ++i)
+    if (std::isfinite(final_changes[i].relative) &&
+        (!largest ||
+         std::abs(final_changes[i].relative) > std::abs(final_changes[*largest].relative)))
+      largest = i;
+  if (largest) {
     md += fmt::format(
         "*last Δ*: the change of the metric between a run's last two evaluations, mean over "
         "seeds; near zero where the validation curve has flattened. The largest relative "
         "change is {:+.2f}% ({}).\n\n",
-        100 * final_changes[largest].relative, configs[largest].label);
+        100 * final_changes[*largest].relative, configs[*largest].label);
   }
   if (design) md += hypotheses_markdown(*design, tested, keys, group_names, !any_text);
   md += views_markdown(configs);

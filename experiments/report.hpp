@@ -36,13 +36,14 @@ struct ReportOptions {
 // a malformed file is an mtp::Error naming it.
 ReportSummary write_report(const std::string& dir, const ReportOptions& options = {});
 
-// A run's curves from its metrics.csv: (step, value) per row of each split.
+// A run's curves from its metrics.csv: (step, value) per row of each split; `text`: the
+// validation metric is bits per byte (else accuracy).
 struct RunCurves {
   std::vector<std::pair<long long, double>> train_loss;  // mean training loss per log row
-  // The validation metric at each evaluation: bits per byte where the run has them (text),
-  // else accuracy; the last is the run's result.
+  // The validation metric at each evaluation (its finite values); the last is the run's
+  // result.
   std::vector<std::pair<long long, double>> validation;
 };
-RunCurves read_run_curves(const std::string& path);
+RunCurves read_run_curves(const std::string& path, bool text);
 
 }  // namespace mtp::exp

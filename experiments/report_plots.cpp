@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <tuple>
+#include <utility>
 
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/process.hpp"

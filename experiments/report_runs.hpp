@@ -58,6 +58,34 @@ struct Configuration {
   }
 };
 
+// The change of the validation metric between a run's last two evaluations, mean over
+// the configuration's seeds: how far from flat its curves ended. NaN when a run has fewer
+// than two evaluations or its runs evaluated at different steps.
+struct FinalChange {
+  double mean = kNaN;
+  double relative = kNaN;      // to the metric at the earlier evaluation; NaN where that is 0
+  long long from = 0, to = 0;  // the steps of the two evaluations
+};
+inline FinalChange final_change(const Configuration& c) {
+  FinalChange f;
+  std::vector<double> change, relative;
+  for (const Run* r : c.runs) {
+    const auto& curve = r->validation_curve;
+    if (curve.size() < 2) return {};
+    const std::pair<long long, double>& before = curve[curve.size() - 2];
+    const std::pair<long long, double>& last = curve.back();
+    if (!change.empty() && (before.first != f.from || last.first != f.to)) return {};
+    f.from = before.first;
+    f.to = last.first;
+    change.push_back(last.second - before.second);
+    relative.push_back(before.second != 0 ? (last.second - before.second) / std::abs(before.second)
+                                          : kNaN);
+  }
+  f.mean = mean(change);
+  f.relative = mean(relative);
+  return f;
+}
+
 inline std::string value_text(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_array()) {

@@ -14,6 +14,7 @@
 
 #include "mtp/core/error.hpp"
 #include "mtp/experiments/report.hpp"
+#include "mtp/experiments/report_runs.hpp"
 #include "mtp/experiments/sweep.hpp"
 #include "run_binary.hpp"
 #include "temp_dir.hpp"
@@ -77,16 +78,41 @@ TEST(Report, ReadsARunsCurves) {
                             "10,val,2.4,0.2,3.4,,,,1\n"
                             "20,train,2.25,0.3,,0.003,0.5,100,2\n"
                             "20,val,2.0,0.5,,,,,2\n";
-  const RunCurves curves = read_run_curves(metrics.string());
+  const RunCurves curves = read_run_curves(metrics.string(), /*text=*/false);
   EXPECT_EQ(curves.train_loss, (std::vector<std::pair<long long, double>>{{10, 2.5}, {20, 2.25}}));
-  EXPECT_EQ(curves.validation, (std::vector<std::pair<long long, double>>{{10, 3.4}, {20, 0.5}}))
-      << "bits per byte where a row has them, else accuracy";
+  EXPECT_EQ(curves.validation, (std::vector<std::pair<long long, double>>{{10, 0.2}, {20, 0.5}}));
+  EXPECT_EQ(read_run_curves(metrics.string(), /*text=*/true).validation,
+            (std::vector<std::pair<long long, double>>{{10, 3.4}}))
+      << "bits per byte; an empty cell (a value that was not finite) is no point";
   std::ofstream(metrics) << "step,split,loss\n";
-  EXPECT_THROW(read_run_curves(metrics.string()), Error) << "not a run's header";
+  EXPECT_THROW(read_run_curves(metrics.string(), false), Error) << "not a run's header";
   std::ofstream(metrics) << "step,split,loss,accuracy,bpb\n30,val,1.0,0.5x,\n";
-  EXPECT_THROW(read_run_curves(metrics.string()), Error) << "a malformed accuracy";
+  EXPECT_THROW(read_run_curves(metrics.string(), false), Error) << "a malformed accuracy";
   std::ofstream(metrics) << "step,split,loss,accuracy,bpb\n-3,train,1.0,,\n";
-  EXPECT_THROW(read_run_curves(metrics.string()), Error) << "a negative step";
+  EXPECT_THROW(read_run_curves(metrics.string(), false), Error) << "a negative step";
+}
+
+TEST(Report, FinalChangeIsTheLastIntervalsMeanOverSeeds) {
+  using reporting::Configuration;
+  using reporting::final_change;
+  using reporting::Run;
+  Run a, b;
+  a.validation_curve = {{10, 0.5}, {20, 0.6}, {30, 0.62}};
+  b.validation_curve = {{10, 0.4}, {20, 0.5}, {30, 0.54}};
+  Configuration c{"x", {}, {&a, &b}};
+  reporting::FinalChange f = final_change(c);
+  EXPECT_NEAR(f.mean, 0.03, 1e-12);
+  EXPECT_NEAR(f.relative, (0.02 / 0.6 + 0.04 / 0.5) / 2, 1e-12);
+  EXPECT_EQ(f.from, 20);
+  EXPECT_EQ(f.to, 30);
+  b.validation_curve[1].second = 0;  // an accuracy of 0: no relative change
+  f = final_change(c);
+  EXPECT_NEAR(f.mean, (0.02 + 0.54) / 2, 1e-12);
+  EXPECT_TRUE(std::isnan(f.relative));
+  b.validation_curve[2].first = 40;  // the seeds evaluated at other steps: no common interval
+  EXPECT_TRUE(std::isnan(final_change(c).mean));
+  b.validation_curve.resize(1);  // one evaluation: no interval
+  EXPECT_TRUE(std::isnan(final_change(c).mean));
 }
 
 int run(const std::vector<std::string>& args, const fs::path& log) {
@@ -288,6 +314,8 @@ TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedRuns) {
   EXPECT_NE(md.find("| last Δ |"), std::string::npos) << md;
   EXPECT_NE(md.find("steps 40→60) |"), std::string::npos) << md;
   EXPECT_NE(md.find("The largest relative change is"), std::string::npos) << md;
+  EXPECT_EQ(md.find("inf%"), std::string::npos) << md;
+  EXPECT_EQ(md.find("nan%"), std::string::npos) << md;
   for (const char* plot : {"metric_vs_k_gru", "accuracy_per_group_ssm", "training_curves_gru",
                            "validation_curves_ssm"}) {
     EXPECT_TRUE(fs::exists(out / "plots" / (std::string(plot) + ".dat"))) << plot;
