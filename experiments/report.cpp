@@ -70,10 +70,10 @@ RunCurves read_run_curves(const std::string& path, bool text) {
   MTP_CHECK(line.rfind("step,split,loss,accuracy,bpb", 0) == 0,
             "{}: line 1 is not the header of a run's metrics (step,split,loss,accuracy,bpb,...)",
             path);
-  auto number = [&](const std::string& text, const char* what, int n, auto& out) {
-    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), out);
-    MTP_CHECK(err == std::errc() && end == text.data() + text.size(),
-              "{}: line {}: {} '{}' is not a number", path, n, what, text);
+  auto number = [&](const std::string& cell, const char* what, int n, auto& out) {
+    const auto [end, err] = std::from_chars(cell.data(), cell.data() + cell.size(), out);
+    MTP_CHECK(err == std::errc() && end == cell.data() + cell.size(),
+              "{}: line {}: {} '{}' is not a number", path, n, what, cell);
   };
   for (int n = 2; std::getline(in, line); ++n) {
     std::stringstream ss(line);
