@@ -702,13 +702,13 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
         (!largest ||
          std::abs(final_changes[i].relative) > std::abs(final_changes[*largest].relative)))
       largest = i;
-  if (largest) {
+  if (show_final_change)
     md += fmt::format(
         "*last Δ*: the change of the metric between a run's last two evaluations, mean over "
-        "seeds; near zero where the validation curve has flattened. The largest relative "
-        "change is {:+.2f}% ({}).\n\n",
-        100 * final_changes[*largest].relative, configs[*largest].label);
-  }
+        "seeds; near zero where the validation curve has flattened.{}\n\n",
+        largest ? fmt::format(" The largest relative change is {:+.2f}% ({}).",
+                              100 * final_changes[*largest].relative, configs[*largest].label)
+                : std::string());
   if (design) md += hypotheses_markdown(*design, tested, keys, group_names, !any_text);
   md += views_markdown(configs);
   md +=
