@@ -384,7 +384,8 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
   table += " added params | tokens/s |\n|---|---|---|---|";
   for (size_t g = 0; g < group_names.size() + show_final_change; ++g) table += "---|";
   table += "---|---|\n";
-  for (const Configuration& c : configs) {
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const Configuration& c = configs[i];
     const MeanCI ci = mean_ci(c.headline());
     summary += csv_field(c.label);
     for (const std::string& k : keys)
@@ -407,7 +408,7 @@ ReportSummary write_report(const std::string& dir_name, const ReportOptions& opt
                          ci.n > 1 ? fmt::format("[{}, {}]", num(ci.lo), num(ci.hi)) : "–");
     for (double m : group_means) table += fmt::format(" {} |", num(m));
     if (show_final_change) {
-      const FinalChange f = final_change(c);
+      const FinalChange& f = final_changes[i];
       table += std::isnan(f.mean) ? std::string(" – |")
                : std::isfinite(f.relative)
                    ? fmt::format(" {:+.4f} ({:+.2f}%, steps {}→{}) |", f.mean, 100 * f.relative,

@@ -96,10 +96,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Inspecting a folder never throws: whatever its files hold, it has a state.
   const mtp::exp::RunFolderStatus status = mtp::exp::inspect_run_folder(root / "runs" / "a");
   if (status.state == mtp::exp::RunState::finished && !(layout & kResult)) std::abort();
-  for (bool text : {false, true}) try {
+  for (bool text : {false, true}) {
+    try {
       mtp::exp::read_run_curves((root / "runs" / "a" / "metrics.csv").string(), text);
     } catch (const mtp::Error&) {
     }
+  }
   try {
     const nlohmann::json j = mtp::exp::parse_json(part[1], "config.json");
     if (j.is_object() && j.contains("config"))
